@@ -1,0 +1,302 @@
+"""Models: the composition input adapter -> encoder -> decoder -> output adapter.
+
+* :class:`PerceiverModel` composes any four parts.
+* :class:`PerceiverIO` builds them from a :class:`PerceiverIOConfig`.
+* :class:`Perceiver` takes perceiver-pytorch's constructor keywords and forward signature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from torch import Tensor, nn
+
+from .adapters.base import InputAdapter
+from .adapters.grid import GridAdapter
+from .attention import AttentionSpec
+from .decoders import ClassificationDecoder, QueryDecoder, grid_decoder
+from .encoder import EncoderConfig, PerceiverEncoder
+from .outputs import ClassificationOutput, GridOutput, SequenceOutput
+from .position import FourierPositionEncoding, LearnedPositionEncoding
+
+
+class PerceiverModel(nn.Module):
+    """``output_adapter(decoder(encoder(input_adapter(x))))``.
+
+    ``forward(inputs, mask=None, queries=None, *, subsample=None, return_latents=False)``;
+    ``decoder=None`` makes a model that returns the latents (batch, num_latents, latent_dim).
+    """
+
+    def __init__(self, *, input_adapter: InputAdapter, encoder: PerceiverEncoder,
+                 decoder: nn.Module | None = None, output_adapter: nn.Module | None = None):
+        super().__init__()
+        if encoder.input_channels != input_adapter.num_channels:
+            raise ValueError(
+                f"the encoder expects {encoder.input_channels} input channels, the input "
+                f"adapter produces {input_adapter.num_channels}")
+        self.input_adapter = input_adapter
+        self.encoder = encoder
+        self.decoder = decoder
+        self.output_adapter = output_adapter or SequenceOutput()
+
+    def forward(self, inputs, mask: Tensor | None = None, queries: Tensor | None = None, *,
+                subsample: Tensor | None = None, return_latents: bool = False) -> Tensor:
+        adapted = self.input_adapter(inputs, mask)
+        latents = self.encoder(adapted.inputs, adapted.mask)
+        if return_latents or self.decoder is None:
+            return latents
+        outputs = self.decoder(latents, queries, subsample=subsample)
+        return self.output_adapter(outputs, adapted)
+
+
+# --- Perceiver IO from a config ---------------------------------------------------------------
+
+
+@dataclass
+class FourierConfig:
+    """Fourier position features; ``max_resolution=None`` uses the grid's own size."""
+
+    num_bands: int = 64
+    max_resolution: tuple[float, ...] | None = None
+    concat_pos: bool = True
+    sine_only: bool = False
+    layout: str = "deepmind"
+
+
+@dataclass
+class LearnedPositionConfig:
+    """A learned embedding for each of the ``prod(shape)`` positions of a fixed grid."""
+
+    shape: tuple[int, ...]
+    num_channels: int = 64
+
+
+@dataclass
+class ClassificationDecoderConfig:
+    num_classes: int
+    pooling: str = "query"
+    cross_attend: AttentionSpec = field(default_factory=AttentionSpec)
+
+
+@dataclass
+class GridDecoderConfig:
+    """Dense outputs on ``output_shape``, one query per cell (Fourier or learned)."""
+
+    output_shape: tuple[int, ...]
+    output_channels: int
+    query: str = "fourier"
+    num_bands: int = 64
+    cross_attend: AttentionSpec = field(default_factory=AttentionSpec)
+
+
+@dataclass
+class QueryDecoderConfig:
+    """Outputs for queries the caller passes to ``forward`` (batch, num_outputs, query_channels)."""
+
+    query_channels: int
+    output_channels: int
+    cross_attend: AttentionSpec = field(default_factory=AttentionSpec)
+
+
+DecoderConfig = ClassificationDecoderConfig | GridDecoderConfig | QueryDecoderConfig
+
+
+@dataclass
+class PerceiverIOConfig:
+    """Inputs of shape (batch, *axes, input_channels) with ``input_axis`` axes, position
+    features given by ``position`` (None for none), an encoder and a decoder."""
+
+    input_channels: int
+    input_axis: int
+    decoder: DecoderConfig
+    position: FourierConfig | LearnedPositionConfig | None = field(default_factory=FourierConfig)
+    input_shape: tuple[int, ...] | None = None
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decoder"]["kind"] = type(self.decoder).__name__
+        if self.position is not None:
+            d["position"]["kind"] = type(self.position).__name__
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PerceiverIOConfig:
+        d = dict(d)
+        kinds = {c.__name__: c for c in (ClassificationDecoderConfig, GridDecoderConfig,
+                                         QueryDecoderConfig, FourierConfig,
+                                         LearnedPositionConfig)}
+
+        def spec(s):
+            return AttentionSpec(**s)
+
+        dec = dict(d["decoder"])
+        dec_cls = kinds[dec.pop("kind")]
+        dec["cross_attend"] = spec(dec["cross_attend"])
+        for key in ("output_shape",):
+            if key in dec:
+                dec[key] = tuple(dec[key])
+        d["decoder"] = dec_cls(**dec)
+        if d.get("position") is not None:
+            pos = dict(d["position"])
+            pos_cls = kinds[pos.pop("kind")]
+            for key in ("max_resolution", "shape"):
+                if pos.get(key) is not None:
+                    pos[key] = tuple(pos[key])
+            d["position"] = pos_cls(**pos)
+        enc = dict(d.get("encoder", {}))
+        for key in ("cross_attend", "self_attend"):
+            if key in enc:
+                enc[key] = spec(enc[key])
+        d["encoder"] = EncoderConfig(**enc)
+        if d.get("input_shape") is not None:
+            d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)
+
+
+def _position_encoding(config: PerceiverIOConfig):
+    pos = config.position
+    if pos is None:
+        return None
+    if isinstance(pos, LearnedPositionConfig):
+        if len(pos.shape) != config.input_axis:
+            raise ValueError(f"learned positions need a shape with {config.input_axis} axes, "
+                             f"got {pos.shape}")
+        n = 1
+        for s in pos.shape:
+            n *= s
+        return LearnedPositionEncoding(n, pos.num_channels)
+    max_res = pos.max_resolution or config.input_shape
+    if max_res is None:
+        raise ValueError("FourierConfig needs max_resolution, or the config needs input_shape")
+    return FourierPositionEncoding(num_axes=config.input_axis, num_bands=pos.num_bands,
+                                   max_resolution=max_res, concat_pos=pos.concat_pos,
+                                   sine_only=pos.sine_only, layout=pos.layout)
+
+
+def build_decoder(config: DecoderConfig, latent_dim: int) -> tuple[nn.Module, nn.Module]:
+    """The decoder and the output adapter that goes with it."""
+    if isinstance(config, ClassificationDecoderConfig):
+        return (ClassificationDecoder(latent_dim=latent_dim, num_classes=config.num_classes,
+                                      pooling=config.pooling, cross_attend=config.cross_attend),
+                ClassificationOutput())
+    if isinstance(config, GridDecoderConfig):
+        return (grid_decoder(latent_dim=latent_dim, output_shape=config.output_shape,
+                             output_channels=config.output_channels, query=config.query,
+                             num_bands=config.num_bands, cross_attend=config.cross_attend),
+                GridOutput(config.output_shape))
+    if isinstance(config, QueryDecoderConfig):
+        return (QueryDecoder(latent_dim=latent_dim, output_channels=config.output_channels,
+                             query_channels=config.query_channels,
+                             cross_attend=config.cross_attend),
+                SequenceOutput())
+    raise TypeError(f"unknown decoder config {type(config).__name__}")
+
+
+class PerceiverIO(PerceiverModel):
+    """Perceiver IO built from a :class:`PerceiverIOConfig`.
+
+    ``forward(inputs, mask=None, queries=None)``: inputs (batch, *axes, input_channels), mask
+    (batch, num_inputs) or (batch, *axes) bool; ``queries`` (batch, num_outputs,
+    query_channels) for a :class:`QueryDecoderConfig` decoder (required there: it never returns
+    the latents in their place). Pass ``input_adapter`` to use a modality adapter instead of
+    the grid adapter the config describes.
+    """
+
+    def __init__(self, config: PerceiverIOConfig, *, input_adapter: InputAdapter | None = None):
+        if input_adapter is None:
+            if config.input_shape is not None and len(config.input_shape) != config.input_axis:
+                raise ValueError(f"input_shape {config.input_shape} does not have "
+                                 f"input_axis={config.input_axis} axes")
+            input_adapter = GridAdapter(input_channels=config.input_channels,
+                                        input_axis=config.input_axis,
+                                        position=_position_encoding(config))
+        decoder, output_adapter = build_decoder(config.decoder, config.encoder.latent_dim)
+        super().__init__(input_adapter=input_adapter,
+                         encoder=PerceiverEncoder(input_adapter.num_channels, config.encoder),
+                         decoder=decoder, output_adapter=output_adapter)
+        self.config = config
+
+
+# --- perceiver-pytorch's Perceiver -----------------------------------------------------------
+
+
+class Perceiver(PerceiverModel):
+    """The Perceiver with perceiver-pytorch 0.11's constructor keywords and forward signature.
+
+    ``depth`` layers, each a cross-attend (``cross_heads`` x ``cross_dim_head``, GEGLU
+    feed-forward with widening 4, no query/key/value biases) followed by
+    ``self_per_cross_attn`` latent self-attends; ``weight_tie_layers`` shares layers
+    ``1..depth-1``; the head averages the latents, then LayerNorm and Linear. Inputs are
+    channels-last (batch, *axes, input_channels) with perceiver-pytorch's Fourier features
+    (one ``max_freq``, per-axis ``[sin, cos, pos]``). The latents are initialised
+    truncated-normal (std 0.02) rather than standard normal.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_freq_bands: int,
+        depth: int,
+        max_freq: float,
+        input_channels: int = 3,
+        input_axis: int = 2,
+        num_latents: int = 512,
+        latent_dim: int = 512,
+        cross_heads: int = 1,
+        latent_heads: int = 8,
+        cross_dim_head: int = 64,
+        latent_dim_head: int = 64,
+        num_classes: int = 1000,
+        attn_dropout: float = 0.0,
+        ff_dropout: float = 0.0,
+        weight_tie_layers: bool = False,
+        fourier_encode_data: bool = True,
+        self_per_cross_attn: int = 1,
+        final_classifier_head: bool = True,
+        inverted_cross_attn: bool | Sequence[bool] = False,
+        attn_residual: bool = False,
+        attn_residual_rank: int = 64,
+    ):
+        if any([inverted_cross_attn] if isinstance(inverted_cross_attn, bool)
+               else inverted_cross_attn) or attn_residual:
+            raise ValueError("inverted_cross_attn and attn_residual (perceiver-pytorch extensions "
+                             "outside the papers) are not supported")
+        position = (FourierPositionEncoding(num_axes=input_axis, num_bands=num_freq_bands,
+                                            max_resolution=max_freq, layout="lucidrains")
+                    if fourier_encode_data else None)
+        adapter = GridAdapter(input_channels=input_channels, input_axis=input_axis,
+                              position=position)
+
+        def spec(heads: int, dim_head: int) -> AttentionSpec:
+            return AttentionSpec(heads=heads, qk_channels=heads * dim_head,
+                                 v_channels=heads * dim_head, widening_factor=4,
+                                 activation="geglu", qkv_bias=False, attn_dropout=attn_dropout,
+                                 ff_dropout=ff_dropout)
+
+        encoder = PerceiverEncoder(adapter.num_channels, EncoderConfig(
+            num_latents=num_latents, latent_dim=latent_dim, num_blocks=depth,
+            num_cross_attends=depth, self_attends_per_block=self_per_cross_attn,
+            cross_attend_sharing="after_first" if weight_tie_layers else "none",
+            block_sharing="after_first" if weight_tie_layers else "none",
+            cross_attend=spec(cross_heads, cross_dim_head),
+            self_attend=spec(latent_heads, latent_dim_head)))
+        decoder = (ClassificationDecoder(latent_dim=latent_dim, num_classes=num_classes,
+                                         pooling="mean") if final_classifier_head else None)
+        super().__init__(input_adapter=adapter, encoder=encoder, decoder=decoder,
+                         output_adapter=ClassificationOutput())
+
+    def forward(self, data: Tensor, mask: Tensor | None = None,
+                return_embeddings: bool = False) -> Tensor:
+        """``data`` (batch, *axes, input_channels), ``mask`` (batch, num_inputs) or
+        (batch, *axes) bool. Returns logits (batch, num_classes), or the latents
+        (batch, num_latents, latent_dim) with ``return_embeddings=True`` or without a head."""
+        return super().forward(data, mask, return_latents=return_embeddings)
+
+
+__all__ = [
+    "PerceiverModel", "PerceiverIO", "PerceiverIOConfig", "Perceiver", "FourierConfig",
+    "LearnedPositionConfig", "ClassificationDecoderConfig", "GridDecoderConfig",
+    "QueryDecoderConfig", "build_decoder",
+]

@@ -1,0 +1,134 @@
+"""Position features: Fourier features (DeepMind's definition and perceiver-pytorch's variant)
+and learned position embeddings.
+
+DeepMind (Perceiver / Perceiver IO): positions ``linspace(-1, 1, n_d)`` per axis, frequencies
+``linspace(1, max_resolution_d / 2, K)``, features ``[pos_1..pos_D, sin(pi f pos) for every
+axis and band, cos(...) likewise]``: ``D * (2K + 1)`` channels.
+perceiver-pytorch uses one ``max_freq`` for every axis and orders each axis as
+``[sin x K, cos x K, pos]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+LAYOUTS = ("deepmind", "lucidrains")
+
+
+def grid_positions(shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
+    """Coordinates in [-1, 1] of every cell of a grid, row-major: (prod(shape), len(shape))."""
+    axes = [torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype) for n in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(shape))
+
+
+def fourier_features(
+    pos: Tensor,
+    *,
+    num_bands: int,
+    max_resolution: Sequence[float],
+    concat_pos: bool = True,
+    sine_only: bool = False,
+    layout: str = "deepmind",
+) -> Tensor:
+    """Fourier features of positions ``pos`` (..., D) in [-1, 1]: (..., num_channels).
+
+    ``max_resolution`` has one entry per axis; band frequencies are
+    ``linspace(1, max_resolution_d / 2, num_bands)``.
+    """
+    dims = pos.shape[-1]
+    if len(max_resolution) != dims:
+        raise ValueError(f"max_resolution has {len(max_resolution)} entries for {dims}-D positions")
+    freqs = torch.stack([
+        torch.linspace(1.0, r / 2, num_bands, device=pos.device, dtype=pos.dtype)
+        for r in max_resolution
+    ])  # (D, K)
+    angles = math.pi * pos[..., :, None] * freqs  # (..., D, K)
+    if layout == "deepmind":
+        parts = [angles.sin().flatten(-2)]
+        if not sine_only:
+            parts.append(angles.cos().flatten(-2))
+        if concat_pos:
+            parts.insert(0, pos)
+        return torch.cat(parts, dim=-1)
+    if layout == "lucidrains":
+        parts = [angles.sin()] + ([] if sine_only else [angles.cos()])
+        if concat_pos:
+            parts.append(pos[..., None])
+        return torch.cat(parts, dim=-1).flatten(-2)
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+class FourierPositionEncoding(nn.Module):
+    """Fourier position features for grids or per-example coordinates.
+
+    ``grid(shape, ...)`` returns (prod(shape), num_channels), computed once per
+    shape/device/dtype and reused; ``points(coords)`` maps (batch, num_points, D) coordinates
+    in [-1, 1] to (batch, num_points, num_channels), each example from its own coordinates.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_axes: int,
+        num_bands: int,
+        max_resolution: float | Sequence[float],
+        concat_pos: bool = True,
+        sine_only: bool = False,
+        layout: str = "deepmind",
+    ):
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if isinstance(max_resolution, (int, float)):
+            max_resolution = (float(max_resolution),) * num_axes
+        if len(max_resolution) != num_axes:
+            raise ValueError(f"max_resolution needs {num_axes} entries, got {len(max_resolution)}")
+        self.num_axes = num_axes
+        self.options = dict(num_bands=num_bands, max_resolution=tuple(max_resolution),
+                            concat_pos=concat_pos, sine_only=sine_only, layout=layout)
+        self.num_channels = num_axes * (num_bands * (1 if sine_only else 2) + int(concat_pos))
+        self._cache: dict[tuple, Tensor] = {}
+
+    def grid(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
+        key = (tuple(shape), str(device), dtype, torch.is_inference_mode_enabled())
+        cached = self._cache.get(key)
+        if cached is None:
+            # Computed in float64 for exactness, stored in the requested dtype.
+            pos = grid_positions(shape, device=device, dtype=torch.float64)
+            cached = fourier_features(pos, **self.options).to(dtype)
+            if len(self._cache) >= 16:
+                self._cache.clear()
+            self._cache[key] = cached
+        return cached
+
+    def points(self, coords: Tensor) -> Tensor:
+        return fourier_features(coords, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.options.items())
+
+
+class LearnedPositionEncoding(nn.Module):
+    """A learned embedding per position: (num_positions, num_channels), init trunc-normal 0.02."""
+
+    def __init__(self, num_positions: int, num_channels: int, *, init_std: float = 0.02):
+        super().__init__()
+        self.num_channels = num_channels
+        self.embedding = nn.Parameter(torch.empty(num_positions, num_channels))
+        nn.init.trunc_normal_(self.embedding, std=init_std, a=-2 * init_std, b=2 * init_std)
+
+    def grid(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
+        n = math.prod(shape)
+        if n != self.embedding.shape[0]:
+            raise ValueError(
+                f"learned positions cover {self.embedding.shape[0]} positions, "
+                f"the input has {n} (grid {tuple(shape)})")
+        return self.embedding.to(dtype)
+
+
+__all__ = ["grid_positions", "fourier_features", "FourierPositionEncoding",
+           "LearnedPositionEncoding"]
