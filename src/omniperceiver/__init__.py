@@ -19,6 +19,7 @@ from .model import (
     PerceiverModel,
     QueryDecoderConfig,
 )
+from .hub import from_pretrained, save_pretrained
 from .position import FourierPositionEncoding, LearnedPositionEncoding, fourier_features
 from .presets import create_model, describe_model, list_models, register_model
 
@@ -30,5 +31,5 @@ __all__ = [
     "ClassificationDecoderConfig", "FourierConfig", "GridDecoderConfig", "LearnedPositionConfig",
     "Perceiver", "PerceiverIO", "PerceiverIOConfig", "PerceiverModel", "QueryDecoderConfig",
     "FourierPositionEncoding", "LearnedPositionEncoding", "fourier_features", "create_model",
-    "describe_model", "list_models", "register_model",
+    "describe_model", "list_models", "register_model", "from_pretrained", "save_pretrained",
 ]

@@ -232,6 +232,9 @@ class Perceiver(PerceiverModel):
     channels-last (batch, *axes, input_channels) with perceiver-pytorch's Fourier features
     (one ``max_freq``, per-axis ``[sin, cos, pos]``). The latents are initialised
     truncated-normal (std 0.02) rather than standard normal.
+
+    ``input_adapter`` replaces the grid adapter (for example a multimodal adapter); then
+    ``input_channels``, ``input_axis`` and the Fourier keywords are not used.
     """
 
     def __init__(
@@ -258,6 +261,7 @@ class Perceiver(PerceiverModel):
         inverted_cross_attn: bool | Sequence[bool] = False,
         attn_residual: bool = False,
         attn_residual_rank: int = 64,
+        input_adapter: InputAdapter | None = None,
     ):
         if any([inverted_cross_attn] if isinstance(inverted_cross_attn, bool)
                else inverted_cross_attn) or attn_residual:
@@ -266,8 +270,8 @@ class Perceiver(PerceiverModel):
         position = (FourierPositionEncoding(num_axes=input_axis, num_bands=num_freq_bands,
                                             max_resolution=max_freq, layout="lucidrains")
                     if fourier_encode_data else None)
-        adapter = GridAdapter(input_channels=input_channels, input_axis=input_axis,
-                              position=position)
+        adapter = input_adapter or GridAdapter(input_channels=input_channels,
+                                               input_axis=input_axis, position=position)
 
         def spec(heads: int, dim_head: int) -> AttentionSpec:
             return AttentionSpec(heads=heads, qk_channels=heads * dim_head,

@@ -50,8 +50,14 @@ def _lookup(name: str):
 
 
 def create_model(name: str, **overrides) -> nn.Module:
-    """Build the preset ``name``; ``overrides`` are passed to its factory."""
-    return _lookup(name)[0](**overrides)
+    """Build the preset ``name``; ``overrides`` are passed to its factory.
+
+    The model remembers ``{"preset": name, "overrides": overrides}`` as ``model.recipe`` so
+    that :func:`omniperceiver.save_pretrained` can rebuild it.
+    """
+    model = _lookup(name)[0](**overrides)
+    model.recipe = {"preset": name, "overrides": dict(overrides)}
+    return model
 
 
 @register_model("perceiver-seed", "perceiver-pytorch's README model: 6 layers, 256x512 latents, "

@@ -82,7 +82,7 @@ def parse_off(text: str, *, name: str = "<string>") -> Mesh:
     try:
         counts = [int(tok) for tok in rest.split()]
     except ValueError:
-        raise OFFError(f"{name}: bad counts line {rest[:60]!r} (expected integers 'V F [E]')")
+        raise OFFError(f"{name}: bad counts line {rest[:60]!r} (expected integers 'V F [E]')") from None
     if len(counts) < 2 or min(counts[:2]) < 0:
         raise OFFError(f"{name}: bad counts line {rest[:60]!r} (expected 'V F [E]')")
     num_v, num_f = counts[0], counts[1]

@@ -1,0 +1,104 @@
+"""Saving and loading models without pickle: ``model.safetensors`` + ``config.json``.
+
+A model is saved with the recipe that rebuilds it: a preset name and its overrides (models
+made by :func:`create_model`), or a :class:`PerceiverIO` config. Loading rebuilds the model
+from that recipe and loads the weights from safetensors (no code is unpickled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .model import PerceiverIO, PerceiverIOConfig
+from .presets import create_model
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def model_recipe(model: nn.Module) -> dict:
+    """The JSON-serialisable recipe that rebuilds ``model`` (without its weights)."""
+    recipe = getattr(model, "recipe", None)
+    if recipe is not None:
+        return recipe
+    if isinstance(model, PerceiverIO) and type(model.input_adapter).__name__ == "GridAdapter":
+        return {"config": model.config.to_dict()}
+    raise ValueError(
+        f"cannot save a {type(model).__name__} built by hand: build it with "
+        f"omniperceiver.create_model(name, **overrides) or PerceiverIO(config), or register "
+        f"a preset for it with omniperceiver.register_model")
+
+
+def build_from_recipe(recipe: dict) -> nn.Module:
+    if "preset" in recipe:
+        return create_model(recipe["preset"], **recipe.get("overrides", {}))
+    if "config" in recipe:
+        return PerceiverIO(PerceiverIOConfig.from_dict(recipe["config"]))
+    raise ValueError(f"config.json has no 'preset' or 'config' entry: keys {sorted(recipe)}")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_pretrained(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into the folder ``path`` (created if
+    needed), each atomically. ``extra`` (JSON-serialisable, e.g. class names) is stored in the
+    config under ``"extra"``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = {"omniperceiver": recipe_version(), "model": model_recipe(model),
+              "extra": extra or {}}
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp))
+    _atomic_write(path / CONFIG_NAME,
+                  lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    return path
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    file = path / CONFIG_NAME if path.is_dir() else path
+    if not file.exists():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {path}")
+    return json.loads(file.read_text())
+
+
+def from_pretrained(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                    strict: bool = True) -> nn.Module:
+    """Rebuild a model saved by :func:`save_pretrained` and load its weights (no pickle)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config = load_config(path)
+    weights = path / WEIGHTS_NAME
+    if not weights.exists():
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
+    model = build_from_recipe(config["model"])
+    model.load_state_dict(load_file(str(weights), device=str(map_location)), strict=strict)
+    return model.eval()
+
+
+def recipe_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+__all__ = ["save_pretrained", "from_pretrained", "load_config", "model_recipe",
+           "build_from_recipe", "CONFIG_NAME", "WEIGHTS_NAME"]
