@@ -93,13 +93,18 @@ class FourierPositionEncoding(nn.Module):
         self.num_channels = num_axes * (num_bands * (1 if sine_only else 2) + int(concat_pos))
         self._cache: dict[tuple, Tensor] = {}
 
+    def _compute_grid(self, shape: Sequence[int], device, dtype) -> Tensor:
+        # Computed in float64 for exactness, returned in the requested dtype.
+        pos = grid_positions(shape, device=device, dtype=torch.float64)
+        return fourier_features(pos, **self.options).to(dtype)
+
     def grid(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
+        if torch.compiler.is_compiling():  # traced once into the graph; no Python cache
+            return self._compute_grid(shape, device, dtype)
         key = (tuple(shape), str(device), dtype, torch.is_inference_mode_enabled())
         cached = self._cache.get(key)
         if cached is None:
-            # Computed in float64 for exactness, stored in the requested dtype.
-            pos = grid_positions(shape, device=device, dtype=torch.float64)
-            cached = fourier_features(pos, **self.options).to(dtype)
+            cached = self._compute_grid(shape, device, dtype)
             if len(self._cache) >= 16:
                 self._cache.clear()
             self._cache[key] = cached

@@ -1,0 +1,33 @@
+"""Small models shared by the core tests."""
+
+import torch
+
+from omniperceiver import (
+    AttentionSpec,
+    ClassificationDecoderConfig,
+    EncoderConfig,
+    Perceiver,
+    PerceiverIO,
+    PerceiverIOConfig,
+)
+
+
+def tiny_io(*, input_channels=5, input_axis=1, position=None, decoder=None, dtype=torch.float32,
+            **encoder):
+    enc = dict(num_latents=6, latent_dim=16, num_blocks=2, self_attends_per_block=2,
+               cross_attend=AttentionSpec(heads=1, qk_channels=8),
+               self_attend=AttentionSpec(heads=2, widening_factor=2))
+    enc.update(encoder)
+    config = PerceiverIOConfig(
+        input_channels=input_channels, input_axis=input_axis, position=position,
+        encoder=EncoderConfig(**enc),
+        decoder=decoder or ClassificationDecoderConfig(num_classes=3))
+    return PerceiverIO(config).to(dtype).eval()
+
+
+def tiny_perceiver(**kwargs):
+    args = dict(input_channels=3, input_axis=2, num_freq_bands=3, max_freq=8.0, depth=2,
+                num_latents=6, latent_dim=16, cross_heads=1, latent_heads=2, cross_dim_head=8,
+                latent_dim_head=8, num_classes=4)
+    args.update(kwargs)
+    return Perceiver(**args).eval()

@@ -1,0 +1,174 @@
+"""Masks, permutation invariance, batch independence: the attention's contract."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from omniperceiver import PerceiverModel, attend
+from omniperceiver.adapters import GridAdapter
+from omniperceiver.attention import AttentionLayer, AttentionSpec, FeedForward
+from omniperceiver.position import FourierPositionEncoding
+
+from helpers import tiny_io, tiny_perceiver
+
+torch.manual_seed(0)
+MODEL64 = tiny_io(dtype=torch.float64)
+
+
+@given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=4), pad=st.integers(1, 6),
+       seed=st.integers(0, 2**16))
+def test_padding_plus_mask_equals_unpadded(lengths, pad, seed):
+    torch.manual_seed(seed)
+    model = MODEL64
+    longest = max(lengths) + pad
+    padded = torch.randn(len(lengths), longest, 5, dtype=torch.float64) * 3
+    mask = torch.zeros(len(lengths), longest, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = True
+    with torch.no_grad():
+        batched = model(padded, mask)
+        for i, n in enumerate(lengths):
+            alone = model(padded[i:i + 1, :n])
+            torch.testing.assert_close(batched[i:i + 1], alone, atol=1e-6, rtol=0)
+
+
+def test_fully_masked_example_is_finite_and_isolated():
+    torch.manual_seed(0)
+    model = tiny_io(dtype=torch.float64)
+    x = torch.randn(3, 9, 5, dtype=torch.float64)
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1] = False
+    mask[2, 4:] = False
+    with torch.no_grad():
+        out = model(x, mask)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out[0:1], model(x[0:1]), atol=1e-10, rtol=0)
+        torch.testing.assert_close(out[2:3], model(x[2:3, :4]), atol=1e-10, rtol=0)
+
+
+def test_fully_masked_gradients_are_finite():
+    model = tiny_io().train()
+    x = torch.randn(2, 7, 5, requires_grad=True)
+    mask = torch.tensor([[False] * 7, [True] * 7])
+    model(x, mask).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_attend_zeroes_queries_without_keys():
+    q, k, v = torch.randn(2, 2, 3, 4), torch.randn(2, 2, 5, 4), torch.randn(2, 2, 5, 6)
+    mask = torch.tensor([[False] * 5, [True, False, True, False, True]])
+    out = attend(q, k, v, mask)
+    assert out.shape == (2, 2, 3, 6)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    keep = mask[1]
+    weights = torch.softmax(q[1] @ k[1, :, keep].transpose(-1, -2) / 2.0, dim=-1)
+    torch.testing.assert_close(out[1], weights @ v[1, :, keep], atol=1e-5, rtol=1e-5)
+
+
+@given(seed=st.integers(0, 2**16), n=st.integers(2, 20))
+def test_permutation_invariance_without_positions(seed, n):
+    torch.manual_seed(seed)
+    model = MODEL64
+    x = torch.randn(2, n, 5, dtype=torch.float64)
+    perm = torch.randperm(n)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x[:, perm]), atol=1e-9, rtol=0)
+
+
+@given(seed=st.integers(0, 2**16), n=st.integers(2, 20))
+def test_permuting_points_with_their_coordinates(seed, n):
+    torch.manual_seed(seed)
+    enc = FourierPositionEncoding(num_axes=3, num_bands=4, max_resolution=16)
+    model = tiny_io(input_channels=2 + enc.num_channels, dtype=torch.float64)
+    coords = torch.rand(2, n, 3, dtype=torch.float64) * 2 - 1
+    feats = torch.randn(2, n, 2, dtype=torch.float64)
+
+    def run(c, f):
+        return model(torch.cat([f, enc.points(c)], dim=-1))
+
+    perm = torch.randperm(n)
+    with torch.no_grad():
+        torch.testing.assert_close(run(coords, feats), run(coords[:, perm], feats[:, perm]),
+                                   atol=1e-9, rtol=0)
+        # The coordinates matter: moving points without their features changes the output.
+        shift = torch.roll(torch.arange(n), 1)
+        assert not torch.allclose(run(coords, feats), run(coords[:, shift], feats), atol=1e-6)
+
+
+def test_batch_independence():
+    torch.manual_seed(1)
+    model = tiny_perceiver().double()
+    x = torch.randn(4, 6, 5, 3, dtype=torch.float64)
+    with torch.no_grad():
+        batched = model(x)
+        for i in range(4):
+            torch.testing.assert_close(batched[i:i + 1], model(x[i:i + 1]), atol=1e-10, rtol=0)
+
+
+class ShapeRecorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for o in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(o, torch.Tensor):
+                self.shapes.append((str(func), tuple(o.shape)))
+        return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_no_latents_by_inputs_matrix(dtype, with_mask):
+    """The (num_latents x num_inputs) attention matrix is never materialised."""
+    model = tiny_perceiver(num_latents=7).to(dtype)
+    x = torch.randn(2, 11, 13, 3, dtype=dtype)
+    mask = torch.rand(2, 11, 13) > 0.2 if with_mask else None
+    rec = ShapeRecorder()
+    with rec, torch.no_grad():
+        model(x, mask)
+    big = [(f, s) for f, s in rec.shapes if len(s) >= 2 and s[-2:] == (7, 11 * 13)]
+    assert not big, big
+    assert any("scaled_dot_product" in f for f, _ in rec.shapes)
+
+
+def test_attention_layer_shapes_and_channels():
+    spec = AttentionSpec(heads=2, qk_channels=6, v_channels=10)
+    layer = AttentionLayer(12, 7, spec)
+    out = layer(torch.randn(3, 4, 12), torch.randn(3, 9, 7), torch.ones(3, 9, dtype=torch.bool))
+    assert out.shape == (3, 4, 12)
+    assert layer.attention.to_kv.out_features == 16
+    with pytest.raises(ValueError, match="divisible by heads"):
+        AttentionLayer(12, 7, AttentionSpec(heads=4, qk_channels=6))
+    assert AttentionLayer(12, 7).attention.to_q.out_features == 7  # DeepMind default: kv channels
+    assert AttentionLayer(12).attention.to_q.out_features == 12
+
+
+def test_query_residual_option():
+    torch.manual_seed(0)
+    layer = AttentionLayer(8, 4, AttentionSpec(query_residual=False))
+    x, ctx = torch.randn(2, 3, 8), torch.randn(2, 5, 4)
+    attended = layer.attention(layer.norm_q(x), layer.norm_kv(ctx))
+    want = attended + layer.ff(layer.norm_ff(attended))
+    torch.testing.assert_close(layer(x, ctx), want)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "geglu"])
+def test_feed_forward_variants(activation):
+    ff = FeedForward(8, widening_factor=3, activation=activation)
+    assert ff.fc1.out_features == 24 * (2 if activation == "geglu" else 1)
+    assert ff(torch.randn(2, 5, 8)).shape == (2, 5, 8)
+    with pytest.raises(ValueError, match="activation"):
+        FeedForward(8, activation="relu")
+
+
+def test_composition_checks_channel_agreement():
+    from omniperceiver import EncoderConfig, PerceiverEncoder
+
+    with pytest.raises(ValueError, match="input channels"):
+        PerceiverModel(input_adapter=GridAdapter(input_channels=3, input_axis=1),
+                       encoder=PerceiverEncoder(4, EncoderConfig(num_latents=2, latent_dim=8)))
