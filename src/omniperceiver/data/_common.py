@@ -81,7 +81,7 @@ def stratified_split(labels: np.ndarray, num_test: int, seed: int) -> tuple[np.n
     order = np.argsort(-(exact - per_class), kind="stable")
     per_class[order[:remainder]] += 1
     train_idx, test_idx = [], []
-    for cls, k in zip(classes, per_class):
+    for cls, k in zip(classes, per_class, strict=True):
         idx = np.flatnonzero(labels == cls)
         idx = idx[rng.permutation(len(idx))]
         test_idx.append(idx[:k])

@@ -42,8 +42,20 @@ from .offmesh import normalize_points, read_off, sample_surface
 
 __all__ = ["ImageFolder", "ModelNetFolder", "NpyVideoFolder", "WavFolder", "find_classes"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                    ".pgm", ".pbm", ".tga")
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".tga",
+)
 
 
 def find_classes(root: str | os.PathLike[str]) -> list[str]:

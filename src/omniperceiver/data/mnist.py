@@ -83,7 +83,8 @@ def _split_indices(key: str, labels: np.ndarray, num_test: int, split: str) -> n
 
 
 def mnist_split_indices(split: str) -> np.ndarray:
-    """Indices into :func:`load_mnist_arrays` of the fixed ``"train"``/``"test"``/``"all"`` split."""
+    """Indices into :func:`load_mnist_arrays` of the fixed ``"train"``, ``"test"`` or ``"all"``
+    split."""
     check_split(split)
     _, labels = load_mnist_arrays()
     return _split_indices("mnist_split", labels, MNIST_NUM_TEST, split)
@@ -116,7 +117,6 @@ class MNIST(Dataset):
     (``["0", ..., "9"]``) and ``num_classes`` (10).
     """
 
-    classes = DIGIT_CLASSES
     num_classes = 10
     image_shape = (28, 28, 1)
 
@@ -129,6 +129,7 @@ class MNIST(Dataset):
         transform: Callable[[torch.Tensor], Any] | None = None,
     ) -> None:
         self.split = check_split(split)
+        self.classes = list(DIGIT_CLASSES)
         self.permuted = bool(permuted)
         self.permutation_seed = int(permutation_seed)
         self.transform = transform
@@ -166,7 +167,6 @@ class SklearnDigits(Dataset):
     360 test digits; ``"all"`` gives the 1,797 digits in scikit-learn's order.
     """
 
-    classes = DIGIT_CLASSES
     num_classes = 10
     image_shape = (8, 8, 1)
 
@@ -177,6 +177,7 @@ class SklearnDigits(Dataset):
         transform: Callable[[torch.Tensor], Any] | None = None,
     ) -> None:
         self.split = check_split(split)
+        self.classes = list(DIGIT_CLASSES)
         self.transform = transform
         images, labels = load_sklearn_digits_arrays()
         self.indices = _split_indices("digits_split", labels, DIGITS_NUM_TEST, split)

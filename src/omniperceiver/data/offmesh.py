@@ -25,7 +25,7 @@ class OFFError(DatasetError):
     """A malformed ``.off`` file (the message names the file and the problem)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Mesh:
     """A triangle mesh: ``vertices`` float64 ``(V, 3)`` and ``faces`` int64 ``(F, 3)``."""
 
@@ -82,7 +82,9 @@ def parse_off(text: str, *, name: str = "<string>") -> Mesh:
     try:
         counts = [int(tok) for tok in rest.split()]
     except ValueError:
-        raise OFFError(f"{name}: bad counts line {rest[:60]!r} (expected integers 'V F [E]')") from None
+        raise OFFError(
+            f"{name}: bad counts line {rest[:60]!r} (expected integers 'V F [E]')"
+        ) from None
     if len(counts) < 2 or min(counts[:2]) < 0:
         raise OFFError(f"{name}: bad counts line {rest[:60]!r} (expected 'V F [E]')")
     num_v, num_f = counts[0], counts[1]
@@ -91,29 +93,24 @@ def parse_off(text: str, *, name: str = "<string>") -> Mesh:
             f"{name}: truncated file: header declares {num_v} vertices and {num_f} faces, "
             f"but only {len(lines) - pos} data lines follow"
         )
-    vertices = _parse_vertices(lines[pos : pos + num_v], name, pos)
+    vertices = _parse_vertices(lines[pos : pos + num_v], name)
     faces = _parse_faces(lines[pos + num_v : pos + num_v + num_f], num_v, name)
     return Mesh(vertices, faces)
 
 
-def _parse_vertices(lines: list[str], name: str, first_line: int) -> np.ndarray:
+def _parse_vertices(lines: list[str], name: str) -> np.ndarray:
     if not lines:
         return np.zeros((0, 3))
+    rows = [line.split() for line in lines]
+    bad = next((i for i, r in enumerate(rows) if len(r) < 3), None)
+    if bad is not None:
+        raise OFFError(f"{name}: vertex {bad} has {len(rows[bad])} values, expected at least 3")
     try:
-        flat = np.array(" ".join(lines).split(), dtype=np.float64)
-        if flat.size == 3 * len(lines):
-            v = flat.reshape(-1, 3)
+        if all(len(r) == 3 for r in rows):
+            v = np.array(rows, dtype=np.float64)
         else:  # lines carry extra values (normals, colours...): take the first three
-            rows = [line.split() for line in lines]
-            bad = next((i for i, r in enumerate(rows) if len(r) < 3), None)
-            if bad is not None:
-                raise OFFError(
-                    f"{name}: vertex {bad} has {len(rows[bad])} values, expected at least 3"
-                )
             v = np.array([r[:3] for r in rows], dtype=np.float64)
     except ValueError as exc:
-        if isinstance(exc, OFFError):
-            raise
         raise OFFError(f"{name}: non-numeric vertex coordinate ({exc})") from exc
     if not np.isfinite(v).all():
         raise OFFError(f"{name}: vertex coordinates contain NaN or infinity")
@@ -154,10 +151,9 @@ def _parse_faces(lines: list[str], num_v: int, name: str) -> np.ndarray:
 def read_off(path: str | os.PathLike[str]) -> Mesh:
     """Read a ``.off`` file (see :func:`parse_off`); errors name ``path``."""
     try:
-        with open(path, encoding="utf-8", errors="strict") as f:
+        # utf-8-sig drops a byte-order mark; odd bytes (e.g. in comments) must not be fatal
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
             text = f.read()
-    except UnicodeDecodeError as exc:
-        raise OFFError(f"{path}: not a text OFF file ({exc})") from exc
     except OSError as exc:
         raise OFFError(f"{path}: cannot read file ({exc})") from exc
     return parse_off(text, name=os.fspath(path))
