@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import tiny_io, tiny_perceiver
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -10,8 +11,6 @@ from omniperceiver import PerceiverModel, attend
 from omniperceiver.adapters import GridAdapter
 from omniperceiver.attention import AttentionLayer, AttentionSpec, FeedForward
 from omniperceiver.position import FourierPositionEncoding
-
-from helpers import tiny_io, tiny_perceiver
 
 torch.manual_seed(0)
 MODEL64 = tiny_io(dtype=torch.float64)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import tiny_io, tiny_perceiver
 
 import omniperceiver
 from omniperceiver import (
@@ -19,8 +20,6 @@ from omniperceiver import (
     create_model,
     list_models,
 )
-
-from helpers import tiny_io, tiny_perceiver
 
 
 def count(model):
@@ -181,8 +180,8 @@ def test_classification_pooling(pooling):
 def test_gradients_reach_every_parameter(factory):
     torch.manual_seed(0)
     model = factory().train()
-    x = torch.randn(2, 4, 5, 3) if isinstance(model, Perceiver) or model.input_adapter.input_axis == 2 \
-        else torch.randn(2, 4, 5)
+    two_d = isinstance(model, Perceiver) or model.input_adapter.input_axis == 2
+    x = torch.randn(2, 4, 5, 3) if two_d else torch.randn(2, 4, 5)
     model(x).square().sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
     assert not missing

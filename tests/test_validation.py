@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from helpers import tiny_io, tiny_perceiver
 
 MODEL = tiny_perceiver()  # (batch, 4, 5, 3) -> (batch, 4)

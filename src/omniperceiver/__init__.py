@@ -8,6 +8,7 @@ from .adapters import AdapterOutput, GridAdapter, InputAdapter
 from .attention import AttentionLayer, AttentionSpec, attend
 from .decoders import ClassificationDecoder, QueryDecoder, grid_decoder
 from .encoder import EncoderConfig, PerceiverEncoder
+from .hub import from_pretrained, save_pretrained
 from .model import (
     ClassificationDecoderConfig,
     FourierConfig,
@@ -19,7 +20,6 @@ from .model import (
     PerceiverModel,
     QueryDecoderConfig,
 )
-from .hub import from_pretrained, save_pretrained
 from .position import FourierPositionEncoding, LearnedPositionEncoding, fourier_features
 from .presets import create_model, describe_model, list_models, register_model
 

@@ -48,7 +48,8 @@ class QueryDecoder(nn.Module):
         if queries is not None:
             query_channels = queries.num_channels
         if query_channels is None:
-            raise ValueError("query_channels is required when the queries are supplied by the caller")
+            raise ValueError(
+                "query_channels is required when the queries are supplied by the caller")
         if isinstance(queries, FourierPositionEncoding) and output_shape is None:
             raise ValueError("Fourier queries need output_shape, the grid they are computed on")
         if isinstance(queries, LearnedPositionEncoding) and output_shape is None:
@@ -83,7 +84,8 @@ class QueryDecoder(nn.Module):
                     f"(batch, num_outputs, {self.query_channels})")
         elif (not isinstance(queries, Tensor) or queries.ndim != 3
               or queries.shape[0] != batch or queries.shape[2] != self.query_channels):
-            got = shape_str(queries.shape) if isinstance(queries, Tensor) else type(queries).__name__
+            got = (shape_str(queries.shape) if isinstance(queries, Tensor)
+                   else type(queries).__name__)
             raise ValueError(
                 f"queries must have shape ({batch}, num_outputs, {self.query_channels}), got {got}")
         out = self.cross_attend(queries, latents)

@@ -54,7 +54,8 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def save_pretrained(model: nn.Module, path: str | os.PathLike, *, extra: dict | None = None) -> Path:
+def save_pretrained(model: nn.Module, path: str | os.PathLike, *,
+                    extra: dict | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into the folder ``path`` (created if
     needed), each atomically. ``extra`` (JSON-serialisable, e.g. class names) is stored in the
     config under ``"extra"``."""

@@ -64,7 +64,8 @@ def check_mask(mask, *, batch: int, axes: Sequence[int], name: str = "mask") -> 
     if mask is None:
         return None
     if not isinstance(mask, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of dtype torch.bool, got {type(mask).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of dtype torch.bool, got {type(mask).__name__}")
     if mask.dtype != torch.bool:
         raise TypeError(f"{name} must have dtype torch.bool (True = keep), got {mask.dtype}")
     num_inputs = 1
