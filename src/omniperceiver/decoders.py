@@ -5,7 +5,7 @@ Every decoder has the same small interface (after DeepMind's reference):
 * ``build_queries(batch, *, subsample=None, device=None, dtype=None)`` returns the output
   queries (batch, num_outputs, query_channels), or None when the caller must supply them;
 * ``output_shape`` the grid the outputs map back to (or None);
-* ``forward(latents, queries=None, *, query_mask=None, subsample=None)`` returns
+* ``forward(latents, queries=None, *, subsample=None)`` returns
   (batch, num_outputs, output_channels).
 """
 
@@ -73,7 +73,7 @@ class QueryDecoder(nn.Module):
         return q.expand(batch, -1, -1)
 
     def forward(self, latents: Tensor, queries: Tensor | None = None, *,
-                query_mask: Tensor | None = None, subsample: Tensor | None = None) -> Tensor:
+                subsample: Tensor | None = None) -> Tensor:
         batch = latents.shape[0]
         if queries is None:
             queries = self.build_queries(batch, subsample=subsample, device=latents.device,
@@ -88,10 +88,7 @@ class QueryDecoder(nn.Module):
                    else type(queries).__name__)
             raise ValueError(
                 f"queries must have shape ({batch}, num_outputs, {self.query_channels}), got {got}")
-        out = self.cross_attend(queries, latents)
-        if query_mask is not None:
-            out = out * query_mask[..., None].to(out.dtype)
-        return self.final(out)
+        return self.final(self.cross_attend(queries, latents))
 
 
 class ClassificationDecoder(nn.Module):
