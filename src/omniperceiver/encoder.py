@@ -14,6 +14,12 @@ its own weights), ``"after_first"`` (the first has its own, all others share one
 * Perceiver IO: one cross-attend, then ``num_blocks`` blocks with one set of weights.
 * perceiver-pytorch: ``num_cross_attends == num_blocks == depth``, both ``"none"`` (untied) or
   both ``"after_first"`` (``weight_tie_layers=True``).
+
+``input_chunk_size`` (None = off) makes the cross-attends visit the inputs that many at a time
+(online softmax, :func:`~omniperceiver.attention.attend_chunks`): the same result up to
+rounding, with memory bounded by one chunk instead of growing with the number of inputs.
+The inputs may also be :class:`~omniperceiver.attention.InputChunks`, built chunk by chunk
+(an input adapter's ``input_chunks``), for inputs too large to exist whole.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionLayer, AttentionSpec, self_attention_block
+from .attention import AttentionLayer, AttentionSpec, InputChunks, self_attention_block
 
 WEIGHT_SHARING = ("none", "after_first", "all")
 
@@ -40,6 +47,7 @@ class EncoderConfig:
     cross_attend: AttentionSpec = field(default_factory=AttentionSpec)
     self_attend: AttentionSpec = field(default_factory=lambda: AttentionSpec(heads=8))
     latent_init_std: float = 0.02
+    input_chunk_size: int | None = None
 
 
 def _schedule(count: int, sharing: str) -> list[int]:
@@ -53,7 +61,7 @@ def _schedule(count: int, sharing: str) -> list[int]:
 
 class PerceiverEncoder(nn.Module):
     """(batch, num_inputs, input_channels) [+ mask (batch, num_inputs)] -> latents
-    (batch, num_latents, latent_dim)."""
+    (batch, num_latents, latent_dim). The inputs may be :class:`InputChunks`."""
 
     def __init__(self, input_channels: int, config: EncoderConfig | None = None):
         super().__init__()
@@ -62,6 +70,9 @@ class PerceiverEncoder(nn.Module):
             if getattr(config, name) not in WEIGHT_SHARING:
                 raise ValueError(f"{name} must be one of {WEIGHT_SHARING}, "
                                  f"got {getattr(config, name)!r}")
+        if config.input_chunk_size is not None and config.input_chunk_size < 1:
+            raise ValueError(
+                f"input_chunk_size must be None or a positive int, got {config.input_chunk_size}")
         if not 1 <= config.num_cross_attends <= config.num_blocks:
             raise ValueError(
                 f"num_cross_attends must be between 1 and num_blocks={config.num_blocks}, "
@@ -82,11 +93,23 @@ class PerceiverEncoder(nn.Module):
                                  config.self_attend)
             for _ in range(max(self.block_schedule) + 1))
 
-    def forward(self, inputs: Tensor, mask: Tensor | None = None) -> Tensor:
-        x = self.latents.expand(inputs.shape[0], -1, -1)
+    def forward(self, inputs: Tensor | InputChunks, mask: Tensor | None = None) -> Tensor:
+        if isinstance(inputs, Tensor) and self.config.input_chunk_size is not None:
+            inputs = InputChunks.from_tensor(inputs, self.config.input_chunk_size)
+        standardized = isinstance(inputs, Tensor)
+        if standardized:
+            # Every cross-attend's LayerNorm standardises the same inputs: done once here
+            # (it is slow for a few channels per input), each applies its scale and shift.
+            batch = inputs.shape[0]
+            inputs = F.layer_norm(inputs, inputs.shape[-1:],
+                                  eps=self.cross_attends[0].norm_kv.eps)
+        else:
+            batch = inputs.batch_size
+        x = self.latents.expand(batch, -1, -1)
         for i, b in enumerate(self.block_schedule):
             if i < len(self.cross_schedule):
-                x = self.cross_attends[self.cross_schedule[i]](x, inputs, mask)
+                x = self.cross_attends[self.cross_schedule[i]](
+                    x, inputs, mask, context_standardized=standardized)
             x = self.blocks[b](x)
         return x
 

@@ -42,7 +42,12 @@ class PerceiverModel(nn.Module):
 
     def forward(self, inputs, mask: Tensor | None = None, queries: Tensor | None = None, *,
                 subsample: Tensor | None = None, return_latents: bool = False) -> Tensor:
-        adapted = self.input_adapter(inputs, mask)
+        chunk_size = self.encoder.config.input_chunk_size
+        if chunk_size is not None and hasattr(self.input_adapter, "input_chunks"):
+            # Inputs built chunk by chunk as the encoder consumes them (huge grids).
+            adapted = self.input_adapter.input_chunks(inputs, mask, chunk_size=chunk_size)
+        else:
+            adapted = self.input_adapter(inputs, mask)
         latents = self.encoder(adapted.inputs, adapted.mask)
         if return_latents or self.decoder is None:
             return latents

@@ -78,6 +78,19 @@ def check_mask(mask, *, batch: int, axes: Sequence[int], name: str = "mask") -> 
     return mask.reshape(batch, num_inputs)
 
 
+def check_grid_input(x, mask, *, axes: int, channels: int, channels_last: bool = True,
+                     check_finite: bool = True, name: str = "input"
+                     ) -> tuple[Tensor, Tensor | None]:
+    """Checks a grid input (batch, *axes, channels) (``channels_last=False``: (batch, channels,
+    *axes)) and its mask; returns ``x`` channels-last and the mask flattened to
+    (batch, prod(axes)) (or None)."""
+    check_float_tensor(x, name=name, check_finite=check_finite)
+    check_layout(x, axes=axes, channels=channels, name=name, channels_last=channels_last)
+    if not channels_last:
+        x = x.movedim(1, -1)
+    return x, check_mask(mask, batch=x.shape[0], axes=x.shape[1:-1])
+
+
 def check_divisible(shape: Sequence[int], patch_shape: Sequence[int], *, axis_names: Sequence[str],
                     name: str = "input") -> None:
     """Every axis size in ``shape`` must be a multiple of the matching ``patch_shape`` entry."""
@@ -139,5 +152,5 @@ def check_keys(given, expected: Sequence[str], *, name: str, required: bool = Tr
                          f"got {sorted(given)}")
 
 
-__all__ = ["check_float_tensor", "check_layout", "check_mask", "shape_str", "check_divisible",
-           "check_token_ids", "mask_lengths", "check_keys"]
+__all__ = ["check_float_tensor", "check_layout", "check_mask", "shape_str", "check_grid_input",
+           "check_divisible", "check_token_ids", "mask_lengths", "check_keys"]

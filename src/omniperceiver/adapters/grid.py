@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..position import FourierPositionEncoding, LearnedPositionEncoding
+from ..attention import InputChunks
+from ..position import FourierPositionEncoding, LearnedPositionEncoding, fourier_features
 from ..validation import check_float_tensor, check_layout, check_mask
 from .base import AdapterOutput, InputAdapter
 
@@ -52,6 +53,49 @@ class GridAdapter(InputAdapter):
             pos = self.position.grid(axes, device=x.device, dtype=x.dtype)
             inputs = torch.cat([inputs, pos.expand(batch, -1, -1)], dim=-1)
         return AdapterOutput(inputs=inputs, mask=mask, grid_shape=tuple(axes))
+
+    def input_chunks(self, x: Tensor, mask: Tensor | None = None, *,
+                     chunk_size: int) -> AdapterOutput:
+        """Like :meth:`forward`, but ``inputs`` is :class:`InputChunks`: the flattened grid
+        with its position features, built ``chunk_size`` cells at a time when the encoder
+        needs them, for grids too large to hold with their position features (a 4096 x 4096
+        image with 2D Fourier features would take 17.5 GB)."""
+        check_float_tensor(x, check_finite=self.check_finite)
+        check_layout(x, axes=self.input_axis, channels=self.input_channels,
+                     channels_last=self.channels_last)
+        if not self.channels_last:
+            x = x.movedim(1, -1)
+        batch, *axes, channels = x.shape
+        mask = check_mask(mask, batch=batch, axes=axes)
+        values = x.reshape(batch, math.prod(axes), channels)
+
+        def build(start: int, stop: int) -> Tensor:
+            chunk = values[:, start:stop]
+            if self.position is None:
+                return chunk
+            pos = _position_chunk(self.position, axes, start, stop, device=x.device,
+                                  dtype=x.dtype)
+            return torch.cat([chunk, pos.expand(batch, -1, -1)], dim=-1)
+
+        chunks = InputChunks(build, batch_size=batch, num_inputs=values.shape[1],
+                             chunk_size=chunk_size)
+        return AdapterOutput(inputs=chunks, mask=mask, grid_shape=tuple(axes))
+
+
+def _position_chunk(position: FourierPositionEncoding | LearnedPositionEncoding,
+                    shape: Sequence[int], start: int, stop: int, *, device,
+                    dtype: torch.dtype) -> Tensor:
+    """The position features of the grid cells ``start:stop`` (row-major order),
+    (stop - start, channels): the rows of ``position.grid(shape)``, computed alone."""
+    if isinstance(position, LearnedPositionEncoding):
+        return position.grid(shape, device=device, dtype=dtype)[start:stop]
+    index = torch.arange(start, stop, device=device)
+    coords = []
+    for n in reversed(shape):  # unravel the flat index, last axis first
+        coords.append(torch.linspace(-1.0, 1.0, n, device=device, dtype=torch.float64)[index % n])
+        index = index // n
+    pos = torch.stack(coords[::-1], dim=-1)  # as grid_positions(shape)[start:stop]
+    return fourier_features(pos, **position.options).to(dtype)
 
 
 def fourier_grid_adapter(

@@ -1,0 +1,347 @@
+"""omniperceiver's benchmark suite: speed, memory and efficiency against perceiver-pytorch 0.11
+and transformers' Perceiver, in one process, alternating, medians of >= 7 runs after warm-up.
+
+    python benchmarks/run.py                     # ratio tables: peak forward train vpf memory
+    python benchmarks/run.py --sections compile  # torch.compile speed-ups
+    python benchmarks/run.py --sections scaling  # time, memory vs inputs; docs/scaling.png
+    python benchmarks/run.py --sections chunked  # huge inputs, chunked encoding
+    python benchmarks/run.py --quick             # tiny shapes, seconds (CI smoke run)
+    python benchmarks/run.py --device cuda       # the same on a GPU
+
+Each command prints its tables and writes them to ``--out`` (default ``benchmarks/results``)
+as ``<device>-<sections>.json`` and ``.md``. Sections:
+
+* ``peak``: the matrix-product ceiling (large torch.matmul), fp32 and bf16.
+* ``forward``: the seed model (perceiver-pytorch's README configuration), batch 1 and 8,
+  fp32 and bf16 autocast, against perceiver-pytorch.
+* ``train``: one training step (forward, backward, AdamW step) of the seed model.
+* ``vpf``: vision-perceiver-fourier against transformers' PerceiverForImageClassificationFourier.
+* ``memory``: peak memory of each, a fresh subprocess per measurement (see memory.py).
+* ``compile``: torch.compile against eager (compile time reported separately).
+* ``scaling``: forward time and memory from 32x32 to 1024x1024 images, against a plain
+  Transformer encoder over the same inputs.
+* ``chunked``: a 4096x4096 image and a 10M-point cloud encoded chunk by chunk.
+
+FLOPs come from torch's FlopCounterMode (plus the CPU flash-attention kernels, which it does not
+know), counted at batch 1 and scaled by the batch (every operation is per example).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import models  # noqa: E402
+from common import Table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SECTIONS = ["peak", "forward", "train", "vpf", "memory"]
+ALL_SECTIONS = DEFAULT_SECTIONS + ["compile", "scaling", "chunked"]
+
+# The issue's targets: speed-up = baseline time / omniperceiver time; memory = omni / baseline.
+TARGETS = {
+    ("forward", "fp32"): 1.3,
+    ("forward", "bf16"): 1.8,
+    ("forward", "bf16-vs-fp32"): 4.0,
+    ("train", "fp32"): 1.5,
+    ("vpf", "fp32"): 3.0,
+    ("vpf", "bf16"): 3.0,
+}
+
+
+@dataclass
+class Run:
+    """What every section needs: options, the matrix-product ceilings, the tables so far."""
+
+    device: str
+    quick: bool
+    repeats: int
+    warmup: int
+    out: Path
+    plot: Path
+    peaks: dict = field(default_factory=dict)
+    tables: list = field(default_factory=list)
+    summary: Table | None = None
+    flops: dict = field(default_factory=dict)
+
+    def timed(self, fns: dict, repeats: int | None = None,
+              warmup: int | None = None) -> dict[str, float]:
+        times = common.alternate(fns, repeats=repeats or self.repeats,
+                                 warmup=self.warmup if warmup is None else warmup,
+                                 device=self.device)
+        return {name: common.median(t) for name, t in times.items()}
+
+    def peak(self, precision: str) -> float:
+        return self.peaks.get(precision) or math.nan
+
+
+def _target_cell(key, value: float) -> tuple:
+    target = TARGETS.get(key)
+    if target is None:
+        return None, None
+    return f">= {target}", "yes" if value >= target else "NO"
+
+
+def _pct(flops: float, seconds: float, peak: float) -> float:
+    return 100 * flops / seconds / 1e9 / peak
+
+
+def add_speedup(run: Run, key, comparison: str, omni_s: float, base_name: str, base_s: float,
+                omni_flops: float, peak: float) -> None:
+    """A row of the summary: speed-up, target, and the best speed-up possible if
+    omniperceiver ran its FLOPs at the full matrix-product rate."""
+    speedup = base_s / omni_s
+    best = base_s / (omni_flops / (peak * 1e9)) if omni_flops and peak == peak else None
+    run.summary.add(comparison, round(omni_s * 1e3, 1), base_name, round(base_s * 1e3, 1),
+                    round(speedup, 2), *_target_cell(key, speedup),
+                    round(best, 1) if best else None)
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+
+def section_peak(run: Run) -> list[Table]:
+    n = 256 if run.quick else (8192 if run.device.startswith("cuda") else 2048)
+    table = Table("peak", "Matrix-product ceiling (torch.matmul, n x n @ n x n)",
+                  ["dtype", "n", "GFLOP/s"])
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        run.peaks[precision] = common.matmul_rate(dtype, n=n, repeats=run.repeats,
+                                                  device=run.device)
+        table.add(precision, n, round(run.peaks[precision], 1))
+    if run.device.startswith("cuda"):
+        table.notes.append(f"TF32 matmul allowed: {torch.backends.cuda.matmul.allow_tf32}")
+    return [table]
+
+
+def _flops(run: Run, name: str, case: models.Case, x, *, train: bool = False) -> float:
+    """FLOPs of one call at batch 1, times the batch; cached per (name, train)."""
+    key = (name, train)
+    if key not in run.flops:
+        one = x[:1]
+        if train:
+            fn = models.train_step_fn(case, one, device=run.device, precision="fp32")
+        else:  # with autograd on: FlopCounterMode's module tracker relies on it
+            case.model.eval()
+
+            def fn():
+                case.forward(case.model, one)
+        run.flops[key] = common.count_flops(fn)
+    return run.flops[key] * x.shape[0]
+
+
+def _detail_table(name: str, title: str) -> Table:
+    return Table(name, title, ["implementation", "batch", "precision", "median ms", "GFLOP",
+                               "GFLOP/s", "% of peak"])
+
+
+def _detail(table: Table, run: Run, impl: str, batch: int, precision: str, seconds: float,
+            flops: float) -> None:
+    table.add(impl, batch, precision, round(seconds * 1e3, 1), round(flops / 1e9, 2),
+              round(flops / seconds / 1e9, 1), round(_pct(flops, seconds, run.peak(precision)), 1))
+
+
+def _pair_section(run: Run, *, section: str, omni: str, base: str, batches: list[int],
+                  title: str, train: bool = False) -> list[Table]:
+    o, b = models.build(omni, quick=run.quick), models.build(base, quick=run.quick)
+    o.to(run.device), b.to(run.device)
+    detail = _detail_table(section, title)
+    make = models.train_step_fn if train else models.forward_fn
+    label = "train step" if train else "forward"
+    fp32_base: dict[int, float] = {}
+    for batch in batches:
+        xo, xb = o.make_input(batch), b.make_input(batch)
+        fo, fb = _flops(run, omni, o, xo, train=train), _flops(run, base, b, xb, train=train)
+        for precision in ("fp32", "bf16"):
+            fns = {o.name: make(o, xo, device=run.device, precision=precision),
+                   b.name: make(b, xb, device=run.device, precision=precision)}
+            t = run.timed(fns)
+            _detail(detail, run, o.name, batch, precision, t[o.name], fo)
+            _detail(detail, run, b.name, batch, precision, t[b.name], fb)
+            add_speedup(run, (section, precision),
+                        f"{section} {label}, batch {batch}, {precision}", t[o.name], b.name,
+                        t[b.name], fo, run.peak(precision))
+            if precision == "fp32":
+                fp32_base[batch] = t[b.name]
+            elif section == "forward" or (section == "vpf" and not train):
+                add_speedup(run, (section, "bf16-vs-fp32"),
+                            f"{section} {label}, batch {batch}, omniperceiver bf16 vs "
+                            f"{b.name} fp32", t[o.name], b.name, fp32_base[batch], fo,
+                            run.peak("bf16"))
+            print(f"  {section} batch {batch} {precision}: "
+                  + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in t.items()), flush=True)
+    return [detail]
+
+
+def section_forward(run: Run) -> list[Table]:
+    return _pair_section(run, section="forward", omni="omniperceiver-seed",
+                         base="perceiver-pytorch-seed", batches=[1, 8],
+                         title="Seed model forward (inference), 224x224x3"
+                         + (" [quick: tiny]" if run.quick else ""))
+
+
+def section_train(run: Run) -> list[Table]:
+    return _pair_section(run, section="train", omni="omniperceiver-seed",
+                         base="perceiver-pytorch-seed", batches=[1], train=True,
+                         title="Seed model training step (forward, backward, AdamW)")
+
+
+def section_vpf(run: Run) -> list[Table]:
+    return _pair_section(run, section="vpf", omni="omniperceiver-vpf", base="transformers-vpf",
+                         batches=[1], title="vision-perceiver-fourier forward (inference)")
+
+
+def section_memory(run: Run) -> list[Table]:
+    table = Table("memory", "Peak memory of one call (fresh subprocess each; MB above the "
+                  "baseline after model build and warm-up)",
+                  ["call", "omniperceiver MB", "baseline", "baseline MB", "omni / baseline",
+                   "target", "met"])
+    cases = [("seed forward, batch 1, fp32", "omniperceiver-seed", "perceiver-pytorch-seed",
+              dict(batch=1)),
+             ("seed forward, batch 8, fp32", "omniperceiver-seed", "perceiver-pytorch-seed",
+              dict(batch=8)),
+             ("seed forward, batch 8, bf16", "omniperceiver-seed", "perceiver-pytorch-seed",
+              dict(batch=8, precision="bf16")),
+             ("seed train step, batch 1, fp32", "omniperceiver-seed", "perceiver-pytorch-seed",
+              dict(batch=1, mode="train")),
+             ("vpf forward, batch 1, fp32", "omniperceiver-vpf", "transformers-vpf",
+              dict(batch=1))]
+    if run.quick:
+        cases = cases[1:2]
+    for label, omni, base, spec in cases:
+        spec = dict(spec, quick=run.quick, device=run.device)
+        mo = common.measure_memory(dict(spec, case=omni))
+        mb = common.measure_memory(dict(spec, case=base))
+        if "error" in mo or "error" in mb:
+            table.add(label, None, base, None, None, None, f"error: {mo.get('error')}"
+                      f" {mb.get('error')}")
+            continue
+        ratio = mo["delta_mb"] / mb["delta_mb"] if mb["delta_mb"] > 0 else math.nan
+        target = ("<= 0.5", "yes" if ratio <= 0.5 else "NO") if "batch 8, fp32" in label \
+            else (None, None)
+        table.add(label, round(mo["delta_mb"], 1), base.split("-")[0],
+                  round(mb["delta_mb"], 1), round(ratio, 3), *target)
+        print(f"  memory {label}: {mo['delta_mb']:.0f} MB vs {mb['delta_mb']:.0f} MB",
+              flush=True)
+    table.notes.append(f"method: {mo.get('method', '?')}; see benchmarks/memory.py")
+    return [table]
+
+
+def section_compile(run: Run) -> list[Table]:
+    table = Table("compile", "torch.compile (inductor) against eager, seed model, batch 1",
+                  ["call", "precision", "eager ms", "compiled ms", "speed-up",
+                   "first compiled call s (compile)"])
+    case = models.build("omniperceiver-seed", quick=run.quick).to(run.device)
+    x = case.make_input(1)
+    for label, precision in (("forward", "fp32"), ("forward", "bf16"), ("train step", "fp32")):
+        torch._dynamo.reset()
+        compiled = torch.compile(case.model)
+        if label == "forward":
+            eager = models.forward_fn(case, x, device=run.device, precision=precision)
+            comp = models.forward_fn(models.Case(case.name, compiled, case.make_input,
+                                                 case.forward, case.num_classes), x,
+                                     device=run.device, precision=precision)
+        else:
+            eager = models.train_step_fn(case, x, device=run.device, precision=precision)
+            comp = models.train_step_fn(case, x, device=run.device, precision=precision,
+                                        model=compiled)
+        start = time.perf_counter()
+        comp()
+        common.synchronize(run.device)
+        compile_s = time.perf_counter() - start
+        t = run.timed({"eager": eager, "compiled": comp})
+        table.add(label, precision, round(t["eager"] * 1e3, 1), round(t["compiled"] * 1e3, 1),
+                  round(t["eager"] / t["compiled"], 2), round(compile_s, 1))
+        print(f"  compile {label} {precision}: eager {t['eager'] * 1e3:.1f} ms, compiled "
+              f"{t['compiled'] * 1e3:.1f} ms, first call {compile_s:.1f} s", flush=True)
+    table.notes.append("compile time = wall time of the first compiled call (tracing, "
+                       "inductor code generation and C++/Triton compilation), not in the medians")
+    return [table]
+
+
+def section_scaling(run: Run) -> list[Table]:
+    import scaling
+
+    return scaling.run_scaling(run)
+
+
+def section_chunked(run: Run) -> list[Table]:
+    import chunked
+
+    return chunked.run_chunked(run)
+
+
+SECTIONS = {"peak": section_peak, "forward": section_forward, "train": section_train,
+            "vpf": section_vpf, "memory": section_memory, "compile": section_compile,
+            "scaling": section_scaling, "chunked": section_chunked}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny shapes, 3 runs (CI smoke test)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                   help=f"comma-separated, from {','.join(ALL_SECTIONS)}, or 'all'")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs (default 7, quick 3)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up runs (default 2, quick 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "scaling.png",
+                   help="where the scaling section saves its plot")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    sections = ALL_SECTIONS if args.sections == "all" else args.sections.split(",")
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"unknown sections {unknown}; choose from {ALL_SECTIONS}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device (benchmarks/gpu.sh falls back to CPU)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = Run(device=args.device, quick=args.quick,
+              repeats=args.repeats or (3 if args.quick else 7),
+              warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
+              out=args.out, plot=args.plot)
+    run.summary = Table("summary", "Speed-ups (baseline median time / omniperceiver median "
+                        "time)", ["comparison", "omniperceiver ms", "baseline",
+                                  "baseline ms", "speed-up", "target", "met",
+                                  "speed-up at 100% of peak"])
+    run.summary.notes.append("speed-up at 100% of peak: the speed-up omniperceiver would "
+                             "reach running its FLOPs at the machine's matrix-product rate "
+                             "(an upper bound for any implementation of the same FLOPs)")
+    meta = common.machine_info(args.device)
+    meta["command"] = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None
+                                                             else argv)
+    meta.update(repeats=run.repeats, warmup=run.warmup, quick=run.quick, sections=sections)
+    if "peak" not in sections and any(s in sections for s in ("forward", "train", "vpf")):
+        sections = ["peak"] + sections
+    stem = f"{args.device.split(':')[0]}-{'-'.join(sections)}" + ("-quick" if args.quick else "")
+    started = time.perf_counter()
+    for name in sections:
+        print(f"[{name}]", flush=True)
+        section_start = time.perf_counter()
+        run.tables.extend(SECTIONS[name](run))
+        print(f"[{name}] {time.perf_counter() - section_start:.0f} s", flush=True)
+        tables = ([run.summary] if run.summary.rows else []) + run.tables
+        meta["seconds"] = round(time.perf_counter() - started, 1)
+        json_path, md_path = common.write_results(tables, meta, args.out, stem)
+    print()
+    for table in tables:
+        print(table.markdown())
+    print(f"wrote {json_path} and {md_path} ({meta['seconds']:.0f} s)")
+    return {"json": json_path, "markdown": md_path, "tables": tables}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Images: raw pixels, patches, or the Perceiver IO conv stem, with 2D position features."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..validation import check_divisible
+from .patches import Patches, Position, StemAdapter, make_position
+
+IMAGE_MODES = ("pixels", "patches", "conv")
+POOL_PADDINGS = ("same", "valid")
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's SAME padding (before, after) of one axis: the output has
+    ``ceil(size / stride)`` positions, any odd padding goes after."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class ConvStem(nn.Module):
+    """Perceiver IO's ImageNet stem: Conv2d 7x7 stride 2 (padding 3, no bias), BatchNorm, ReLU,
+    MaxPool 3x3 stride 2. (batch, H, W, C) -> (batch, H', W', out_channels), channels-last.
+
+    ``pool_padding="same"`` pads the max-pool as TensorFlow's SAME does (DeepMind's reference):
+    224 -> 112 -> 56. ``"valid"`` reproduces transformers' ``PerceiverImagePreprocessor``
+    (no pool padding): 224 -> 112 -> 55. Masks are not supported (a ValueError).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 64, *, pool_padding: str = "same"):
+        super().__init__()
+        if pool_padding not in POOL_PADDINGS:
+            raise ValueError(f"pool_padding must be one of {POOL_PADDINGS}, got {pool_padding!r}")
+        self.pool_padding = pool_padding
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=7, stride=2, padding=3,
+                              bias=False)
+        self.norm = nn.BatchNorm2d(out_channels)
+
+    def out_channels(self, in_channels: int) -> int:
+        return self.conv.out_channels
+
+    def out_shape(self, axes: Sequence[int]) -> tuple[int, ...]:
+        after_conv = [(n - 1) // 2 + 1 for n in axes]
+        if self.pool_padding == "same":
+            return tuple(-(-n // 2) for n in after_conv)
+        return tuple((n - 3) // 2 + 1 for n in after_conv)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, None]:
+        if mask is not None:
+            raise ValueError("masks are not supported with the conv stem (mode='conv'); "
+                             "use mode='pixels' or mode='patches' for masked images")
+        h = torch.relu(self.norm(self.conv(x.movedim(-1, 1))))  # (batch, C', H/2, W/2)
+        if self.pool_padding == "same":
+            (top, bottom), (left, right) = (same_padding(n, 3, 2) for n in h.shape[-2:])
+            h = F.pad(h, (left, right, top, bottom), value=-math.inf)
+        return F.max_pool2d(h, kernel_size=3, stride=2).movedim(1, -1), None
+
+
+class ImageAdapter(StemAdapter):
+    """Images (batch, H, W, C) channels-last (``channels_last=False``: (batch, C, H, W)) ->
+    (batch, M, channels + position channels).
+
+    ``mode``:
+
+    * ``"pixels"``: every pixel an input, M = H * W, ``C`` channels (the Perceiver on ImageNet);
+    * ``"patches"``: ``patch_size`` x ``patch_size`` patches (space-to-depth),
+      M = (H / p) * (W / p) inputs of p * p * C channels; H and W must be divisible by p;
+    * ``"conv"``: the Perceiver IO conv stem (:class:`ConvStem`), 224 x 224 -> 56 x 56 inputs of
+      ``conv_channels`` (64) channels; ``pool_padding="valid"`` gives transformers' 55 x 55.
+
+    Position features are computed on the grid the inputs come from (pixels, patch grid or
+    conv grid): ``position="fourier"`` (``num_bands`` bands, ``max_resolution`` defaulting to
+    that grid's size for ``image_shape``), ``"learned"`` (``position_channels`` per input,
+    needs images of exactly ``image_shape``) or None. ``project_channels`` adds a linear
+    projection (a 1x1 convolution) before the position features are concatenated.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_shape: Sequence[int],
+        input_channels: int = 3,
+        mode: str = "pixels",
+        patch_size: int | None = None,
+        position: str | Position | None = "fourier",
+        num_bands: int = 64,
+        max_resolution: Sequence[float] | None = None,
+        position_channels: int = 256,
+        project_channels: int | None = None,
+        conv_channels: int = 64,
+        pool_padding: str = "same",
+        channels_last: bool = True,
+        check_finite: bool = True,
+    ):
+        if mode not in IMAGE_MODES:
+            raise ValueError(f"mode must be one of {IMAGE_MODES}, got {mode!r}")
+        image_shape = tuple(image_shape)
+        if len(image_shape) != 2:
+            raise ValueError(f"image_shape must be (height, width), got {image_shape}")
+        if mode == "conv":
+            stem = ConvStem(input_channels, conv_channels, pool_padding=pool_padding)
+        elif mode == "patches":
+            if patch_size is None:
+                raise ValueError("mode='patches' needs patch_size")
+            check_divisible(image_shape, (patch_size, patch_size), axis_names=("height", "width"),
+                            name="image_shape")
+            stem = Patches((patch_size, patch_size), axis_names=("height", "width"))
+        else:
+            stem = Patches((1, 1))
+        self.mode = mode
+        self.image_shape = image_shape
+        super().__init__(
+            input_channels=input_channels, input_axis=2, stem=stem,
+            position=make_position(position, grid_shape=stem.out_shape(image_shape),
+                                   num_bands=num_bands, max_resolution=max_resolution,
+                                   position_channels=position_channels),
+            project_channels=project_channels, channels_last=channels_last,
+            check_finite=check_finite)
+
+
+__all__ = ["ImageAdapter", "ConvStem", "same_padding", "IMAGE_MODES"]

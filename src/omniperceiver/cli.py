@@ -1,0 +1,234 @@
+"""The ``omniperceiver`` command.
+
+::
+
+    omniperceiver fit [--config configs/mnist.yaml] [--trainer.max_epochs 5 ...]
+    omniperceiver validate | test --config CONFIG --ckpt_path CHECKPOINT
+    omniperceiver predict CHECKPOINT_OR_MODEL_DIR FILE [FILE ...] [--top_k 3]
+    omniperceiver predict --config CONFIG --ckpt_path CHECKPOINT --data.predict_files [FILE,...]
+    omniperceiver plot-attention CHECKPOINT_OR_MODEL_DIR FILE [--latents 0 8 16] [--output PNG]
+    omniperceiver list-models
+    omniperceiver convert ...   (omniperceiver.convert.cli)
+    omniperceiver export ...    (omniperceiver.export)
+
+``fit``/``validate``/``test``/``predict`` are Lightning's ``LightningCLI`` subcommands
+(:mod:`omniperceiver.training.lightning_cli`); ``--help`` after any of them lists every option.
+Everything is imported lazily: ``omniperceiver list-models`` does not load Lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+TRAINING = ("fit", "validate", "test", "predict")
+DISPATCH = {"convert": "omniperceiver.convert.cli", "export": "omniperceiver.export"}
+
+USAGE = """usage: omniperceiver <command> [options]
+
+Train, evaluate and use Perceiver models.
+
+training (Lightning's LightningCLI; `omniperceiver fit --help` lists every option):
+  fit              train (default config: MNIST), then test and write metrics.json, plots, model
+  validate         evaluate a checkpoint on the validation split
+  test             evaluate a checkpoint on the test split
+  predict          top classes for files: omniperceiver predict CHECKPOINT FILE [FILE ...]
+
+tools:
+  plot-attention   cross-attention maps of chosen latents over an input file
+  list-models      the registered model presets
+  convert          import checkpoints from other libraries (omniperceiver convert --help)
+  export           export a model, e.g. to ONNX (omniperceiver export --help)
+
+example:
+  omniperceiver fit --config configs/mnist.yaml
+"""
+
+
+class CommandError(Exception):
+    """A mistake on the command line or in the files it names; printed without a traceback."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's to fix: printed as one message, exit status 1."""
+    errors: list[type[BaseException]] = [CommandError]
+    for module, name in (("omniperceiver.data", "DatasetError"),
+                         ("omniperceiver.training.data", "ConfigError"),
+                         ("omniperceiver.training.inputs", "InputFileError"),
+                         ("omniperceiver.training.module", "NonFiniteLossError")):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    try:
+        if command in DISPATCH:
+            return _dispatch(command, rest)
+        if command == "list-models":
+            return list_models_command(rest)
+        if command == "plot-attention":
+            return plot_attention_command(rest)
+        if command == "predict" and rest and not rest[0].startswith("-"):
+            return predict_command(rest)
+        if command in TRAINING:
+            from .training.lightning_cli import run
+
+            run([command, *rest])
+            return 0
+    except _user_errors() as error:
+        print(f"omniperceiver {command}: error: {error}", file=sys.stderr)
+        return 1
+    print(f"omniperceiver: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def _dispatch(command: str, rest: list[str]) -> int:
+    module_name = DISPATCH[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and module_name.startswith(error.name):
+            raise CommandError(f"'omniperceiver {command}' needs the module {module_name}, "
+                               "which this installation does not have") from error
+        raise CommandError(f"'omniperceiver {command}' needs the package {error.name!r}: "
+                           f"pip install \"omniperceiver[{command}]\"") from error
+    return int(module.main(rest) or 0)
+
+
+# --- list-models ------------------------------------------------------------------------------
+
+
+def list_models_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="omniperceiver list-models",
+                                     description="List the registered model presets.")
+    parser.parse_args(argv)
+    from . import describe_model, list_models
+    from .training import presets  # noqa: F401  (registers the task presets)
+
+    try:
+        importlib.import_module("omniperceiver.zoo")
+    except ImportError:  # the zoo's optional parts
+        pass
+    names = list_models()
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {describe_model(name)}")
+    return 0
+
+
+# --- loading a trained model ------------------------------------------------------------------
+
+
+def load_trained(path: str | Path):
+    """A trained model from a Lightning checkpoint (``.ckpt``, loaded with
+    ``weights_only=True``) or a ``save_pretrained`` folder: ``(model, class_names,
+    input_spec)``."""
+    path = Path(path)
+    if not path.exists():
+        raise CommandError(f"{path}: no such checkpoint file or model folder")
+    from .training import presets  # noqa: F401  (registers the task presets)
+
+    if path.is_dir():
+        from .hub import from_pretrained, load_config
+
+        extra = load_config(path).get("extra", {})
+        model = from_pretrained(path)
+        spec = extra.get("input_spec")
+        classes = extra.get("classes")
+    else:
+        from .presets import create_model
+        from .training.checkpoint import load_checkpoint_file
+
+        try:
+            checkpoint = load_checkpoint_file(path)
+        except Exception as error:  # noqa: BLE001  (any unreadable file)
+            raise CommandError(f"{path}: not a readable Lightning checkpoint ({error})") from error
+        h = checkpoint.get("hyper_parameters", {})
+        if "model" not in h or "num_classes" not in h:
+            raise CommandError(f"{path}: not an omniperceiver training checkpoint (no model "
+                               "hyper-parameters)")
+        model = create_model(h["model"], num_classes=h["num_classes"], **(h.get("model_args")
+                                                                           or {}))
+        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
+                 if k.startswith("model.")}
+        model.load_state_dict(state)
+        model.eval()
+        spec, classes = h.get("input_spec"), h.get("class_names")
+    if spec is None:
+        raise CommandError(f"{path}: the model has no input_spec, so files cannot be read for "
+                           "it (train it with omniperceiver fit)")
+    if classes is None:
+        classes = [str(i) for i in range(model.decoder.output_channels)]
+    return model, classes, spec
+
+
+# --- predict ----------------------------------------------------------------------------------
+
+
+def predict_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="omniperceiver predict",
+        description="Print the top classes for each file (image, WAV, .off mesh, .npy). "
+                    "For the LightningCLI form use: omniperceiver predict --config CONFIG "
+                    "--ckpt_path CKPT --data.predict_files [FILES]")
+    parser.add_argument("model", help="a Lightning checkpoint (.ckpt) or an exported model folder")
+    parser.add_argument("files", nargs="+", help="input files (multimodal: IMAGE+AUDIO)")
+    parser.add_argument("--top_k", type=int, default=3)
+    args = parser.parse_args(argv)
+    import torch
+
+    from .training.inputs import load_input_file
+    from .training.lightning_cli import print_predictions
+
+    model, classes, spec = load_trained(args.model)
+    inputs = [load_input_file(f, spec) for f in args.files]  # every file checked first
+    probs = []
+    with torch.no_grad():
+        for x in inputs:
+            batch = {k: v[None] for k, v in x.items()} if isinstance(x, dict) else x[None]
+            probs.append(model(batch).float().softmax(-1))
+    print_predictions(args.files, torch.cat(probs), classes, top_k=args.top_k)
+    return 0
+
+
+# --- plot-attention ---------------------------------------------------------------------------
+
+
+def plot_attention_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="omniperceiver plot-attention",
+        description="Draw the first cross-attend's attention of chosen latents over input files "
+                    "(the Perceiver paper's attention figure).")
+    parser.add_argument("model", help="a Lightning checkpoint (.ckpt) or an exported model folder")
+    parser.add_argument("files", nargs="+", help="input files (images, WAV, .off, .npy)")
+    parser.add_argument("--latents", type=int, nargs="+", default=None,
+                        help="latent indices (default: 4 spread over the latent array)")
+    parser.add_argument("--output", default="attention.png", help="PNG file to write")
+    args = parser.parse_args(argv)
+    from .training.callbacks import default_latents
+    from .training.inputs import load_input_file
+    from .training.plots import plot_attention
+
+    model, classes, spec = load_trained(args.model)
+    inputs = [load_input_file(f, spec) for f in args.files]
+    latents = args.latents or default_latents(model.encoder.latents.shape[0])
+    try:
+        out = plot_attention(model, inputs, args.output, latents=latents, spec=spec,
+                             titles=[Path(f).name for f in args.files])
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Bring your checkpoints: convert other libraries' Perceivers into our models.
+
+* :func:`from_transformers` — Hugging Face transformers ``Perceiver*`` models;
+* :func:`from_lucidrains` — perceiver-pytorch ``Perceiver`` / ``PerceiverIO``;
+* :func:`from_deepmind` — DeepMind's Haiku parameter pickles (read only with
+  ``trust_pickle=True``; see :func:`load_deepmind_params`).
+
+Each returns our model in eval mode, built from a registered preset (so it can be saved with
+:func:`omniperceiver.save_pretrained` and rebuilt with :func:`omniperceiver.from_pretrained`).
+The command line is ``omniperceiver convert --from {transformers,lucidrains,deepmind} SRC OUT``.
+Nothing here imports transformers or perceiver-pytorch until a converter needs it.
+"""
+
+from __future__ import annotations
+
+from .deepmind import from_deepmind, load_deepmind_params
+from .lucidrains import from_lucidrains
+from .transformers import from_transformers
+
+__all__ = ["from_transformers", "from_lucidrains", "from_deepmind", "load_deepmind_params"]

@@ -1,0 +1,147 @@
+"""``omniperceiver convert``: another library's checkpoint -> our format (config.json +
+model.safetensors, loadable with :func:`omniperceiver.from_pretrained`).
+
+    omniperceiver convert --from transformers DIR OUT [--semantics deepmind]
+    omniperceiver convert --from deepmind FILE.pickle OUT --trust-pickle [--family NAME]
+    omniperceiver convert --from lucidrains FILE.pt OUT --kwargs '{"depth": 6, ...}'
+
+``DIR`` is a transformers checkpoint folder (``config.json`` and ``model.safetensors`` or
+``pytorch_model.bin``, read with ``torch.load(weights_only=True)``); ``FILE.pt`` a
+perceiver-pytorch state dict (read the same way) with the constructor keywords in ``--kwargs``
+(JSON text or a .json file). DeepMind's pickles are read only with ``--trust-pickle``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ..hub import save_pretrained
+
+SOURCES = ("transformers", "deepmind", "lucidrains")
+
+
+def _json(text: str | None) -> dict | None:
+    """JSON text, or the path of a JSON file."""
+    if text is None:
+        return None
+    path = Path(text)
+    value = json.loads(path.read_text() if path.suffix == ".json" and path.exists() else text)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _torch_weights(path: Path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
+
+
+def read_transformers_checkpoint(folder: str | Path) -> tuple[dict, dict]:
+    """A transformers checkpoint folder -> (state dict, config dict), without transformers."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"no config.json in {folder}")
+    config = json.loads(config_file.read_text())
+    if (folder / "model.safetensors").exists():
+        state = load_file(str(folder / "model.safetensors"))
+    elif (folder / "model.safetensors.index.json").exists():
+        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        state = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            state.update(load_file(str(folder / shard)))
+    elif (folder / "pytorch_model.bin").exists():
+        state = _torch_weights(folder / "pytorch_model.bin")
+    else:
+        raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
+    return state, config
+
+
+def convert(source: str, src: str | Path, *, semantics: str = "transformers",
+            trust_pickle: bool = False, family: str | None = None, kwargs: dict | None = None,
+            encoder: dict | None = None, decoder: dict | None = None,
+            overrides: dict | None = None) -> tuple[torch.nn.Module, dict]:
+    """The converted model and the ``extra`` entries saved with it."""
+    extra = {"converted_from": source, "source": str(src)}
+    if source == "transformers":
+        from .transformers import from_transformers
+
+        state, config = read_transformers_checkpoint(src)
+        model = from_transformers(state, config, semantics=semantics)
+        extra["semantics"] = semantics
+        if config.get("id2label"):
+            extra["id2label"] = config["id2label"]
+    elif source == "deepmind":
+        from .deepmind import from_deepmind
+
+        model = from_deepmind(src, family, trust_pickle=trust_pickle, encoder=encoder,
+                              decoder=decoder, **(overrides or {}))
+    elif source == "lucidrains":
+        from .lucidrains import from_lucidrains
+
+        if kwargs is None:
+            raise ValueError("--from lucidrains needs --kwargs: the constructor keywords that "
+                             "made the checkpoint")
+        model = from_lucidrains(_torch_weights(Path(src)), **kwargs)
+    else:
+        raise ValueError(f"--from must be one of {SOURCES}, got {source!r}")
+    return model, extra
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omniperceiver convert",
+        description="Convert a transformers, DeepMind or perceiver-pytorch Perceiver checkpoint "
+                    "to omniperceiver's format (config.json + model.safetensors).")
+    parser.add_argument("--from", dest="source", required=True, choices=SOURCES,
+                        help="the library that made the checkpoint")
+    parser.add_argument("src", help="transformers: checkpoint folder; deepmind: the pickle; "
+                                    "lucidrains: a state dict saved with torch.save")
+    parser.add_argument("out", help="output folder")
+    parser.add_argument("--semantics", choices=("transformers", "deepmind"),
+                        default="transformers",
+                        help="transformers: reproduce transformers' outputs exactly (default); "
+                             "deepmind: what the weights were trained with where transformers "
+                             "deviates (tanh GELU, SAME max-pool, no learned-decoder residual)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow reading a DeepMind pickle (a pickle can run arbitrary code: "
+                             "only for files from a source you trust)")
+    parser.add_argument("--family", help="deepmind: the model (a preset name such as "
+                                         "optical-flow-perceiver, or a release file name); "
+                                         "default: told by the parameter names")
+    parser.add_argument("--kwargs", help="lucidrains: constructor keywords, JSON text or file")
+    parser.add_argument("--encoder", help="deepmind: encoder overrides as JSON, e.g. "
+                                          "'{\"self_attend\": {\"heads\": 4}}'")
+    parser.add_argument("--decoder", help="deepmind: decoder cross-attend overrides as JSON")
+    parser.add_argument("--overrides", help="deepmind: preset overrides as JSON, e.g. "
+                                            "'{\"train_size\": [368, 496]}'")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        model, extra = convert(
+            args.source, args.src, semantics=args.semantics, trust_pickle=args.trust_pickle,
+            family=args.family, kwargs=_json(args.kwargs), encoder=_json(args.encoder),
+            decoder=_json(args.decoder), overrides=_json(args.overrides))
+        out = save_pretrained(model, args.out, extra=extra)
+    except (ValueError, TypeError, FileNotFoundError, KeyError, NotImplementedError) as error:
+        print(f"omniperceiver convert: error: {error}", file=sys.stderr)
+        return 1
+    params = sum(p.numel() for p in model.parameters())
+    print(f"converted {args.source} {args.src} -> {out} ({params:,} parameters)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""What a run leaves behind: ``metrics.json``, plots, the exported model and a summary table.
+
+Everything goes into the run folder (``trainer.default_root_dir``), next to ``checkpoints/``::
+
+    runs/mnist/
+      checkpoints/last.ckpt, best-*.ckpt   Lightning checkpoints (resume with --ckpt_path last)
+      model/config.json, model.safetensors the trained model (omniperceiver.from_pretrained)
+      metrics.json                         final metrics (test_accuracy, ...), times, sizes
+      plots/learning_curves.png, confusion_matrix.png, attention.png
+      csv/version_N/metrics.csv, tensorboard/version_N/   the logs
+      config.yaml                          the full configuration of the run
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from .checkpoint import write_atomically
+
+
+class RunReport(Callback):
+    """Writes ``metrics.json``, the plots and the exported model of a run (on rank 0).
+
+    Args:
+        plots: Draw learning curves (after fit), the confusion matrix (after test) and the
+            cross-attention maps.
+        attention_latents: The latents whose first cross-attend is drawn.
+        attention_examples: How many test examples to draw them over.
+        export: Save the trained model with ``save_pretrained`` to ``<run>/model`` after fit.
+    """
+
+    def __init__(self, plots: bool = True, attention_latents: list[int] | None = None,
+                 attention_examples: int = 3, export: bool = True):
+        self.plots = plots
+        self.attention_latents = attention_latents
+        self.attention_examples = attention_examples
+        self.export = export
+        self._start: dict[str, float] = {}
+
+    # --- paths ---
+    @staticmethod
+    def run_dir(trainer: Trainer) -> Path:
+        return Path(trainer.default_root_dir)
+
+    def update_metrics(self, trainer: Trainer, values: dict[str, Any]) -> Path:
+        """Merge ``values`` into ``<run>/metrics.json`` (atomically)."""
+        path = self.run_dir(trainer) / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+        metrics.update(values)
+        write_atomically(path, lambda f: f.write((json.dumps(metrics, indent=2) + "\n").encode()))
+        return path
+
+    # --- fit ---
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start["fit"] = time.perf_counter()
+        stale = self.run_dir(trainer) / "metrics.json"
+        if trainer.is_global_zero and stale.exists():  # a new fit starts a new report
+            stale.unlink()
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        seconds = time.perf_counter() - self._start.get("fit", time.perf_counter())
+        logged = {k: _number(v) for k, v in trainer.callback_metrics.items()}
+        values = {
+            "model": pl_module.hparams.model,
+            "num_parameters": pl_module.num_parameters,
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "fit_seconds": round(seconds, 1),
+            "precision": str(trainer.precision),
+            **{k: v for k, v in logged.items() if k.startswith(("val_", "train_"))},
+        }
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and getattr(ckpt, "last_model_path", ""):
+            values["last_checkpoint"] = ckpt.last_model_path
+        if ckpt is not None and getattr(ckpt, "best_model_path", ""):
+            values["best_checkpoint"] = ckpt.best_model_path
+        if self.export:
+            values["exported_model"] = str(export_model(pl_module, self.run_dir(trainer) /
+                                                        "model"))
+        self.update_metrics(trainer, values)
+        if self.plots:
+            self._plot_learning_curves(trainer)
+            self._plot_attention(trainer, pl_module)
+        _print_table("fit summary", values)
+
+    def _plot_learning_curves(self, trainer: Trainer) -> None:
+        from .plots import plot_learning_curves, read_metrics_csv
+
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.save()
+                csv_path = Path(logger.log_dir) / "metrics.csv"
+                if csv_path.exists():
+                    plot_learning_curves(read_metrics_csv(csv_path),
+                                         self.run_dir(trainer) / "plots" / "learning_curves.png")
+                return
+
+    def _plot_attention(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from .plots import plot_attention
+
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "dataset"):
+            return
+        dataset = datamodule.dataset("test")
+        count = min(self.attention_examples, len(dataset))
+        examples = [dataset[i] for i in range(count)]
+        num_latents = pl_module.model.encoder.latents.shape[0]
+        latents = self.attention_latents or default_latents(num_latents)
+        names = pl_module.class_names
+        plot_attention(pl_module.model, [x for x, _ in examples],
+                       self.run_dir(trainer) / "plots" / "attention.png", latents=latents,
+                       spec=pl_module.input_spec, titles=[f"label {names[y]}"
+                                                          for _, y in examples])
+
+    # --- test ---
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start["test"] = time.perf_counter()
+
+    @rank_zero_only
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        seconds = time.perf_counter() - self._start.get("test", time.perf_counter())
+        logged = {k: _number(v) for k, v in trainer.callback_metrics.items()
+                  if k.startswith("test_")}
+        matrix = pl_module.test_confusion.compute().cpu()
+        per_class = (matrix.diag() / matrix.sum(1).clamp_min(1)).tolist()
+        values = {**logged, "test_seconds": round(seconds, 1),
+                  "test_examples": int(matrix.sum()),
+                  "test_per_class_accuracy": dict(zip(pl_module.class_names,
+                                                      [round(a, 4) for a in per_class],
+                                                      strict=True)),
+                  "tested_checkpoint": trainer.ckpt_path}
+        self.update_metrics(trainer, values)
+        if self.plots:
+            from .plots import plot_confusion_matrix
+
+            plot_confusion_matrix(matrix, pl_module.class_names,
+                                  self.run_dir(trainer) / "plots" / "confusion_matrix.png")
+
+
+def default_latents(num_latents: int, count: int = 4) -> list[int]:
+    """``count`` latents spread over the latent array."""
+    step = max(1, num_latents // count)
+    return list(range(0, num_latents, step))[:count]
+
+
+def export_model(pl_module: LightningModule, folder: Path) -> Path:
+    """``save_pretrained`` the module's model with its class names and input spec."""
+    from ..hub import save_pretrained
+
+    return save_pretrained(pl_module.model, folder,
+                           extra={"classes": list(pl_module.class_names),
+                                  "input_spec": pl_module.input_spec})
+
+
+def _number(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    return round(v, 6) if isinstance(v, float) else v
+
+
+def _print_table(title: str, values: dict[str, Any]) -> None:
+    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
+    width = max(len(k) for k, _ in rows)
+    vwidth = max(len(v) for _, v in rows)
+    line = "-" * (width + vwidth + 7)
+    print(f"\n{line}\n| {title:<{width + vwidth + 3}} |\n{line}")
+    for k, v in rows:
+        print(f"| {k:<{width}} | {v:<{vwidth}} |")
+    print(line)
+
+
+__all__ = ["RunReport", "export_model", "default_latents"]

@@ -1,0 +1,78 @@
+"""Checkpoint files: atomic writes, and loading without unpickling code.
+
+Lightning's default writer streams the checkpoint into its final path (through a temporary file
+in the system temp folder, then a copy), so a run killed during a save can leave a truncated
+``last.ckpt`` behind. :class:`AtomicCheckpointIO` writes the whole file next to its destination,
+flushes it to disk, then renames it over the destination: the old checkpoint stays complete
+until the new one is.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported on this platform/filesystem
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it and rename it to
+    ``path``. If ``write`` fails (or the process dies) the previous ``path`` is untouched; the
+    temporary file (``.<name>.<random>.tmp``) is removed on failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """``torch.load(path, weights_only=True)``: tensors and plain Python values only."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O with atomic saves and ``weights_only=True`` loads."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, "
+                            f"got {storage_options!r}")
+        write_atomically(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint file not found: {path}")
+        if map_location is None:
+            map_location = lambda storage, loc: storage  # noqa: E731  (keep on CPU)
+        return load_checkpoint_file(path, map_location)
+
+
+__all__ = ["AtomicCheckpointIO", "write_atomically", "load_checkpoint_file"]

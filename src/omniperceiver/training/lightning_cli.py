@@ -1,0 +1,186 @@
+"""``omniperceiver fit | validate | test | predict``: Lightning's ``LightningCLI`` over
+:class:`ClassificationModule` and the data modules.
+
+Every option lives in a YAML config (``--config configs/mnist.yaml``) and can be overridden on
+the command line (``--trainer.max_epochs 5``, ``--model.lr 1e-3``,
+``--data.init_args.batch_size 32``). Without a config the defaults are the MNIST recipe.
+
+Beyond Lightning's own options:
+
+* ``--test_after_fit`` (default true): ``fit`` tests the final model on the test split at the
+  end, so one command trains, tests and writes ``metrics.json``.
+* ``--checkpoint.*``: the :class:`ModelCheckpoint` (``every_n_train_steps``, ``monitor``, ...);
+  checkpoints go to ``<trainer.default_root_dir>/checkpoints``.
+* ``--report.*``: :class:`~omniperceiver.training.callbacks.RunReport` (plots, export).
+
+The run folder is ``--trainer.default_root_dir``; logs go to its ``csv/`` and
+``tensorboard/`` folders unless ``--trainer.logger`` says otherwise. Checkpoints are written
+atomically (:class:`~omniperceiver.training.checkpoint.AtomicCheckpointIO`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import lazy_instance
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from .callbacks import RunReport
+from .checkpoint import AtomicCheckpointIO
+from .data import ClassificationData, ConfigError, MNISTData
+from .module import ClassificationModule
+
+#: Trainer settings of the default (MNIST) recipe; configs/mnist.yaml spells them out.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "default_root_dir": "runs/mnist",
+    "max_epochs": 30,
+    "precision": "bf16-mixed",
+    "gradient_clip_val": 1.0,
+    "log_every_n_steps": 10,
+    "use_distributed_sampler": False,  # the data modules shard their own samplers
+}
+
+
+def _checkpoint_dir(root: str) -> str:
+    return str(Path(root) / "checkpoints")
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """Also writes the configuration of a ``fit`` to ``<run folder>/config.yaml``."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            path = Path(trainer.default_root_dir) / "config.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(path), skip_none=False, overwrite=True)
+
+
+class OmniperceiverCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="After fit, test the final model on the test split.")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val_accuracy",
+            "checkpoint.mode": "max",
+            "checkpoint.save_last": True,
+            "checkpoint.save_top_k": 1,
+            "checkpoint.filename": "best-{epoch}-{val_accuracy:.4f}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath",
+                              compute_fn=_checkpoint_dir)
+        parser.add_lightning_class_args(RunReport, "report")
+        parser.set_defaults({"data": lazy_instance(MNISTData)})
+        for source, target in (("data.num_classes", "model.num_classes"),
+                               ("data.classes", "model.class_names"),
+                               ("data.input_spec", "model.input_spec")):
+            parser.link_arguments(source, target, apply_on="instantiate")
+
+    def instantiate_trainer(self, **kwargs: Any):
+        config = self._get(self.config_init, "trainer", default={})
+        root = config.get("default_root_dir") or "."
+        if config.get("logger") in (None, True):
+            kwargs["logger"] = (False if self.subcommand == "predict" else
+                                [CSVLogger(root, name="csv"),
+                                 TensorBoardLogger(root, name="tensorboard")])
+        if not config.get("plugins"):
+            kwargs["plugins"] = [AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+    # --- checks before anything runs ---
+    def _check_model_accepts_data(self) -> None:
+        check_model_accepts_data(self.model, self.datamodule, self.subcommand)
+
+    def before_fit(self) -> None:
+        self._check_model_accepts_data()
+
+    def before_validate(self) -> None:
+        self._check_model_accepts_data()
+
+    def before_test(self) -> None:
+        self._check_model_accepts_data()
+
+    # --- after fit: test, in the same run ---
+    def after_fit(self) -> None:
+        if self._get(self.config, "test_after_fit") and not self.trainer.interrupted:
+            self.trainer.test(self.model, datamodule=self.datamodule)
+
+    def predict(self, model, datamodule, ckpt_path=None, return_predictions=None) -> None:
+        outputs = self.trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path,
+                                       return_predictions=True)
+        if self.trainer.is_global_zero:
+            files = datamodule.dataset("predict").paths
+            probs = torch.cat([o["probs"] for o in outputs])
+            print_predictions(files, probs, model.class_names)
+
+
+def check_model_accepts_data(model: ClassificationModule, datamodule: ClassificationData,
+                             subcommand: str | None) -> None:
+    """Run two examples of the data through the model on the CPU, so that a model and data
+    that do not fit together fail with a clear message before training starts."""
+    split = "test" if subcommand == "test" else "train"
+    try:
+        dataset = datamodule.dataset(split)
+    except ConfigError:
+        raise
+    if dataset is None or len(dataset) == 0:
+        return
+    items = [dataset[i] for i in range(min(2, len(dataset)))]
+    xs = [x for x, _ in items]
+    batch = ({k: torch.stack([x[k] for x in xs]) for k in xs[0]} if isinstance(xs[0], dict)
+             else torch.stack(xs))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model.model(batch)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"the model {model.hparams.model!r} does not accept the inputs of "
+            f"{type(datamodule).__name__} ({_describe(batch)}): {error}. Adjust "
+            f"--model.model_args to the data (e.g. image_size, channels, num_points).") from error
+    finally:
+        model.train(was_training)
+    if logits.shape[-1] != datamodule.num_classes:
+        raise ConfigError(f"the model has {logits.shape[-1]} outputs, the data "
+                          f"{datamodule.num_classes} classes")
+
+
+def _describe(batch: Any) -> str:
+    if isinstance(batch, dict):
+        return ", ".join(f"{k}: {tuple(v.shape[1:])}" for k, v in batch.items())
+    return f"inputs of shape {tuple(batch.shape[1:])}"
+
+
+def print_predictions(files: list[str], probs: torch.Tensor, classes: list[str],
+                      top_k: int = 3) -> None:
+    """One line per file: the ``top_k`` classes with their probabilities."""
+    k = min(top_k, probs.shape[-1])
+    values, indices = probs.topk(k, dim=-1)
+    width = max(len(f) for f in files)
+    for f, v, i in zip(files, values.tolist(), indices.tolist(), strict=True):
+        top = "  ".join(f"{classes[c]} ({p:.1%})" for c, p in zip(i, v, strict=True))
+        print(f"{f:<{width}}  {top}")
+
+
+def run(args: list[str]) -> OmniperceiverCLI:
+    """Parse ``args`` (starting with the subcommand) and run it."""
+    return OmniperceiverCLI(
+        ClassificationModule,
+        ClassificationData,
+        subclass_mode_data=True,
+        save_config_callback=SaveRunConfig,
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=args,
+    )
+
+
+__all__ = ["OmniperceiverCLI", "run", "print_predictions", "check_model_accepts_data"]

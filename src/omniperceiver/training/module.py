@@ -1,0 +1,226 @@
+"""The LightningModule: classification with any preset model over any input adapter."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from ..presets import create_model
+from .augment import SpecAugment, attach_spec_augment
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the step and likely causes."""
+
+
+class WarmupSchedule:
+    """Learning-rate factor per optimizer step: linear warm-up from 0 over ``warmup_steps``,
+    then ``"cosine"`` decay to ``min_lr_ratio``, ``"step"`` decay by ``gamma`` at each of
+    ``milestones`` (steps), or ``"constant"``. A plain object, so its state (numbers only) is
+    saved in checkpoints that load with ``weights_only=True``."""
+
+    def __init__(self, kind: str, *, total_steps: int, warmup_steps: int,
+                 min_lr_ratio: float = 0.0, milestones: list[int] | None = None,
+                 gamma: float = 0.1):
+        self.kind = kind
+        self.total_steps = max(1, total_steps)
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.milestones = list(milestones or [])
+        self.gamma = gamma
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.kind == "cosine":
+            span = max(1, self.total_steps - self.warmup_steps)
+            progress = min(1.0, (step - self.warmup_steps) / span)
+            return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (
+                1 + math.cos(math.pi * progress))
+        if self.kind == "step":
+            return self.gamma ** sum(step >= m for m in self.milestones)
+        return 1.0
+
+
+class ClassificationModule(LightningModule):
+    """Trains ``create_model(model, num_classes=..., **model_args)`` with cross-entropy.
+
+    Args:
+        model: A preset name (``omniperceiver list-models``).
+        model_args: Overrides of the preset's keywords (e.g. ``{num_latents: 64}``).
+        num_classes: Set from the data module.
+        class_names: Set from the data module (for reports and predictions).
+        input_spec: Set from the data module: the input modality and shape (for predict).
+        optimizer: ``"adamw"`` or ``"lamb"`` (pytorch-optimizer's LAMB).
+        lr: Peak learning rate.
+        weight_decay: Decoupled weight decay (not applied to biases, norms, latents and
+            position embeddings).
+        betas: Adam/LAMB moment coefficients.
+        schedule: ``"cosine"`` (to ``min_lr_ratio * lr``), ``"step"`` or ``"constant"``,
+            after the warm-up.
+        warmup: Linear warm-up length: a fraction of all steps (< 1) or a number of steps.
+        min_lr_ratio: Final learning rate of the cosine schedule, relative to ``lr``.
+        step_milestones: ``"step"`` schedule: decay points as fractions of all steps.
+        step_gamma: ``"step"`` schedule: the factor applied at each milestone.
+        label_smoothing: Cross-entropy label smoothing.
+        spec_augment: SpecAugment masking of log-mel inputs during training (audio models):
+            ``{freq_masks: 2, freq_width: 8, time_masks: 2, time_width: 10}``.
+        compile: Compile the model with ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        model: str = "mnist-perceiver",
+        model_args: dict[str, Any] | None = None,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        input_spec: dict[str, Any] | None = None,
+        optimizer: Literal["adamw", "lamb"] = "adamw",
+        lr: float = 2e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.999),
+        schedule: Literal["cosine", "step", "constant"] = "cosine",
+        warmup: float = 0.05,
+        min_lr_ratio: float = 0.0,
+        step_milestones: list[float] | None = None,
+        step_gamma: float = 0.1,
+        label_smoothing: float = 0.0,
+        spec_augment: dict[str, int] | None = None,
+        compile: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if num_classes is None:
+            raise ValueError("num_classes is required (the CLI sets it from the data module)")
+        model_args = dict(model_args or {})
+        if "num_classes" in model_args:
+            raise ValueError("set the number of classes through the data, not model_args")
+        self.model = create_model(model, num_classes=num_classes, **model_args)
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self.input_spec = input_spec
+        if spec_augment is not None and attach_spec_augment(
+                self.model, SpecAugment(**spec_augment)) == 0:
+            raise ValueError(f"spec_augment needs a model with log-mel inputs; {model!r} "
+                             "has none")
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self._compiled = False
+
+    # --- model ---
+    def configure_model(self) -> None:
+        if self.hparams.compile and not self._compiled:
+            self.model.compile()
+            self._compiled = True
+
+    def forward(self, x: Any) -> Tensor:
+        return self.model(x)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    # --- steps ---
+    def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), target,
+                               label_smoothing=self.hparams.label_smoothing)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, target = batch
+        logits = self.model(x)
+        loss = self._loss(logits, target)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(self._non_finite_message(loss, x))
+        labels = target.argmax(-1) if target.ndim == 2 else target  # soft targets (MixUp)
+        self.train_accuracy(logits.detach(), labels)
+        batch_size = labels.shape[0]
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=batch_size)
+        self.log("train_accuracy", self.train_accuracy, on_step=False, on_epoch=True,
+                 batch_size=batch_size)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False,
+                 batch_size=batch_size)
+        return loss
+
+    def _non_finite_message(self, loss: Tensor, x: Any) -> str:
+        trainer = self.trainer
+        tensors = x.values() if isinstance(x, dict) else [x]
+        bad_inputs = any(not torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+        causes = [f"the learning rate is too high (lr={self.hparams.lr}; try a lower "
+                  "--model.lr or a longer --model.warmup)",
+                  "no gradient clipping (set --trainer.gradient_clip_val 1.0)"]
+        if str(trainer.precision).startswith("16"):
+            causes.append(f"float16 overflow (precision={trainer.precision}; use bf16-mixed or "
+                          "32-true)")
+        causes.append("the inputs contain NaN or Inf" if bad_inputs
+                      else "corrupt data (the inputs of this batch are finite)")
+        return (f"training loss is {loss.item()} at step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx + 1}); "
+                f"training stopped. Likely causes: " + "; ".join(causes) + ".")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.val_accuracy(logits, y)
+        self.log("val_loss", self._loss(logits, y), prog_bar=True, sync_dist=True,
+                 batch_size=y.shape[0])
+        self.log("val_accuracy", self.val_accuracy, prog_bar=True, batch_size=y.shape[0])
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.test_accuracy(logits, y)
+        self.test_confusion.update(logits, y)
+        self.log("test_loss", self._loss(logits, y), sync_dist=True, batch_size=y.shape[0])
+        self.log("test_accuracy", self.test_accuracy, batch_size=y.shape[0])
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confusion.reset()
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        x, index = batch
+        return {"index": index, "probs": self.model(x).float().softmax(-1)}
+
+    # --- optimisation ---
+    def _param_groups(self) -> list[dict]:
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            leaf = name.rsplit(".", 1)[-1]
+            if p.ndim < 2 or leaf in ("latents", "embedding") or ".padding." in name:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        return [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self):
+        h = self.hparams
+        if h.optimizer == "lamb":
+            from pytorch_optimizer import Lamb
+
+            optimizer = Lamb(self._param_groups(), lr=h.lr, betas=tuple(h.betas),
+                             weight_decay=h.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(self._param_groups(), lr=h.lr, betas=tuple(h.betas),
+                                          weight_decay=h.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(h.warmup * total) if h.warmup < 1 else int(h.warmup)
+        milestones = [int(f * total) for f in (h.step_milestones or [0.7, 0.85, 0.95])]
+        schedule = WarmupSchedule(h.schedule, total_steps=total, warmup_steps=warmup,
+                                  min_lr_ratio=h.min_lr_ratio, milestones=milestones,
+                                  gamma=h.step_gamma)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+__all__ = ["ClassificationModule", "NonFiniteLossError", "WarmupSchedule"]

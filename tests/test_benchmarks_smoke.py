@@ -1,0 +1,62 @@
+"""The benchmark suite's quick mode runs end to end and writes well-formed tables.
+No timing is asserted: the numbers of a quick run mean nothing."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest.importorskip("perceiver_pytorch")
+pytest.importorskip("transformers")
+
+
+def _run(tmp_path, sections):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--repeats", "1",
+         "--warmup", "0", "--sections", sections, "--out", str(tmp_path),
+         "--plot", str(tmp_path / "scaling.png")],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (json_path,) = tmp_path.glob("*.json")
+    (md_path,) = tmp_path.glob("*.md")
+    return proc.stdout, json.loads(json_path.read_text()), md_path.read_text()
+
+
+def _check_tables(results, markdown):
+    assert results["meta"]["quick"] is True
+    assert results["meta"]["torch"]
+    for table in results["tables"]:
+        assert table["rows"], table["name"]
+        for row in table["rows"]:
+            assert len(row) == len(table["columns"]), (table["name"], row)
+            assert all(c is None or isinstance(c, (str, int, float)) for c in row)
+        assert f"### {table['title']}" in markdown
+        header = "| " + " | ".join(table["columns"]) + " |"
+        assert header in markdown
+    return {t["name"]: t for t in results["tables"]}
+
+
+def test_quick_suite_writes_well_formed_tables(tmp_path):
+    stdout, results, markdown = _run(tmp_path, "peak,forward,train,vpf,memory")
+    tables = _check_tables(results, markdown)
+    assert {"summary", "peak", "forward", "train", "vpf", "memory"} <= set(tables)
+    summary = tables["summary"]
+    speedup = summary["columns"].index("speed-up")
+    assert all(isinstance(row[speedup], float) and row[speedup] > 0 for row in summary["rows"])
+    comparisons = [row[0] for row in summary["rows"]]
+    assert any("bf16" in c for c in comparisons) and any("train" in c for c in comparisons)
+    memory = tables["memory"]
+    assert all(isinstance(row[1], float) for row in memory["rows"]), memory["rows"]
+    assert "### Speed-ups" in stdout
+
+
+@pytest.mark.slow
+def test_quick_scaling_and_chunked_sections(tmp_path):
+    _, results, markdown = _run(tmp_path, "scaling,chunked")
+    tables = _check_tables(results, markdown)
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert any("linearity" in note for note in tables["scaling"]["notes"])
+    assert all("error" not in str(row) for row in tables["chunked"]["rows"])

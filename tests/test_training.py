@@ -1,0 +1,211 @@
+"""Training building blocks: schedules, data order, augmentations, attention weights for the
+plots, input files for predict, atomic checkpoint writes."""
+
+from __future__ import annotations
+
+import math
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+
+from omniperceiver import create_model  # noqa: E402
+from omniperceiver.training import augment as aug  # noqa: E402
+from omniperceiver.training.checkpoint import (  # noqa: E402
+    AtomicCheckpointIO,
+    write_atomically,
+)
+from omniperceiver.training.data import ResumableSampler  # noqa: E402
+from omniperceiver.training.inputs import InputFileError, load_input_file  # noqa: E402
+from omniperceiver.training.module import WarmupSchedule  # noqa: E402
+from omniperceiver.training.plots import cross_attention_weights  # noqa: E402
+
+TINY = dict(num_latents=6, latent_dim=16, num_blocks=1, self_attends_per_block=1,
+            num_cross_attends=1, self_heads=2)
+
+
+def test_warmup_cosine_and_step_schedules():
+    cos = WarmupSchedule("cosine", total_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
+    assert cos(10) == pytest.approx(1.0)
+    assert cos(55) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert cos(100) == pytest.approx(0.1)
+    step = WarmupSchedule("step", total_steps=120, warmup_steps=0, milestones=[84, 102, 114])
+    assert [step(s) for s in (0, 83, 84, 102, 119)] == pytest.approx([1, 1, 0.1, 0.01, 0.001])
+
+
+def test_sampler_shards_are_the_single_process_batches(monkeypatch):
+    """Rank r of w takes every w-th index of the same permutation, so the ranks' k-th batches
+    together are the k-th batch of one process with w times the batch size."""
+    single = list(ResumableSampler(40, shuffle=True, seed=3))
+    shards = []
+    for rank in range(2):
+        monkeypatch.setattr("omniperceiver.training.data._world", lambda r=rank: (r, 2))
+        shards.append(list(ResumableSampler(40, shuffle=True, seed=3)))
+    batch = 4  # per rank
+    for k in range(40 // (2 * batch)):
+        together = sorted(shards[0][k * batch:(k + 1) * batch]
+                          + shards[1][k * batch:(k + 1) * batch])
+        assert together == sorted(single[2 * k * batch:2 * (k + 1) * batch])
+
+
+def test_sampler_epochs_and_resume():
+    s = ResumableSampler(10, shuffle=True, seed=0)
+    first = list(s)
+    s.set_epoch(1)
+    second = list(s)
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second
+    s.resume_at(1, 4)
+    assert list(s) == second[4:]
+    assert list(s) == second  # the skip applies once
+
+
+def test_random_shift_moves_images_and_videos_rigidly():
+    torch.manual_seed(0)
+    x = torch.zeros(8, 10, 10, 1)
+    x[:, 5, 5] = 1
+    y = aug.random_shift(x, 2)
+    pos = y[..., 0].flatten(1).argmax(1)
+    rows, cols = pos // 10, pos % 10
+    assert y.sum() == 8 and ((rows - 5).abs() <= 2).all() and ((cols - 5).abs() <= 2).all()
+    video = x[:, None].expand(8, 3, 10, 10, 1).clone()
+    moved = aug.random_shift(video, 2)
+    assert torch.equal(moved[:, 0], moved[:, 1]) and torch.equal(moved[:, 0], moved[:, 2])
+
+
+def test_mixup_and_cutmix_give_soft_targets():
+    torch.manual_seed(0)
+    x, y = torch.rand(6, 8, 8, 1), torch.arange(6)
+    for kwargs in ({"mixup_alpha": 0.4}, {"cutmix_alpha": 1.0}):
+        mixed, target = aug.mixup_cutmix(x, y, 10, **kwargs)
+        assert mixed.shape == x.shape and target.shape == (6, 10)
+        assert torch.allclose(target.sum(-1), torch.ones(6))
+
+
+def test_point_augmentation_rotates_normals_with_points():
+    torch.manual_seed(0)
+    points = torch.randn(4, 32, 6)
+    out = aug.augment_points(points, rotate_z=True)
+    assert torch.allclose(out[..., :3].norm(dim=-1), points[..., :3].norm(dim=-1), atol=1e-5)
+    assert torch.allclose(out[..., 2], points[..., 2]) and torch.allclose(out[..., 5],
+                                                                          points[..., 5])
+
+
+def test_spec_augment_masks_bands_and_spans():
+    torch.manual_seed(0)
+    frames = torch.randn(3, 50, 16)
+    masked = aug.SpecAugment(freq_masks=1, freq_width=4, time_masks=1, time_width=5)(frames)
+    assert masked.shape == frames.shape and (masked != frames).any()
+
+
+def test_cross_attention_weights_reproduce_the_layer():
+    """The plotted weights, applied to the layer's own values, give the cross-attend's output."""
+    torch.manual_seed(0)
+    model = create_model("mnist-perceiver", **TINY, cross_heads=2,
+                         cross_qk_channels=16).eval()
+    x = torch.rand(2, 28, 28, 1)
+    weights, adapted = cross_attention_weights(model, x)
+    assert weights.shape == (2, 2, 6, 784)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 2, 6))
+    layer = model.encoder.cross_attends[0]
+    att = layer.attention
+    latents = layer.norm_q(model.encoder.latents).expand(2, -1, -1)
+    context = layer.norm_kv(adapted.inputs)
+    _, v = att.to_kv(context).split([att.qk_channels, att.v_channels], dim=-1)
+    v = v.view(2, 784, 2, -1).transpose(1, 2)  # (batch, heads, M, dv)
+    ours = att.to_out((weights @ v).transpose(1, 2).reshape(2, 6, -1))
+    with torch.no_grad():
+        theirs = att(latents, context)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_cross_attention_weights_of_chosen_latents_and_masks():
+    torch.manual_seed(0)
+    model = create_model("pointcloud-perceiver", num_classes=3, **TINY).eval()
+    points = torch.rand(2, 10, 3) * 2 - 1
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+    weights, _ = cross_attention_weights(model, points, latents=[1, 4])
+    assert weights.shape == (2, 1, 2, 10)
+    adapted_mask = model.input_adapter(points, mask).mask
+    assert adapted_mask is not None
+
+
+# --- predict input files ----------------------------------------------------------------------
+
+IMAGE_SPEC = {"modality": "image", "image_size": [28, 28], "channels": 1}
+AUDIO_SPEC = {"modality": "audio", "sample_rate": 8000, "num_samples": 4000}
+POINT_SPEC = {"modality": "points", "num_points": 64, "num_features": 0}
+
+
+def _write_wav(path, rate=8000, seconds=0.25):
+    t = np.arange(int(rate * seconds)) / rate
+    data = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(data.tobytes())
+
+
+def _write_off(path):
+    path.write_text("OFF\n4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n3 0 1 3\n3 0 2 3\n"
+                    "3 1 2 3\n")
+
+
+def test_input_files_of_each_modality(tmp_path):
+    from PIL import Image
+
+    Image.fromarray((np.random.rand(40, 30) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    assert load_input_file(tmp_path / "a.png", IMAGE_SPEC).shape == (28, 28, 1)
+    _write_wav(tmp_path / "a.wav")
+    audio = load_input_file(tmp_path / "a.wav", AUDIO_SPEC)
+    assert audio.shape == (4000,) and audio.abs().max() <= 1
+    _write_off(tmp_path / "a.off")
+    points = load_input_file(tmp_path / "a.off", POINT_SPEC)
+    assert points.shape == (64, 3) and points.norm(dim=-1).max() <= 1 + 1e-5
+    np.save(tmp_path / "p.npy", np.random.rand(100, 3).astype(np.float32))
+    assert load_input_file(tmp_path / "p.npy", POINT_SPEC).shape == (64, 3)
+
+
+def test_wrong_modality_and_shape_name_the_file(tmp_path):
+    _write_wav(tmp_path / "clip.wav")
+    with pytest.raises(InputFileError, match=r"clip\.wav: this model takes images 28x28x1.*"
+                                             r"got a WAV audio file"):
+        load_input_file(tmp_path / "clip.wav", IMAGE_SPEC)
+    np.save(tmp_path / "bad.npy", np.zeros((3, 4)))
+    with pytest.raises(InputFileError, match=r"bad\.npy: .*got an array of shape \(3, 4\)"):
+        load_input_file(tmp_path / "bad.npy", IMAGE_SPEC)
+    with pytest.raises(InputFileError, match=r"missing\.png: no such file"):
+        load_input_file(tmp_path / "missing.png", IMAGE_SPEC)
+    (tmp_path / "x.off").write_text("not a mesh")
+    with pytest.raises(InputFileError, match=r"x\.off"):
+        load_input_file(tmp_path / "x.off", POINT_SPEC)
+
+
+# --- atomic writes ----------------------------------------------------------------------------
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+
+    def crash(f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(path, crash)
+    assert int(io.load_checkpoint(path)["step"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+def test_checkpoint_loading_refuses_pickled_code(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"fn": math.sqrt}, path)  # a pickled callable: not weights-only
+    with pytest.raises(Exception, match="(?i)weights.only|unsupported global"):
+        AtomicCheckpointIO().load_checkpoint(path)
