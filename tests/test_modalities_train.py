@@ -35,6 +35,16 @@ needs_espeak = pytest.mark.skipif(not data.espeak_available(),
                                   reason="espeak-ng is needed to synthesise spoken digits")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread is as fast, and far faster on a busy machine (where
+    threads of a parallel region wait for each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def first_items(dataset, n: int = BATCH):
     """A fixed batch: the first ``n`` items stacked (dict items stacked per modality)."""
     xs, ys = zip(*(dataset[i] for i in range(n)), strict=True)

@@ -175,18 +175,28 @@ class Attention(nn.Module):
         in_context = num_queries * kv_dim * (2 * self.heads * num_keys + qkv)
         return in_context < projected
 
-    def forward(self, x: Tensor, context: Tensor | InputChunks,
-                mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | InputChunks, mask: Tensor | None = None, *,
+                context_affine: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """``x`` (batch, N, q_dim), ``context`` (batch, M, kv_dim) or InputChunks of it,
-        ``mask`` (batch, M) bool -> (batch, N, out_dim)."""
+        ``mask`` (batch, M) bool -> (batch, N, out_dim).
+
+        ``context_affine=(scale, shift)``: the keys and values are projected from
+        ``context * scale + shift`` (a LayerNorm's scale and shift, left to this layer);
+        folded into the projection's weights, so no pass over the context is spent on it.
+        """
         b, n, _ = x.shape
         h, dk, dv = self.heads, self.qk_channels // self.heads, self.v_channels // self.heads
+        w_kv, b_kv = self.to_kv.weight, self.to_kv.bias  # (qk + v, kv_dim), (qk + v,)
+        if context_affine is not None:  # W (s * c + t) + b = (W * s) c + (W t + b)
+            scale, shift = context_affine
+            shift = (w_kv * shift).sum(dim=-1)
+            w_kv, b_kv = w_kv * scale, shift if b_kv is None else shift + b_kv
         q = self._split_heads(self.to_q(x))  # (b, h, n, dk)
         num_keys = context.num_inputs if isinstance(context, InputChunks) else context.shape[1]
         dropout = self.dropout if self.training else 0.0
         in_context = self.attends_in_context_space(n, num_keys, x.device)
         if in_context:
-            w_k, w_v = self.to_kv.weight.split([self.qk_channels, self.v_channels])
+            w_k, w_v = w_kv.split([self.qk_channels, self.v_channels])
             q = q @ w_k.view(h, dk, -1)  # the queries moved into context space: (b, h, n, kv_dim)
 
             def keys_values(c: Tensor) -> tuple[Tensor, Tensor]:
@@ -196,7 +206,7 @@ class Attention(nn.Module):
                 return c, c
         else:
             def keys_values(c: Tensor) -> tuple[Tensor, Tensor]:
-                k, v = self.to_kv(c).split([self.qk_channels, self.v_channels], dim=-1)
+                k, v = F.linear(c, w_kv, b_kv).split([self.qk_channels, self.v_channels], -1)
                 return self._split_heads(k), self._split_heads(v)
 
         if isinstance(context, InputChunks):
@@ -207,8 +217,8 @@ class Attention(nn.Module):
 
         if in_context:  # (b, h, n, kv_dim) -> (b, h, n, dv), then the value bias
             out = out @ w_v.view(h, dv, -1).transpose(-1, -2)
-            if self.to_kv.bias is not None:
-                bias = self.to_kv.bias[self.qk_channels:].view(h, 1, dv).to(out.dtype)
+            if b_kv is not None:
+                bias = b_kv[self.qk_channels:].view(h, 1, dv).to(out.dtype)
                 if mask is not None:  # queries without any key keep their zero output
                     bias = bias * mask.any(dim=-1)[:, None, None, None]
                 out = out + bias
@@ -304,18 +314,17 @@ class AttentionLayer(nn.Module):
                 mask: Tensor | None = None, *, context_standardized: bool = False) -> Tensor:
         """``context_standardized=True``: the context is already standardised over its
         channels (``F.layer_norm`` without scale and shift, with ``norm_kv.eps``), as the
-        encoder does once for all its cross-attends; only ``norm_kv``'s scale and shift
-        are applied here."""
+        encoder does once for all its cross-attends; ``norm_kv``'s scale and shift are then
+        folded into the key/value projection."""
         q = self.norm_q(x)
         if not self.is_cross:
             kv = q
         elif isinstance(context, InputChunks):
             kv = context.map(self.norm_kv)  # normalised chunk by chunk, as they are built
-        elif context_standardized:
-            kv = torch.addcmul(self.norm_kv.bias, context, self.norm_kv.weight)
         else:
-            kv = self.norm_kv(context)
-        attended = self.attention(q, kv, mask)
+            kv = context if context_standardized else self.norm_kv(context)
+        affine = (self.norm_kv.weight, self.norm_kv.bias) if context_standardized else None
+        attended = self.attention(q, kv, mask, context_affine=affine)
         x = x + attended if self.query_residual else attended
         return x if self.ff is None else x + self.ff(self.norm_ff(x))
 

@@ -65,6 +65,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         if command in TRAINING:
             from .training.lightning_cli import run
 
-            run([command, *rest])
+            # LightningCLI reads sys.argv itself when run from the command line.
+            run(None if from_command_line else [command, *rest])
             return 0
     except _user_errors() as error:
         print(f"omniperceiver {command}: error: {error}", file=sys.stderr)

@@ -576,19 +576,22 @@ class SpokenDigitsData(ClassificationData):
         sample_rate: Hz.
         duration: Seconds per clip (padded/cropped).
         num_train: Training clips (default: all 1,280; validation is carved out of them).
+        num_test: Test clips (default: all 320).
         time_shift: Random circular shift of the waveform by up to this many seconds.
     """
 
     modality = "audio"
 
     def __init__(self, *, sample_rate: int = 16000, duration: float = 1.0,
-                 num_train: int | None = None, time_shift: float = 0.0, **kwargs):
+                 num_train: int | None = None, num_test: int | None = None,
+                 time_shift: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         from ..data import espeak_available, espeak_missing_reason
 
         self.sample_rate = sample_rate
         self.duration = duration
         self.num_train = num_train
+        self.num_test = num_test
         self.time_shift = time_shift
         if not espeak_available() and not _spoken_cache_exists():
             raise ConfigError(espeak_missing_reason())
@@ -606,7 +609,7 @@ class SpokenDigitsData(ClassificationData):
         from ..data import SpokenDigits
 
         return SpokenDigits(split, sample_rate=self.sample_rate, duration=self.duration,
-                            num_samples=self.num_train if split == "train" else None)
+                            num_samples=self.num_train if split == "train" else self.num_test)
 
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return _shift_audio(x, int(self.time_shift * self.sample_rate)), y
@@ -636,17 +639,19 @@ class MovingDigitsData(ClassificationData):
         num_frames: Frames per video.
         size: Canvas height and width.
         num_train: Training videos (default: one per training digit, 4,000).
+        num_test: Test videos (default: one per test digit, 1,000).
         shift: Random translation of whole clips by up to this many pixels.
     """
 
     modality = "video"
 
     def __init__(self, *, num_frames: int = 8, size: int = 32, num_train: int | None = None,
-                 shift: int = 0, **kwargs):
+                 num_test: int | None = None, shift: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.num_frames = num_frames
         self.size = size
         self.num_train = num_train
+        self.num_test = num_test
         self.shift = shift
 
     @property
@@ -661,7 +666,7 @@ class MovingDigitsData(ClassificationData):
     def make_dataset(self, split: str) -> Dataset:
         from ..data import MovingDigits
 
-        n = self.num_train if split == "train" else None
+        n = self.num_train if split == "train" else self.num_test
         return _Cached(MovingDigits(split, num_samples=n, num_frames=self.num_frames,
                                     size=self.size, seed=self.seed))
 
@@ -676,6 +681,8 @@ class AVDigitsData(ClassificationData):
         sample_rate: Hz of the audio.
         duration: Seconds per clip.
         num_train: Training pairs (default: 4,000).
+        num_test: Test pairs (default: 1,000).
+        num_clips: Spoken clips per split to pair the images with (default: all).
         shift: Random translation of the image by up to this many pixels.
         time_shift: Random circular shift of the audio by up to this many seconds.
     """
@@ -683,7 +690,8 @@ class AVDigitsData(ClassificationData):
     modality = "av"
 
     def __init__(self, *, sample_rate: int = 16000, duration: float = 1.0,
-                 num_train: int | None = None, shift: int = 0, time_shift: float = 0.0,
+                 num_train: int | None = None, num_test: int | None = None,
+                 num_clips: int | None = None, shift: int = 0, time_shift: float = 0.0,
                  **kwargs):
         super().__init__(**kwargs)
         from ..data import espeak_available, espeak_missing_reason
@@ -691,6 +699,8 @@ class AVDigitsData(ClassificationData):
         self.sample_rate = sample_rate
         self.duration = duration
         self.num_train = num_train
+        self.num_test = num_test
+        self.num_clips = num_clips
         self.shift = shift
         self.time_shift = time_shift
         if not espeak_available() and not _spoken_cache_exists():
@@ -710,9 +720,10 @@ class AVDigitsData(ClassificationData):
     def make_dataset(self, split: str) -> Dataset:
         from ..data import AudioVisualDigits
 
-        n = self.num_train if split == "train" else None
-        return AudioVisualDigits(split, num_samples=n, sample_rate=self.sample_rate,
-                                 duration=self.duration, seed=self.seed)
+        n = self.num_train if split == "train" else self.num_test
+        return AudioVisualDigits(split, num_samples=n, num_clips=self.num_clips,
+                                 sample_rate=self.sample_rate, duration=self.duration,
+                                 seed=self.seed)
 
     def augment(self, x: dict[str, Tensor], y: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         return {"image": aug.random_shift(x["image"], self.shift),

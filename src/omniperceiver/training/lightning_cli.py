@@ -110,9 +110,9 @@ class OmniperceiverCLI(LightningCLI):
         if self._get(self.config, "test_after_fit") and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule)
 
-    def predict(self, model, datamodule, ckpt_path=None, return_predictions=None) -> None:
-        outputs = self.trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path,
-                                       return_predictions=True)
+    def predict(self, model, datamodule, return_predictions=None, **kwargs) -> None:
+        outputs = self.trainer.predict(model, datamodule=datamodule, return_predictions=True,
+                                       **kwargs)
         if self.trainer.is_global_zero:
             files = datamodule.dataset("predict").paths
             probs = torch.cat([o["probs"] for o in outputs])
@@ -168,8 +168,10 @@ def print_predictions(files: list[str], probs: torch.Tensor, classes: list[str],
         print(f"{f:<{width}}  {top}")
 
 
-def run(args: list[str]) -> OmniperceiverCLI:
-    """Parse ``args`` (starting with the subcommand) and run it."""
+def run(args: list[str] | None, *, run_subcommand: bool = True) -> OmniperceiverCLI:
+    """Parse ``args`` (starting with the subcommand; None: ``sys.argv[1:]``) and run it.
+    ``run_subcommand=False``
+    parses ``args`` without a subcommand and only builds the model, data and trainer."""
     return OmniperceiverCLI(
         ClassificationModule,
         ClassificationData,
@@ -180,7 +182,13 @@ def run(args: list[str]) -> OmniperceiverCLI:
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         args=args,
+        run=run_subcommand,
     )
 
 
-__all__ = ["OmniperceiverCLI", "run", "print_predictions", "check_model_accepts_data"]
+def parse(args: list[str]) -> OmniperceiverCLI:
+    """The model, data and trainer that ``omniperceiver fit <args>`` would train."""
+    return run(args, run_subcommand=False)
+
+
+__all__ = ["OmniperceiverCLI", "run", "parse", "print_predictions", "check_model_accepts_data"]

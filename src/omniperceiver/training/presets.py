@@ -109,7 +109,7 @@ class PermutedPositions(nn.Module):
 
 
 def _image_adapter(*, image_size: Sequence[int], channels: int, mode: str,
-                   patch_size: int | None, num_bands: int,
+                   patch_size: int | None, num_bands: int, project_channels: int | None,
                    permutation_seed: int | None) -> ImageAdapter:
     image_shape = tuple(image_size)
     position: str | nn.Module = "fourier"
@@ -124,17 +124,19 @@ def _image_adapter(*, image_size: Sequence[int], channels: int, mode: str,
         position = PermutedPositions(base, mnist_permutation(permutation_seed,
                                                              image_shape[0] * image_shape[1]))
     return ImageAdapter(image_shape=image_shape, input_channels=channels, mode=mode,
-                        patch_size=patch_size, position=position, num_bands=num_bands)
+                        patch_size=patch_size, position=position, num_bands=num_bands,
+                        project_channels=project_channels)
 
 
 @register_model("image-perceiver", "images (H, W, C) as pixels or patches with 2D Fourier "
                 "features, a small Perceiver IO encoder, mean-pooled classifier")
 def image_perceiver(*, num_classes: int = 10, image_size: Sequence[int] = (32, 32),
                     channels: int = 3, mode: str = "pixels", patch_size: int | None = None,
-                    num_bands: int = 16, permutation_seed: int | None = None,
-                    **encoder) -> PerceiverIO:
+                    num_bands: int = 16, project_channels: int | None = None,
+                    permutation_seed: int | None = None, **encoder) -> PerceiverIO:
     adapter = _image_adapter(image_size=image_size, channels=channels, mode=mode,
                              patch_size=patch_size, num_bands=num_bands,
+                             project_channels=project_channels,
                              permutation_seed=permutation_seed)
     return perceiver_classifier(adapter, num_classes=num_classes, **encoder)
 
