@@ -50,7 +50,7 @@ def transformers_cases(dtype: torch.dtype, published: bool = False):
                 **config, attention_probs_dropout_prob=0.0, **kwargs)).to(dtype).eval()
         else:
             hf = hf_model(cls_name, config, **kwargs).to(dtype)
-        ours = from_transformers(hf)
+        ours = from_transformers(hf, semantics="transformers")
         x = make_input()
         with torch.no_grad():
             theirs = hf(inputs=x).logits if not isinstance(x, tuple) else hf(
@@ -99,7 +99,7 @@ def transformers_cases(dtype: torch.dtype, published: bool = False):
         output_shape=[1, 2, 16, 16], output_num_channels=7, _label_trainable_num_channels=9)
     torch.manual_seed(0)
     hf = transformers.PerceiverForMultimodalAutoencoding(cfg).to(dtype).eval()
-    ours = from_transformers(hf)
+    ours = from_transformers(hf, semantics="transformers")
     images, audio = rand(2, 2, 3, 16, 16)(), rand(2, 16, 1)()
     label = torch.zeros(2, 5, dtype=dtype)
     sub = {"image": torch.arange(100, 164), "audio": torch.arange(1, 3), "label": None}

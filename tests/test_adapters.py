@@ -134,17 +134,19 @@ def test_conv_stem_224_gives_56x56():
     assert out.inputs.shape == (1, 56 * 56, 64 + 258) and adapter.num_channels == 322
     grid = FourierPositionEncoding(num_axes=2, num_bands=64, max_resolution=(56, 56))
     torch.testing.assert_close(out.inputs[0, :, 64:], grid.grid((56, 56)))
-    valid = ImageAdapter(image_shape=(224, 224), mode="conv", pool_padding="valid", num_bands=4)
+    valid = ImageAdapter(image_shape=(224, 224), mode="conv", padding="transformers", num_bands=4)
     assert valid(torch.rand(1, 224, 224, 3)).grid_shape == (55, 55)
 
 
-def test_conv_stem_pool_is_tensorflow_same():
-    """SAME max-pool on 16 x 16: output i takes rows 2i..2i+2, the last window cut off."""
+def test_conv_stem_is_tensorflow_same():
+    """SAME conv on 32 x 32 pads 2 before / 3 after; SAME max-pool on 16 x 16: output i takes
+    rows 2i..2i+2, the last window cut off."""
     stem = ConvStem(3, 4).eval()
     x = torch.randn(2, 32, 32, 3)
     with torch.no_grad():
         out, _ = stem(x)
-        h = torch.relu(stem.norm(stem.conv(x.movedim(-1, 1))))  # (2, 4, 16, 16)
+        padded = torch.nn.functional.pad(x.movedim(-1, 1), (2, 3, 2, 3))
+        h = torch.relu(stem.norm(stem.conv(padded)))  # (2, 4, 16, 16)
     assert out.shape == (2, 8, 8, 4)
     for i in range(8):
         for j in range(8):
@@ -155,7 +157,7 @@ def test_conv_stem_pool_is_tensorflow_same():
 def test_conv_stem_valid_matches_transformers():
     modeling = pytest.importorskip("transformers.models.perceiver.modeling_perceiver")
     theirs = modeling.Conv2DDownsample(in_channels=3, out_channels=8).eval()
-    ours = ConvStem(3, 8, pool_padding="valid").eval()
+    ours = ConvStem(3, 8, padding="transformers").eval()
     ours.conv.weight.data.copy_(theirs.conv.weight.data)
     for name in ("weight", "bias", "running_mean", "running_var"):
         getattr(ours.norm, name).data.copy_(torch.rand(8) + 0.5)
@@ -198,8 +200,8 @@ def test_image_construction_errors():
         ImageAdapter(image_shape=(8, 8), mode="patches")
     with pytest.raises(ValueError, match="image_shape width 10 is not divisible"):
         ImageAdapter(image_shape=(8, 10), mode="patches", patch_size=4)
-    with pytest.raises(ValueError, match="pool_padding"):
-        ImageAdapter(image_shape=(8, 8), mode="conv", pool_padding="full")
+    with pytest.raises(ValueError, match="padding"):
+        ImageAdapter(image_shape=(8, 8), mode="conv", padding="full")
     with pytest.raises(ValueError, match="position must be"):
         ImageAdapter(image_shape=(8, 8), position="sinusoid")
     conv = ImageAdapter(image_shape=(32, 32), mode="conv", num_bands=2)

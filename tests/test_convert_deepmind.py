@@ -414,9 +414,8 @@ def test_matches_deepmind(family):
         torch.testing.assert_close(ours, expected, **TOL)
 
 
-@pytest.mark.xfail(strict=True, reason="ConvStem pads its 7x7 conv 3/3 (as transformers); "
-                   "TensorFlow's SAME pads 2/3 on even sizes (224 -> 112)")
 def test_imagenet_conv_matches_deepmind_on_even_sizes():
+    """TensorFlow's SAME pads the 7x7 conv 2 before / 3 after on even sizes (224 -> 112)."""
     ours, expected = case_imagenet_conv(image=16)
     torch.testing.assert_close(ours, expected, **TOL)
 

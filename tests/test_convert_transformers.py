@@ -54,7 +54,7 @@ def n_params(model):
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_image_fourier(config):
     hf = hf_model("PerceiverForImageClassificationFourier", config, num_labels=5)
-    ours = from_transformers(hf)
+    ours = from_transformers(hf, semantics="transformers")
     assert n_params(ours) == n_params(hf)
     x = torch.randn(2, 3, 7, 9, dtype=torch.float64)
     with torch.no_grad():
@@ -65,7 +65,7 @@ def test_image_fourier(config):
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_image_learned(config):
     hf = hf_model("PerceiverForImageClassificationLearned", config, num_labels=4, image_size=6)
-    ours = from_transformers(hf)
+    ours = from_transformers(hf, semantics="transformers")
     assert n_params(ours) == n_params(hf)
     x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
     with torch.no_grad():
@@ -80,7 +80,7 @@ def test_image_learned(config):
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_image_conv(config):
     hf = hf_model("PerceiverForImageClassificationConvProcessing", config, num_labels=3)
-    ours = from_transformers(hf)
+    ours = from_transformers(hf, semantics="transformers")
     assert n_params(ours) == n_params(hf)
     x = torch.randn(2, 3, 24, 24, dtype=torch.float64)
     with torch.no_grad():
@@ -96,7 +96,7 @@ def test_image_conv(config):
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_masked_language_model_with_mask(config):
     hf = hf_model("PerceiverForMaskedLM", config, d_model=16, max_position_embeddings=9)
-    ours = from_transformers(hf)
+    ours = from_transformers(hf, semantics="transformers")
     assert n_params(ours) == n_params(hf)
     ids = torch.randint(6, 262, (3, 9))
     mask = torch.ones(3, 9, dtype=torch.bool)
@@ -114,7 +114,7 @@ def test_masked_language_model_with_mask(config):
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_optical_flow(config):
     hf = hf_model("PerceiverForOpticalFlow", config, train_size=[4, 6])
-    ours = from_transformers(hf)
+    ours = from_transformers(hf, semantics="transformers")
     assert n_params(ours) == n_params(hf)
     x = torch.randn(2, 2, 27, 4, 6, dtype=torch.float64)  # transformers: (batch, 2, 27, H, W)
     with torch.no_grad():
@@ -133,7 +133,7 @@ def test_multimodal_autoencoding_subsampled(config):
         audio_samples_per_frame=8, samples_per_patch=4, output_shape=[1, 2, 16, 16],
         output_num_channels=7, _label_trainable_num_channels=9)
     hf = transformers.PerceiverForMultimodalAutoencoding(cfg).double().eval()
-    ours = from_transformers(hf)
+    ours = from_transformers(hf, semantics="transformers")
     assert n_params(ours) == n_params(hf)
     images = torch.randn(2, 2, 3, 16, 16, dtype=torch.float64)  # (batch, T, C, H, W)
     audio = torch.randn(2, 16, 1, dtype=torch.float64)
@@ -151,9 +151,9 @@ def test_multimodal_autoencoding_subsampled(config):
 
 def test_state_dict_and_config_dict_convert_like_the_model():
     hf = hf_model("PerceiverForOpticalFlow", "knobs", train_size=[4, 6])
-    from_model = from_transformers(hf)
+    from_model = from_transformers(hf, semantics="transformers")
     config = json.loads(hf.config.to_json_string(use_diff=True))  # what config.json holds
-    from_state = from_transformers(hf.state_dict(), config)
+    from_state = from_transformers(hf.state_dict(), config, semantics="transformers")
     theirs = from_state.state_dict()
     assert list(theirs) == list(from_model.state_dict())
     for k, v in from_model.state_dict().items():
@@ -162,7 +162,7 @@ def test_state_dict_and_config_dict_convert_like_the_model():
 
 def test_round_trip_through_our_format(tmp_path):
     hf = hf_model("PerceiverForMaskedLM", "knobs", d_model=16, max_position_embeddings=9).float()
-    ours = from_transformers(hf)
+    ours = from_transformers(hf, semantics="transformers")
     save_pretrained(ours, tmp_path / "mlm")
     loaded = from_pretrained(tmp_path / "mlm")
     assert loaded.recipe == ours.recipe
@@ -185,7 +185,8 @@ def test_cli_converts_a_checkpoint_folder(tmp_path, weights):
     else:
         torch.save(state, folder / weights)
     out = tmp_path / "ours"
-    assert convert_main(["--from", "transformers", str(folder), str(out)]) == 0
+    args = ["--from", "transformers", "--semantics", "transformers", str(folder), str(out)]
+    assert convert_main(args) == 0
     loaded = from_pretrained(out)
     x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():

@@ -14,6 +14,7 @@ online softmax, so memory is bounded by one chunk, whatever the number of inputs
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -33,6 +34,18 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout:
     A query whose keys are all masked out gets a zero output (as in DeepMind's reference),
     instead of the NaN a softmax over nothing would give; other examples are untouched.
     """
+    groups = _backward_groups(q, k, v)
+    if groups > 1:
+        # PyTorch's CPU flash-attention backward runs each (batch, head) on one thread: a
+        # single example with one head (a Perceiver cross-attend, batch 1) would leave the
+        # other threads idle (and spinning). The queries attend independently, so we split
+        # them into `groups` examples that share the keys and values: same result.
+        b, h, n, d = q.shape
+        q = q.reshape(h, groups, n // groups, d).transpose(0, 1)  # (groups, h, n / groups, d)
+        k, v = k.expand(groups, -1, -1, -1), v.expand(groups, -1, -1, -1)
+        mask = None if mask is None else mask.expand(groups, -1)
+        out = attend(q, k, v, mask, dropout, scale)  # (groups, h, n / groups, d_v)
+        return out.transpose(0, 1).reshape(1, h, n, out.shape[-1])
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
     has_keys = mask.any(dim=-1)  # (batch,)
@@ -41,6 +54,17 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout:
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout,
                                          scale=scale)
     return out * has_keys[:, None, None, None].to(out.dtype)
+
+
+def _backward_groups(q: Tensor, k: Tensor, v: Tensor) -> int:
+    """Into how many groups :func:`attend` splits the queries of a single example so that
+    every CPU thread has work in the backward pass (1: no split)."""
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                               or v.requires_grad)
+    if not needs_grad or q.device.type != "cpu" or q.shape[0] != 1:
+        return 1
+    heads, threads = q.shape[1], torch.get_num_threads()
+    return math.gcd(q.shape[2], -(-threads // heads)) if heads < threads else 1
 
 
 def attend_chunks(q: Tensor, chunks: Iterable[tuple[Tensor, Tensor, Tensor | None]], *,

@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from . import zoo  # noqa: F401  (registers the converted families' presets)
     from .hub import from_pretrained
+    from .training import presets  # noqa: F401  (registers the task presets; torch only)
 
     try:
         model = from_pretrained(args.checkpoint)

@@ -107,3 +107,7 @@ def vision_perceiver_fourier(*, num_classes: int = 1000, image_size: int = 224) 
 
 
 __all__ = ["create_model", "list_models", "describe_model", "register_model"]
+
+
+# Presets of converted checkpoint families (registered on import).
+from . import zoo  # noqa: E402, F401

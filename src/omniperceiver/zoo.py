@@ -52,15 +52,18 @@ from .validation import check_float_tensor, check_layout
 # ``activation`` applies to every feed-forward ("gelu_tanh" for DeepMind's JAX weights).
 
 
-def _spec(published: dict, override: dict | None, activation: str) -> AttentionSpec:
+def attention_spec(published: dict, override: dict | None, activation: str) -> AttentionSpec:
+    """An AttentionSpec: ``override`` fields over ``published`` ones."""
     return AttentionSpec(**{"activation": activation, **published, **(override or {})})
 
 
-def _encoder_config(published: dict, override: dict | None, activation: str) -> EncoderConfig:
+def encoder_config(published: dict, override: dict | None, activation: str) -> EncoderConfig:
+    """An EncoderConfig: ``override`` over ``published``, field by field (and within the
+    ``cross_attend``/``self_attend`` specs)."""
     override = dict(override or {})
     fields = {**published, **override}
     for key in ("cross_attend", "self_attend"):
-        fields[key] = _spec(published.get(key, {}), override.get(key), activation)
+        fields[key] = attention_spec(published.get(key, {}), override.get(key), activation)
     return EncoderConfig(**fields)
 
 
@@ -130,8 +133,8 @@ def vision_perceiver_learned(
                                     projected_position_channels))
     return _image_classifier(
         adapter, num_classes=num_classes,
-        encoder=_encoder_config(IMAGENET_ENCODER, encoder, activation),
-        decoder=_spec(dict(heads=1, query_residual=False), decoder, activation))
+        encoder=encoder_config(IMAGENET_ENCODER, encoder, activation),
+        decoder=attention_spec(dict(heads=1, query_residual=False), decoder, activation))
 
 
 @register_model("vision-perceiver-conv", "Perceiver IO for ImageNet: conv stem (7x7 conv, "
@@ -143,21 +146,21 @@ def vision_perceiver_conv(
     num_classes: int = 1000,
     image_size: int | Sequence[int] = 224,
     conv_channels: int = 64,
-    pool_padding: str = "same",
+    padding: str = "same",
     num_bands: int = 64,
     max_resolution: Sequence[float] = (56, 56),
     activation: str = "gelu",
     encoder: dict | None = None,
     decoder: dict | None = None,
 ) -> PerceiverModel:
-    """Images (batch, H, W, 3). ``pool_padding="valid"`` is transformers' max-pool (55x55)."""
+    """Images (batch, H, W, 3). ``padding="transformers"`` is transformers' stem (55x55)."""
     adapter = ImageAdapter(image_shape=_pair(image_size), mode="conv", conv_channels=conv_channels,
-                           pool_padding=pool_padding, num_bands=num_bands,
+                           padding=padding, num_bands=num_bands,
                            max_resolution=tuple(max_resolution))
     return _image_classifier(
         adapter, num_classes=num_classes,
-        encoder=_encoder_config(IMAGENET_ENCODER, encoder, activation),
-        decoder=_spec(dict(heads=1), decoder, activation))
+        encoder=encoder_config(IMAGENET_ENCODER, encoder, activation),
+        decoder=attention_spec(dict(heads=1), decoder, activation))
 
 
 # --- optical flow -------------------------------------------------------------------------
@@ -251,11 +254,10 @@ def optical_flow_perceiver(
     """Frames (batch, 2, H, W, 27) of the training size (see :func:`flow_patches`)."""
     adapter = FlowAdapter(image_shape=tuple(train_size), input_channels=input_channels,
                           project_channels=project_channels, num_bands=num_bands)
-    config = _encoder_config(FLOW_ENCODER, encoder, activation)
+    config = encoder_config(FLOW_ENCODER, encoder, activation)
+    spec = attention_spec(dict(heads=1, query_residual=False), decoder, activation)
     flow_decoder = QueryDecoder(latent_dim=config.latent_dim, output_channels=2,
-                                query_channels=adapter.num_channels,
-                                cross_attend=_spec(dict(heads=1, query_residual=False), decoder,
-                                                   activation))
+                                query_channels=adapter.num_channels, cross_attend=spec)
     return FlowPerceiver(input_adapter=adapter,
                          encoder=PerceiverEncoder(adapter.num_channels, config),
                          decoder=flow_decoder, output_adapter=FlowOutput(rescale_factor))
@@ -310,12 +312,12 @@ def language_perceiver(
     """Token ids (batch, length <= max_length) of :class:`~omniperceiver.adapters.ByteTokenizer`.
     Without a mask, padding ids are masked out."""
     adapter = TextAdapter(num_channels=num_channels, max_length=max_length, vocab_size=vocab_size)
-    config = _encoder_config(LANGUAGE_ENCODER, encoder, activation)
+    config = encoder_config(LANGUAGE_ENCODER, encoder, activation)
     queries = QueryDecoder(
         latent_dim=config.latent_dim, output_channels=num_channels,
         queries=LearnedPositionEncoding(max_length, num_channels), final_project=False,
-        cross_attend=_spec(dict(heads=8, qk_channels=256, v_channels=num_channels,
-                                query_residual=False), decoder, activation))
+        cross_attend=attention_spec(dict(heads=8, qk_channels=256, v_channels=num_channels,
+                                         query_residual=False), decoder, activation))
     return LanguagePerceiver(input_adapter=adapter,
                              encoder=PerceiverEncoder(adapter.num_channels, config),
                              decoder=queries, output_adapter=EmbeddingLogits(vocab_size))
@@ -497,7 +499,7 @@ def multimodal_perceiver(
     }
     probs = {"audio": 0.0, "image": 0.0, "label": 1.0} if mask_probs is None else mask_probs
     adapter = MaskTokens(MultimodalAdapter(adapters, min_padding_size=4), probs)
-    config = _encoder_config(MULTIMODAL_ENCODER, encoder, activation)
+    config = encoder_config(MULTIMODAL_ENCODER, encoder, activation)
     audio_patches = audio_samples // samples_per_patch
     queries = {"audio": FourierPositionEncoding(**audio_positions),
                "image": FourierPositionEncoding(**image_positions),
@@ -506,7 +508,7 @@ def multimodal_perceiver(
         latent_dim=config.latent_dim, queries=queries,
         output_shapes={"audio": (audio_patches,), "image": frames_shape, "label": (1,)},
         output_channels=output_channels,
-        cross_attend=_spec(dict(heads=1, query_residual=False), decoder, activation))
+        cross_attend=attention_spec(dict(heads=1, query_residual=False), decoder, activation))
     heads = {"audio": nn.Linear(output_channels, samples_per_patch),
              "image": nn.Linear(output_channels, 3),
              "label": nn.Linear(output_channels, num_classes)}
@@ -573,4 +575,10 @@ def perceiver_pytorch_io(
                           output_adapter=SequenceOutput())
 
 
-__all__ = ["perceiver_pytorch", "perceiver_pytorch_io"]
+__all__ = [
+    "attention_spec", "encoder_config", "ProjectedPositions", "FlowAdapter", "flow_patches",
+    "FlowOutput", "FlowPerceiver", "EmbeddingLogits", "LanguagePerceiver", "MaskTokens",
+    "subsampled_positions", "MultimodalDecoder", "MultimodalOutput", "MultimodalPerceiver",
+    "vision_perceiver_learned", "vision_perceiver_conv", "optical_flow_perceiver",
+    "language_perceiver", "multimodal_perceiver", "perceiver_pytorch", "perceiver_pytorch_io",
+]

@@ -13,7 +13,7 @@ from ..validation import check_divisible
 from .patches import Patches, Position, StemAdapter, make_position
 
 IMAGE_MODES = ("pixels", "patches", "conv")
-POOL_PADDINGS = ("same", "valid")
+PADDINGS = ("same", "transformers")
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -24,21 +24,23 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class ConvStem(nn.Module):
-    """Perceiver IO's ImageNet stem: Conv2d 7x7 stride 2 (padding 3, no bias), BatchNorm, ReLU,
+    """Perceiver IO's ImageNet stem: Conv2d 7x7 stride 2 (no bias), BatchNorm, ReLU,
     MaxPool 3x3 stride 2. (batch, H, W, C) -> (batch, H', W', out_channels), channels-last.
 
-    ``pool_padding="same"`` pads the max-pool as TensorFlow's SAME does (DeepMind's reference):
-    224 -> 112 -> 56. ``"valid"`` reproduces transformers' ``PerceiverImagePreprocessor``
-    (no pool padding): 224 -> 112 -> 55. Masks are not supported (a ValueError).
+    ``padding="same"`` pads the convolution and the max-pool as TensorFlow's SAME does
+    (DeepMind's reference, what the published weights were trained with): 224 -> 112 -> 56,
+    the convolution padded 2 before and 3 after. ``"transformers"`` reproduces transformers'
+    ``PerceiverImagePreprocessor``: the convolution padded 3 on both sides and no pool
+    padding, 224 -> 112 -> 55. Masks are not supported (a ValueError).
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 64, *, pool_padding: str = "same"):
+    def __init__(self, in_channels: int, out_channels: int = 64, *, padding: str = "same"):
         super().__init__()
-        if pool_padding not in POOL_PADDINGS:
-            raise ValueError(f"pool_padding must be one of {POOL_PADDINGS}, got {pool_padding!r}")
-        self.pool_padding = pool_padding
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=7, stride=2, padding=3,
-                              bias=False)
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        self.padding = padding
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=7, stride=2,
+                              padding=3 if padding == "transformers" else 0, bias=False)
         self.norm = nn.BatchNorm2d(out_channels)
 
     def out_channels(self, in_channels: int) -> int:
@@ -46,7 +48,7 @@ class ConvStem(nn.Module):
 
     def out_shape(self, axes: Sequence[int]) -> tuple[int, ...]:
         after_conv = [(n - 1) // 2 + 1 for n in axes]
-        if self.pool_padding == "same":
+        if self.padding == "same":
             return tuple(-(-n // 2) for n in after_conv)
         return tuple((n - 3) // 2 + 1 for n in after_conv)
 
@@ -54,8 +56,12 @@ class ConvStem(nn.Module):
         if mask is not None:
             raise ValueError("masks are not supported with the conv stem (mode='conv'); "
                              "use mode='pixels' or mode='patches' for masked images")
-        h = torch.relu(self.norm(self.conv(x.movedim(-1, 1))))  # (batch, C', H/2, W/2)
-        if self.pool_padding == "same":
+        x = x.movedim(-1, 1)  # (batch, C, H, W)
+        if self.padding == "same":
+            (top, bottom), (left, right) = (same_padding(n, 7, 2) for n in x.shape[-2:])
+            x = F.pad(x, (left, right, top, bottom))
+        h = torch.relu(self.norm(self.conv(x)))  # (batch, C', H/2, W/2)
+        if self.padding == "same":
             (top, bottom), (left, right) = (same_padding(n, 3, 2) for n in h.shape[-2:])
             h = F.pad(h, (left, right, top, bottom), value=-math.inf)
         return F.max_pool2d(h, kernel_size=3, stride=2).movedim(1, -1), None
@@ -71,7 +77,7 @@ class ImageAdapter(StemAdapter):
     * ``"patches"``: ``patch_size`` x ``patch_size`` patches (space-to-depth),
       M = (H / p) * (W / p) inputs of p * p * C channels; H and W must be divisible by p;
     * ``"conv"``: the Perceiver IO conv stem (:class:`ConvStem`), 224 x 224 -> 56 x 56 inputs of
-      ``conv_channels`` (64) channels; ``pool_padding="valid"`` gives transformers' 55 x 55.
+      ``conv_channels`` (64) channels; ``padding="transformers"`` gives transformers' 55 x 55.
 
     Position features are computed on the grid the inputs come from (pixels, patch grid or
     conv grid): ``position="fourier"`` (``num_bands`` bands, ``max_resolution`` defaulting to
@@ -93,7 +99,7 @@ class ImageAdapter(StemAdapter):
         position_channels: int = 256,
         project_channels: int | None = None,
         conv_channels: int = 64,
-        pool_padding: str = "same",
+        padding: str = "same",
         channels_last: bool = True,
         check_finite: bool = True,
     ):
@@ -103,7 +109,7 @@ class ImageAdapter(StemAdapter):
         if len(image_shape) != 2:
             raise ValueError(f"image_shape must be (height, width), got {image_shape}")
         if mode == "conv":
-            stem = ConvStem(input_channels, conv_channels, pool_padding=pool_padding)
+            stem = ConvStem(input_channels, conv_channels, padding=padding)
         elif mode == "patches":
             if patch_size is None:
                 raise ValueError("mode='patches' needs patch_size")

@@ -66,7 +66,7 @@ def read_transformers_checkpoint(folder: str | Path) -> tuple[dict, dict]:
     return state, config
 
 
-def convert(source: str, src: str | Path, *, semantics: str = "transformers",
+def convert(source: str, src: str | Path, *, semantics: str = "deepmind",
             trust_pickle: bool = False, family: str | None = None, kwargs: dict | None = None,
             encoder: dict | None = None, decoder: dict | None = None,
             overrides: dict | None = None) -> tuple[torch.nn.Module, dict]:
@@ -108,10 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "lucidrains: a state dict saved with torch.save")
     parser.add_argument("out", help="output folder")
     parser.add_argument("--semantics", choices=("transformers", "deepmind"),
-                        default="transformers",
-                        help="transformers: reproduce transformers' outputs exactly (default); "
-                             "deepmind: what the weights were trained with where transformers "
-                             "deviates (tanh GELU, SAME max-pool, no learned-decoder residual)")
+                        default="deepmind",
+                        help="deepmind (default): what the weights were trained with where "
+                             "transformers deviates from DeepMind's code (tanh GELU, SAME-padded "
+                             "conv stem, no learned-decoder residual); transformers: reproduce "
+                             "transformers' outputs exactly")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow reading a DeepMind pickle (a pickle can run arbitrary code: "
                              "only for files from a source you trust)")

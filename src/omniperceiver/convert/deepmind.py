@@ -228,12 +228,17 @@ def _classifier_state(p: Mapping) -> dict[str, Tensor]:
 
 
 def _fourier(p, encoder, decoder, overrides):
+    unknown = sorted(set(overrides) - {"num_bands", "max_resolution"})
+    if unknown:
+        raise ValueError(f"unknown overrides {unknown} for vision-perceiver-fourier; "
+                         "expected num_bands, max_resolution, encoder, decoder")
     published = dict(zoo.IMAGENET_ENCODER)
-    config = zoo._encoder_config(published, _merge(_encoder_override(p), encoder), "gelu_tanh")
-    spec = zoo._spec(dict(heads=1), _merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"),
-                                           decoder), "gelu_tanh")
+    config = zoo.encoder_config(published, _merge(_encoder_override(p), encoder), "gelu_tanh")
+    spec = zoo.attention_spec(
+        dict(heads=1), _merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder),
+        "gelu_tanh")
     model = PerceiverIO(PerceiverIOConfig(
-        input_channels=3, input_axis=2,
+        input_channels=3, input_axis=2, input_shape=(224, 224),  # the training size
         position=FourierConfig(num_bands=overrides.get("num_bands", 64),
                                max_resolution=tuple(overrides.get("max_resolution", (224, 224)))),
         encoder=config,

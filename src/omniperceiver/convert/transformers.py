@@ -10,10 +10,10 @@ Inputs follow our conventions: images channels-last, so ``ours(x.permute(0, 2, 3
 ``hf(pixel_values=x).logits``; flow frames (batch, 2, H, W, 27); the masked language model maps
 token ids (batch, length) to logits (batch, length, vocab).
 
-``semantics="transformers"`` (the default) reproduces transformers' forward pass exactly.
-``semantics="deepmind"`` reproduces what the weights were trained with in DeepMind's JAX code
-where transformers deviates: tanh-approximated GELU, the conv stem's SAME-padded max-pool
-(56x56, not 55x55), no query residual in the learned-position classifier's decoder.
+``semantics="deepmind"`` (the default) reproduces what the weights were trained with in
+DeepMind's JAX code where transformers deviates: tanh-approximated GELU, the conv stem's
+SAME padding (56x56, not 55x55), no query residual in the learned-position classifier's
+decoder. ``semantics="transformers"`` reproduces transformers' forward pass exactly.
 
 Their names -> ours, per attention layer: ``attention.self.layernorm1/layernorm2`` ->
 ``norm_q/norm_kv``, ``attention.self.query`` -> ``attention.to_q``, ``attention.self.key`` and
@@ -154,12 +154,12 @@ def _classifier_override(state: Mapping[str, Tensor], **kwargs) -> dict:
 
 
 def _fourier(state, cfg, activation, semantics):
-    encoder = zoo._encoder_config({}, _encoder_override(state, cfg), activation)
-    decoder = zoo._spec({}, _classifier_override(state, query_residual=True), activation)
+    encoder = zoo.encoder_config({}, _encoder_override(state, cfg), activation)
+    decoder = zoo.attention_spec({}, _classifier_override(state, query_residual=True), activation)
     num_classes = state["decoder.decoder.final_layer.weight"].shape[0]
     # transformers' Fourier preprocessor: raw pixels, 64 bands, max_resolution fixed at 224.
     model = PerceiverIO(PerceiverIOConfig(
-        input_channels=3, input_axis=2,
+        input_channels=3, input_axis=2, input_shape=(224, 224),  # the training size
         position=FourierConfig(num_bands=64, max_resolution=(224, 224)),
         encoder=encoder,
         decoder=ClassificationDecoderConfig(num_classes=num_classes, pooling="query",
@@ -195,7 +195,7 @@ def _conv(state, cfg, activation, semantics):
         "vision-perceiver-conv",
         num_classes=state["decoder.decoder.final_layer.weight"].shape[0],
         conv_channels=state[f"{p}.conv.weight"].shape[0],
-        pool_padding="valid" if semantics == "transformers" else "same",
+        padding="transformers" if semantics == "transformers" else "same",
         activation=activation, encoder=_encoder_override(state, cfg),
         decoder=_classifier_override(state, query_residual=True))
     ours = {"input_adapter.stem.conv.weight": state[f"{p}.conv.weight"]}
@@ -310,7 +310,7 @@ def _activation(cfg: _Config, semantics: str) -> str:
     return _ACTIVATIONS[act]
 
 
-def from_transformers(model, config=None, *, semantics: str = "transformers") -> nn.Module:
+def from_transformers(model, config=None, *, semantics: str = "deepmind") -> nn.Module:
     """Convert a transformers Perceiver model, or its ``(state_dict, config)``.
 
     ``config`` is a ``PerceiverConfig`` or the ``config.json`` dict (needed with a state dict;
