@@ -74,10 +74,15 @@ class Run:
 
     def timed(self, fns: dict, repeats: int | None = None,
               warmup: int | None = None) -> dict[str, float]:
-        times = common.alternate(fns, repeats=repeats or self.repeats,
-                                 warmup=self.warmup if warmup is None else warmup,
-                                 device=self.device)
-        return {name: common.median(t) for name, t in times.items()}
+        """Median seconds per call of each function (alternating runs)."""
+        return {name: common.median(t) for name, t in self.rounds(fns, repeats, warmup).items()}
+
+    def rounds(self, fns: dict, repeats: int | None = None,
+               warmup: int | None = None) -> dict[str, list[float]]:
+        """Seconds per call of each function, one entry per round (see common.alternate)."""
+        return common.alternate(fns, repeats=repeats or self.repeats,
+                                warmup=self.warmup if warmup is None else warmup,
+                                device=self.device)
 
     def peak(self, precision: str) -> float:
         return self.peaks.get(precision) or math.nan
@@ -94,14 +99,17 @@ def _pct(flops: float, seconds: float, peak: float) -> float:
     return 100 * flops / seconds / 1e9 / peak
 
 
-def add_speedup(run: Run, key, comparison: str, omni_s: float, base_name: str, base_s: float,
-                omni_flops: float, peak: float) -> None:
-    """A row of the summary: speed-up, target, and the best speed-up possible if
-    omniperceiver ran its FLOPs at the full matrix-product rate."""
-    speedup = base_s / omni_s
+def add_speedup(run: Run, key, comparison: str, omni: list[float], base_name: str,
+                base: list[float], omni_flops: float, peak: float) -> None:
+    """A row of the summary from per-round times of omniperceiver and the baseline measured
+    in the same rounds: the speed-up is the median of the per-round ratios (robust to a
+    machine whose load drifts during the measurement); also the target, and the best
+    speed-up possible if omniperceiver ran its FLOPs at the full matrix-product rate."""
+    speedup = common.median([b / o for o, b in zip(omni, base, strict=True)])
+    base_s = common.median(base)
     best = base_s / (omni_flops / (peak * 1e9)) if omni_flops and peak == peak else None
-    run.summary.add(comparison, round(omni_s * 1e3, 1), base_name, round(base_s * 1e3, 1),
-                    round(speedup, 2), *_target_cell(key, speedup),
+    run.summary.add(comparison, round(common.median(omni) * 1e3, 1), base_name,
+                    round(base_s * 1e3, 1), round(speedup, 2), *_target_cell(key, speedup),
                     round(best, 1) if best else None)
 
 
@@ -111,11 +119,13 @@ def add_speedup(run: Run, key, comparison: str, omni_s: float, base_name: str, b
 def section_peak(run: Run) -> list[Table]:
     n = 256 if run.quick else (8192 if run.device.startswith("cuda") else 2048)
     table = Table("peak", "Matrix-product ceiling (torch.matmul, n x n @ n x n)",
-                  ["dtype", "n", "GFLOP/s"])
+                  ["dtype", "n", "median GFLOP/s", "best GFLOP/s (the ceiling used)"])
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        run.peaks[precision] = common.matmul_rate(dtype, n=n, repeats=run.repeats,
-                                                  device=run.device)
-        table.add(precision, n, round(run.peaks[precision], 1))
+        median, best = common.matmul_rate(dtype, n=n, repeats=run.repeats, device=run.device)
+        run.peaks[precision] = best
+        table.add(precision, n, round(median, 1), round(best, 1))
+    table.notes.append("the ceiling is the fastest of the runs: the rate the machine "
+                       "sustains when nothing else competes for it")
     if run.device.startswith("cuda"):
         table.notes.append(f"TF32 matmul allowed: {torch.backends.cuda.matmul.allow_tf32}")
     return [table]
@@ -142,41 +152,44 @@ def _detail_table(name: str, title: str) -> Table:
                                "GFLOP/s", "% of peak"])
 
 
-def _detail(table: Table, run: Run, impl: str, batch: int, precision: str, seconds: float,
-            flops: float) -> None:
+def _detail(table: Table, run: Run, impl: str, batch: int, precision: str,
+            times: list[float], flops: float) -> None:
+    seconds = common.median(times)
     table.add(impl, batch, precision, round(seconds * 1e3, 1), round(flops / 1e9, 2),
               round(flops / seconds / 1e9, 1), round(_pct(flops, seconds, run.peak(precision)), 1))
 
 
 def _pair_section(run: Run, *, section: str, omni: str, base: str, batches: list[int],
                   title: str, train: bool = False) -> list[Table]:
+    """omniperceiver against a baseline, fp32 and bf16 autocast: the four calls of a batch
+    size alternate in the same rounds, so every ratio is paired round by round."""
     o, b = models.build(omni, quick=run.quick), models.build(base, quick=run.quick)
     o.to(run.device), b.to(run.device)
     detail = _detail_table(section, title)
     make = models.train_step_fn if train else models.forward_fn
     label = "train step" if train else "forward"
-    fp32_base: dict[int, float] = {}
     for batch in batches:
         xo, xb = o.make_input(batch), b.make_input(batch)
         fo, fb = _flops(run, omni, o, xo, train=train), _flops(run, base, b, xb, train=train)
+        fns = {(impl, precision): make(case, x, device=run.device, precision=precision)
+               for precision in ("fp32", "bf16")
+               for impl, case, x in ((o.name, o, xo), (b.name, b, xb))}
+        t = run.rounds(fns)
         for precision in ("fp32", "bf16"):
-            fns = {o.name: make(o, xo, device=run.device, precision=precision),
-                   b.name: make(b, xb, device=run.device, precision=precision)}
-            t = run.timed(fns)
-            _detail(detail, run, o.name, batch, precision, t[o.name], fo)
-            _detail(detail, run, b.name, batch, precision, t[b.name], fb)
+            _detail(detail, run, o.name, batch, precision, t[o.name, precision], fo)
+            _detail(detail, run, b.name, batch, precision, t[b.name, precision], fb)
             add_speedup(run, (section, precision),
-                        f"{section} {label}, batch {batch}, {precision}", t[o.name], b.name,
-                        t[b.name], fo, run.peak(precision))
-            if precision == "fp32":
-                fp32_base[batch] = t[b.name]
-            elif section == "forward" or (section == "vpf" and not train):
-                add_speedup(run, (section, "bf16-vs-fp32"),
-                            f"{section} {label}, batch {batch}, omniperceiver bf16 vs "
-                            f"{b.name} fp32", t[o.name], b.name, fp32_base[batch], fo,
-                            run.peak("bf16"))
-            print(f"  {section} batch {batch} {precision}: "
-                  + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in t.items()), flush=True)
+                        f"{section} {label}, batch {batch}, {precision}",
+                        t[o.name, precision], b.name, t[b.name, precision], fo,
+                        run.peak(precision))
+        if not train:
+            add_speedup(run, (section, "bf16-vs-fp32"),
+                        f"{section} {label}, batch {batch}, omniperceiver bf16 vs {b.name} "
+                        "fp32", t[o.name, "bf16"], b.name, t[b.name, "fp32"], fo,
+                        run.peak("bf16"))
+        print(f"  {section} batch {batch}: " + ", ".join(
+            f"{name} {precision} {common.median(v) * 1e3:.1f} ms"
+            for (name, precision), v in t.items()), flush=True)
     return [detail]
 
 
@@ -256,9 +269,12 @@ def section_compile(run: Run) -> list[Table]:
         comp()
         common.synchronize(run.device)
         compile_s = time.perf_counter() - start
-        t = run.timed({"eager": eager, "compiled": comp})
+        rounds = run.rounds({"eager": eager, "compiled": comp})
+        t = {name: common.median(v) for name, v in rounds.items()}
+        speedup = common.median([e / c for e, c in zip(rounds["eager"], rounds["compiled"],
+                                                         strict=True)])
         table.add(label, precision, round(t["eager"] * 1e3, 1), round(t["compiled"] * 1e3, 1),
-                  round(t["eager"] / t["compiled"], 2), round(compile_s, 1))
+                  round(speedup, 2), round(compile_s, 1))
         print(f"  compile {label} {precision}: eager {t['eager'] * 1e3:.1f} ms, compiled "
               f"{t['compiled'] * 1e3:.1f} ms, first call {compile_s:.1f} s", flush=True)
     table.notes.append("compile time = wall time of the first compiled call (tracing, "
@@ -317,6 +333,9 @@ def main(argv=None) -> dict:
                         "time)", ["comparison", "omniperceiver ms", "baseline",
                                   "baseline ms", "speed-up", "target", "met",
                                   "speed-up at 100% of peak"])
+    run.summary.notes.append("speed-up: the median over rounds of baseline time / "
+                             "omniperceiver time, both measured in the same round (the calls "
+                             "alternate); ms: medians")
     run.summary.notes.append("speed-up at 100% of peak: the speed-up omniperceiver would "
                              "reach running its FLOPs at the machine's matrix-product rate "
                              "(an upper bound for any implementation of the same FLOPs)")

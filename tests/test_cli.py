@@ -281,7 +281,7 @@ def test_missing_dataset_folder(tmp_path, capsys):
 
 
 def test_model_that_does_not_fit_the_data(tmp_path, capsys):
-    args = tiny_args("digits.yaml", tmp_path / "run", model_args={"image_size": [28, 28]})
+    args = tiny_args("digits.yaml", tmp_path / "run", model_args={"channels": 3})
     assert main(["fit", *args]) == 1
     err = capsys.readouterr().err
     assert "does not accept the inputs of DigitsData" in err and "(8, 8, 1)" in err

@@ -55,13 +55,26 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's to fix: printed as one message, exit status 1."""
     errors: list[type[BaseException]] = [CommandError]
     for module, name in (("omniperceiver.data", "DatasetError"),
-                         ("omniperceiver.training.data", "ConfigError"),
+                         ("omniperceiver.training.errors", "ConfigError"),
                          ("omniperceiver.training.inputs", "InputFileError"),
                          ("omniperceiver.training.module", "NonFiniteLossError")):
         mod = sys.modules.get(module)
         if mod is not None:
             errors.append(getattr(mod, name))
     return tuple(errors)
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The user error in ``error``'s chain of causes (jsonargparse wraps the errors raised
+    while it builds the model and data), or None."""
+    kinds = _user_errors()
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kinds):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             # LightningCLI reads sys.argv itself when run from the command line.
             run(None if from_command_line else [command, *rest])
             return 0
-    except _user_errors() as error:
-        print(f"omniperceiver {command}: error: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001  (user errors are printed, the rest re-raised)
+        cause = _user_error(error)
+        if cause is None:
+            raise
+        print(f"omniperceiver {command}: error: {cause}", file=sys.stderr)
         return 1
     print(f"omniperceiver: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2

@@ -25,6 +25,7 @@ _LAZY = {
     "MovingDigitsData": "data",
     "AVDigitsData": "data",
     "AtomicCheckpointIO": "checkpoint",
+    "ConfigError": "errors",
     "RunReport": "callbacks",
 }
 

@@ -78,11 +78,11 @@ class RunReport(Callback):
             "precision": str(trainer.precision),
             **{k: v for k, v in logged.items() if k.startswith(("val_", "train_"))},
         }
-        ckpt = trainer.checkpoint_callback
-        if ckpt is not None and getattr(ckpt, "last_model_path", ""):
-            values["last_checkpoint"] = ckpt.last_model_path
-        if ckpt is not None and getattr(ckpt, "best_model_path", ""):
-            values["best_checkpoint"] = ckpt.best_model_path
+        for ckpt in trainer.checkpoint_callbacks:
+            if getattr(ckpt, "last_model_path", ""):
+                values["last_checkpoint"] = ckpt.last_model_path
+            if getattr(ckpt, "monitor", None) and getattr(ckpt, "best_model_path", ""):
+                values["best_checkpoint"] = ckpt.best_model_path
         if self.export:
             values["exported_model"] = str(export_model(pl_module, self.run_dir(trainer) /
                                                         "model"))

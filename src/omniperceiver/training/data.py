@@ -28,12 +28,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ..data import DatasetError, stratified_split
 from . import augment as aug
+from .errors import ConfigError
 from .inputs import PredictFiles
-
-
-class ConfigError(ValueError):
-    """An option of a training config that cannot work (reported before training starts)."""
-
 
 # --- data order -------------------------------------------------------------------------------
 
@@ -97,22 +93,19 @@ class ResumableSampler(Sampler[int]):
 
 class ResumableDataLoader(DataLoader):
     """A DataLoader over a :class:`ResumableSampler` whose position Lightning saves in
-    checkpoints (``state_dict``/``load_state_dict``). ``progress()`` returns ``(epoch,
-    batches done in that epoch)``; the data module counts the batches training consumed."""
+    checkpoints. ``position()`` returns ``(epoch, batches done in that epoch)``, counted by
+    the data module; :meth:`load_state_dict` makes the sampler skip those batches."""
 
-    def __init__(self, dataset: Dataset, *, sampler: ResumableSampler, progress, **kwargs):
+    def __init__(self, dataset: Dataset, *, sampler: ResumableSampler, position, **kwargs):
         super().__init__(dataset, sampler=sampler, **kwargs)
-        self.progress = progress
+        self.position = position
 
     def state_dict(self) -> dict[str, int]:
-        epoch, batches = self.progress()
+        epoch, batches = self.position()
         return {"epoch": int(epoch), "batches": int(batches)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, batches = int(state["epoch"]), int(state["batches"])
-        if batches >= len(self):
-            epoch, batches = epoch + 1, 0
-        self.sampler.resume_at(epoch, batches * self.batch_size)
+        self.sampler.resume_at(int(state["epoch"]), int(state["batches"]) * self.batch_size)
 
 
 # --- the base data module ---------------------------------------------------------------------
@@ -155,6 +148,7 @@ class ClassificationData(LightningDataModule):
         self._epoch = 0  # epoch of the batches counted below
         self._batches_in_epoch = 0
         self._batches_total = 0
+        self._resume: tuple[int, int] | None = None
 
     # --- what subclasses provide ---
     @property
@@ -224,7 +218,8 @@ class ClassificationData(LightningDataModule):
         return self.dataset(split)[index]
 
     # --- loaders ---
-    def _progress(self) -> tuple[int, int]:
+    def position(self) -> tuple[int, int]:
+        """(epoch, training batches done in it) -- where a resumed run picks up."""
         trainer = self.trainer
         if trainer is not None and self._batches_in_epoch >= trainer.num_training_batches:
             return self._epoch + 1, 0
@@ -236,7 +231,11 @@ class ClassificationData(LightningDataModule):
             raise ConfigError(f"batch_size={self.batch_size} is larger than the "
                               f"{len(train)} training examples")
         sampler = ResumableSampler(len(train), shuffle=self.shuffle, seed=self.seed, pad=True)
-        return ResumableDataLoader(train, sampler=sampler, progress=self._progress,
+        if self._resume is not None:  # restored from a checkpoint (see load_state_dict)
+            epoch, batches = self._resume
+            sampler.resume_at(epoch, batches * self.batch_size)
+            self._resume = None
+        return ResumableDataLoader(train, sampler=sampler, position=self.position,
                                    batch_size=self.batch_size, drop_last=True,
                                    num_workers=self.num_workers,
                                    persistent_workers=self.num_workers > 0)
@@ -275,14 +274,17 @@ class ClassificationData(LightningDataModule):
         x, y = batch
         return self.augment(x, y)
 
+    # Lightning saves this in checkpoints and restores it before it asks for the training
+    # loader, which then starts where the interrupted run stopped.
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "batches_in_epoch": self._batches_in_epoch,
-                "batches_total": self._batches_total}
+        epoch, batches = self.position()
+        return {"epoch": epoch, "batches_in_epoch": batches, "batches_total": self._batches_total}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._epoch = int(state["epoch"])
         self._batches_in_epoch = int(state["batches_in_epoch"])
         self._batches_total = int(state["batches_total"])
+        self._resume = (self._epoch, self._batches_in_epoch)
 
 
 def _targets(dataset: Dataset) -> Sequence[int]:

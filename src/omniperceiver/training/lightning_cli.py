@@ -9,8 +9,10 @@ Beyond Lightning's own options:
 
 * ``--test_after_fit`` (default true): ``fit`` tests the final model on the test split at the
   end, so one command trains, tests and writes ``metrics.json``.
-* ``--checkpoint.*``: the :class:`ModelCheckpoint` (``every_n_train_steps``, ``monitor``, ...);
-  checkpoints go to ``<trainer.default_root_dir>/checkpoints``.
+* ``--checkpoint.*``: the :class:`ModelCheckpoint` that keeps ``last.ckpt`` for resuming
+  (``--checkpoint.every_n_train_steps 100``: also every 100 steps, not only per epoch);
+  ``--best_checkpoint.*``: the one that keeps the best model by validation accuracy
+  (``--ckpt_path best``). Both write to ``<trainer.default_root_dir>/checkpoints``.
 * ``--report.*``: :class:`~omniperceiver.training.callbacks.RunReport` (plots, export).
 
 The run folder is ``--trainer.default_root_dir``; logs go to its ``csv/`` and
@@ -31,7 +33,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from .callbacks import RunReport
 from .checkpoint import AtomicCheckpointIO
-from .data import ClassificationData, ConfigError, MNISTData
+from .data import ClassificationData, MNISTData
+from .errors import ConfigError
 from .module import ClassificationModule
 
 #: Trainer settings of the default (MNIST) recipe; configs/mnist.yaml spells them out.
@@ -63,17 +66,26 @@ class OmniperceiverCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After fit, test the final model on the test split.")
+        # The best model by validation accuracy (`--ckpt_path best`), then the checkpoint to
+        # resume from (`last.ckpt`, at each epoch end or every `every_n_train_steps`).
+        parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
+        parser.set_defaults({
+            "best_checkpoint.monitor": "val_accuracy",
+            "best_checkpoint.mode": "max",
+            "best_checkpoint.save_top_k": 1,
+            "best_checkpoint.save_last": False,
+            "best_checkpoint.filename": "best-{epoch}-{val_accuracy:.4f}",
+            "best_checkpoint.auto_insert_metric_name": False,
+        })
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
-            "checkpoint.monitor": "val_accuracy",
-            "checkpoint.mode": "max",
+            "checkpoint.monitor": None,
+            "checkpoint.save_top_k": 0,
             "checkpoint.save_last": True,
-            "checkpoint.save_top_k": 1,
-            "checkpoint.filename": "best-{epoch}-{val_accuracy:.4f}",
-            "checkpoint.auto_insert_metric_name": False,
         })
-        parser.link_arguments("trainer.default_root_dir", "checkpoint.dirpath",
-                              compute_fn=_checkpoint_dir)
+        for key in ("best_checkpoint", "checkpoint"):
+            parser.link_arguments("trainer.default_root_dir", f"{key}.dirpath",
+                                  compute_fn=_checkpoint_dir)
         parser.add_lightning_class_args(RunReport, "report")
         parser.set_defaults({"data": lazy_instance(MNISTData)})
         for source, target in (("data.num_classes", "model.num_classes"),
@@ -181,6 +193,9 @@ def run(args: list[str] | None, *, run_subcommand: bool = True) -> Omniperceiver
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        # No abbreviated options: a misspelt --trainer.max_epoch must be an error.
+        parser_kwargs={"allow_abbrev": False,
+                       **{name: {"allow_abbrev": False} for name in LightningCLI.subcommands()}},
         args=args,
         run=run_subcommand,
     )

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from ..presets import create_model
 from .augment import SpecAugment, attach_spec_augment
+from .errors import ConfigError
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -97,16 +98,20 @@ class ClassificationModule(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         if num_classes is None:
-            raise ValueError("num_classes is required (the CLI sets it from the data module)")
+            raise ConfigError("num_classes is required (the CLI sets it from the data module)")
         model_args = dict(model_args or {})
         if "num_classes" in model_args:
-            raise ValueError("set the number of classes through the data, not model_args")
-        self.model = create_model(model, num_classes=num_classes, **model_args)
+            raise ConfigError("set the number of classes through the data, not model_args")
+        try:
+            self.model = create_model(model, num_classes=num_classes, **model_args)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"cannot build model {model!r} with model_args {model_args}: "
+                              f"{error}") from error
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.input_spec = input_spec
         if spec_augment is not None and attach_spec_augment(
                 self.model, SpecAugment(**spec_augment)) == 0:
-            raise ValueError(f"spec_augment needs a model with log-mel inputs; {model!r} "
+            raise ConfigError(f"spec_augment needs a model with log-mel inputs; {model!r} "
                              "has none")
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
