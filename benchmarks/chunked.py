@@ -28,7 +28,7 @@ def run_chunked(run) -> list[Table]:
                    "call peak MB", "process peak MB", "whole input array would take"])
 
     # 1. Agreement and memory at a size where the unchunked path still fits.
-    side, chunk = (48, 256) if quick else (512, 16384)
+    side, chunk = (48, 256) if quick else (512, 8192)
     case = models.build("omniperceiver-vpf", quick=quick, size=side).to(device)
     x = case.make_input(1)
     whole = models.forward_fn(case, x, device=device, precision="fp32")()
@@ -45,7 +45,7 @@ def run_chunked(run) -> list[Table]:
              side, side * side, channels, chunk_size, "fp32", quick, device)
 
     # 2. A 4096x4096 image and a 10M-point cloud (quick: small stand-ins).
-    side, chunk = (64, 512) if quick else (4096, 65536)
+    side, chunk = (64, 512) if quick else (4096, 8192)
     _row(table, f"{side}x{side} image", "vision-perceiver-fourier", "omniperceiver-vpf", side,
          side * side, channels, chunk, "bf16", quick, device, warmup=False)
     points = 5000 if quick else 10_000_000

@@ -112,8 +112,11 @@ def measure_memory(spec: dict, *, timeout: float = 900) -> dict:
     """Runs ``benchmarks/memory.py`` on ``spec`` in a fresh Python process and returns its
     JSON report ({"peak_mb", "baseline_mb", "delta_mb", "method", ...})."""
     cmd = [sys.executable, str(HERE / "memory.py"), json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    # Every allocation above 64 kB gets its own mapping, returned to the system when freed,
+    # so the resident size follows the live tensors (glibc otherwise raises this threshold
+    # as buffers are freed and keeps them, hiding later peaks).
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["failed"]}
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -12,7 +12,9 @@ batch 1, training the same step; one-time caches: position features, kernels, op
 state), then reset the process's peak resident set size (``echo 5 > /proc/self/clear_refs``
 resets ``VmHWM``), read ``VmRSS`` as the baseline, run the measured call and read ``VmHWM``:
 ``delta_mb = peak - baseline`` is the memory the call itself needed, whatever allocator
-torch used (tracemalloc does not see torch's allocations, and ``ru_maxrss`` cannot be reset).
+torch used (tracemalloc does not see torch's allocations, and ``ru_maxrss`` cannot be reset);
+``common.measure_memory`` sets ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed buffers leave
+the resident set instead of being kept by glibc for reuse (which would hide the peak).
 ``process_peak_mb`` is the whole process's peak (imports, model, input and the call).
 On CUDA: ``torch.cuda`` peak allocated bytes, reset before the call. Prints one JSON line.
 """

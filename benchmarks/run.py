@@ -30,12 +30,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+# On a shared machine, OpenMP threads that spin while they wait take the cores from the
+# threads doing the work: with the load of a few other processes on 2 cores, a training step
+# of either library takes 5-10x longer and the timings measure the scheduler. Passive waiting
+# makes them measure the computation. It must be set before torch is imported; export
+# OMP_WAIT_POLICY to choose otherwise (it is recorded with the results).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -307,7 +315,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
                    help=f"comma-separated, from {','.join(ALL_SECTIONS)}, or 'all'")
     p.add_argument("--repeats", type=int, default=None, help="timed runs (default 7, quick 3)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up runs (default 2, quick 1)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "scaling.png",
@@ -327,7 +335,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     run = Run(device=args.device, quick=args.quick,
               repeats=args.repeats or (3 if args.quick else 7),
-              warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
+              warmup=args.warmup if args.warmup is not None else 1,
               out=args.out, plot=args.plot)
     run.summary = Table("summary", "Speed-ups (baseline median time / omniperceiver median "
                         "time)", ["comparison", "omniperceiver ms", "baseline",
@@ -342,7 +350,8 @@ def main(argv=None) -> dict:
     meta = common.machine_info(args.device)
     meta["command"] = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None
                                                              else argv)
-    meta.update(repeats=run.repeats, warmup=run.warmup, quick=run.quick, sections=sections)
+    meta.update(repeats=run.repeats, warmup=run.warmup, quick=run.quick, sections=sections,
+                omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
     if "peak" not in sections and any(s in sections for s in ("forward", "train", "vpf")):
         sections = ["peak"] + sections
     stem = f"{args.device.split(':')[0]}-{'-'.join(sections)}" + ("-quick" if args.quick else "")

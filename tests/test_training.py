@@ -76,6 +76,17 @@ def test_random_shift_moves_images_and_videos_rigidly():
     assert torch.equal(moved[:, 0], moved[:, 1]) and torch.equal(moved[:, 0], moved[:, 2])
 
 
+def test_random_affine_is_identity_at_zero_and_rotates_rigidly():
+    torch.manual_seed(0)
+    x = torch.rand(3, 12, 12, 2)
+    assert torch.allclose(aug.random_affine(x, degrees=0.0), x, atol=1e-5)
+    r2 = (torch.arange(12)[:, None] - 5.5) ** 2 + (torch.arange(12)[None] - 5.5) ** 2
+    blob = torch.exp(-r2 / 8)[None, :, :, None].expand(4, 12, 12, 1)
+    rotated = aug.random_affine(blob, degrees=180.0)  # a centred round blob looks the same
+    assert torch.allclose(rotated, blob, atol=0.06)
+    assert not torch.allclose(aug.random_affine(x, degrees=30.0), x, atol=0.03)
+
+
 def test_mixup_and_cutmix_give_soft_targets():
     torch.manual_seed(0)
     x, y = torch.rand(6, 8, 8, 1), torch.arange(6)

@@ -65,8 +65,18 @@ class RunReport(Callback):
         if trainer.is_global_zero and stale.exists():  # a new fit starts a new report
             stale.unlink()
 
-    @rank_zero_only
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The full weights, gathered on every rank (a collective under FSDP), as a plain
+        # model on the CPU for the export and the attention plot.
+        model = None
+        if self.export or self.plots:
+            state = trainer.strategy.lightning_module_state_dict()
+            if trainer.is_global_zero:
+                model = standalone_model(pl_module, state)
+        if trainer.is_global_zero:
+            self._report_fit(trainer, pl_module, model)
+
+    def _report_fit(self, trainer: Trainer, pl_module: LightningModule, model) -> None:
         seconds = time.perf_counter() - self._start.get("fit", time.perf_counter())
         logged = {k: _number(v) for k, v in trainer.callback_metrics.items()}
         values = {
@@ -84,12 +94,12 @@ class RunReport(Callback):
             if getattr(ckpt, "monitor", None) and getattr(ckpt, "best_model_path", ""):
                 values["best_checkpoint"] = ckpt.best_model_path
         if self.export:
-            values["exported_model"] = str(export_model(pl_module, self.run_dir(trainer) /
-                                                        "model"))
+            values["exported_model"] = str(export_model(model, pl_module,
+                                                        self.run_dir(trainer) / "model"))
         self.update_metrics(trainer, values)
         if self.plots:
             self._plot_learning_curves(trainer)
-            self._plot_attention(trainer, pl_module)
+            self._plot_attention(trainer, pl_module, model)
         _print_table("fit summary", values)
 
     def _plot_learning_curves(self, trainer: Trainer) -> None:
@@ -104,7 +114,7 @@ class RunReport(Callback):
                                          self.run_dir(trainer) / "plots" / "learning_curves.png")
                 return
 
-    def _plot_attention(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def _plot_attention(self, trainer: Trainer, pl_module: LightningModule, model) -> None:
         from .plots import plot_attention
 
         datamodule = trainer.datamodule
@@ -113,10 +123,10 @@ class RunReport(Callback):
         dataset = datamodule.dataset("test")
         count = min(self.attention_examples, len(dataset))
         examples = [dataset[i] for i in range(count)]
-        num_latents = pl_module.model.encoder.latents.shape[0]
+        num_latents = model.encoder.latents.shape[0]
         latents = self.attention_latents or default_latents(num_latents)
         names = pl_module.class_names
-        plot_attention(pl_module.model, [x for x, _ in examples],
+        plot_attention(model, [x for x, _ in examples],
                        self.run_dir(trainer) / "plots" / "attention.png", latents=latents,
                        spec=pl_module.input_spec, titles=[f"label {names[y]}"
                                                           for _, y in examples])
@@ -137,7 +147,7 @@ class RunReport(Callback):
                   "test_per_class_accuracy": dict(zip(pl_module.class_names,
                                                       [round(a, 4) for a in per_class],
                                                       strict=True)),
-                  "tested_checkpoint": trainer.ckpt_path}
+                  "tested_checkpoint": trainer.ckpt_path or "the final weights of the fit"}
         self.update_metrics(trainer, values)
         if self.plots:
             from .plots import plot_confusion_matrix
@@ -152,13 +162,24 @@ def default_latents(num_latents: int, count: int = 4) -> list[int]:
     return list(range(0, num_latents, step))[:count]
 
 
-def export_model(pl_module: LightningModule, folder: Path) -> Path:
-    """``save_pretrained`` the module's model with its class names and input spec."""
+def standalone_model(pl_module: LightningModule, state: dict[str, torch.Tensor]):
+    """A fresh copy of the module's model (same preset and overrides) on the CPU, in eval
+    mode, with the weights of ``state`` (the module's state dict)."""
+    from ..presets import create_model
+
+    h = pl_module.hparams
+    model = create_model(h.model, num_classes=h.num_classes, **(h.model_args or {}))
+    model.load_state_dict({k.removeprefix("model."): v.detach().cpu()
+                           for k, v in state.items() if k.startswith("model.")})
+    return model.eval()
+
+
+def export_model(model, pl_module: LightningModule, folder: Path) -> Path:
+    """``save_pretrained`` the model with the module's class names and input spec."""
     from ..hub import save_pretrained
 
-    return save_pretrained(pl_module.model, folder,
-                           extra={"classes": list(pl_module.class_names),
-                                  "input_spec": pl_module.input_spec})
+    return save_pretrained(model, folder, extra={"classes": list(pl_module.class_names),
+                                                 "input_spec": pl_module.input_spec})
 
 
 def _number(v: Any) -> Any:

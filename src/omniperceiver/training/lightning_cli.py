@@ -102,7 +102,10 @@ class OmniperceiverCLI(LightningCLI):
                                  TensorBoardLogger(root, name="tensorboard")])
         if not config.get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (ValueError, TypeError) as error:  # e.g. a strategy the accelerator lacks
+            raise ConfigError(f"trainer options: {error}") from error
 
     # --- checks before anything runs ---
     def _check_model_accepts_data(self) -> None:
@@ -110,6 +113,10 @@ class OmniperceiverCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_model_accepts_data()
+        if self.datamodule.dataset("val") is None:  # val_size 0: no best model to select
+            for callback in self.trainer.checkpoint_callbacks:
+                if getattr(callback, "monitor", None):
+                    callback.save_top_k = 0
 
     def before_validate(self) -> None:
         self._check_model_accepts_data()

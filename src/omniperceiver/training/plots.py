@@ -60,51 +60,73 @@ def cross_attention_weights(model: nn.Module, inputs: Any, *,
     return weights, adapted
 
 
+def _unpermute(values: Tensor, spec: dict | None, axis: int) -> Tensor:
+    """Permuted MNIST: put values along ``axis`` back into the original pixel order."""
+    if not spec or spec.get("permutation_seed") is None:
+        return values
+    from ..data.mnist import mnist_permutation
+
+    perm = mnist_permutation(spec["permutation_seed"], values.shape[axis])
+    return torch.zeros_like(values).index_copy_(axis, perm, values)
+
+
 def _attention_maps(weights: Tensor, adapted: Any, spec: dict | None) -> tuple[Tensor, str]:
-    """(batch, L, M) head-averaged weights -> image-shaped maps (batch, L, h, w) when the
-    inputs form a 2D grid (un-permuting permuted pixels), else (batch, L, M) as is."""
+    """Head-averaged weights (batch, L, M) laid out for display: ``"image"`` maps (batch, L,
+    h, w) for 2D grids (and video, averaged over time; and the image of a multimodal input),
+    else ``"sequence"`` (batch, L, M) in input order (points, audio frames)."""
     w = weights.mean(dim=1)
     grid = adapted.grid_shape
-    if adapted.modality_sizes:  # multimodal: keep the image part
-        sizes = adapted.modality_sizes
+    if adapted.modality_sizes:  # multimodal: the image part
         start = 0
-        for name, size in sizes.items():
+        for name, size in adapted.modality_sizes.items():
             if name == "image":
                 w = w[..., start:start + size]
-                side = int(math.isqrt(size))
+                side = math.isqrt(size)
                 grid = (side, size // side)
             start += size
+    if grid is not None and len(grid) == 3:  # video: attention summed over time
+        return w.reshape(*w.shape[:-1], *grid).sum(dim=-3), "image"
     if grid is not None and len(grid) == 2:
-        if spec and spec.get("permutation_seed") is not None:
-            from ..data.mnist import mnist_permutation
-
-            perm = mnist_permutation(spec["permutation_seed"], w.shape[-1])
-            w = torch.zeros_like(w).index_copy_(-1, perm, w)  # back to original pixel order
-        return w.reshape(*w.shape[:-1], *grid), "image"
+        return _unpermute(w, spec, -1).reshape(*w.shape[:-1], *grid), "image"
     return w, "sequence"
 
 
-def _display_image(x: Tensor, spec: dict | None) -> Tensor | None:
-    """An input example as an (H, W, C) image for display, or None."""
+def _display_image(x: Any, spec: dict | None) -> Tensor | None:
+    """An input example as an (H, W, C) image for display (video: the middle frame), or
+    None."""
     if isinstance(x, dict):
         x = x.get("image")
-    if x is None or x.ndim != 3:
+    if not isinstance(x, Tensor):
         return None
-    if spec and spec.get("permutation_seed") is not None:
-        from ..data.mnist import mnist_permutation
+    if x.ndim == 4:
+        x = x[x.shape[0] // 2]
+    if x.ndim != 3:
+        return None
+    return _unpermute(x.reshape(-1, x.shape[-1]), spec, 0).reshape(x.shape)
 
-        flat = x.reshape(-1, x.shape[-1])
-        perm = mnist_permutation(spec["permutation_seed"], flat.shape[0])
-        x = torch.zeros_like(flat).index_copy_(0, perm, flat).reshape(x.shape)
-    return x
+
+def _show_input(ax, x: Any, image: Tensor | None, spec: dict | None) -> None:
+    modality = (spec or {}).get("modality")
+    if image is not None:
+        ax.imshow(image.squeeze(-1).numpy() if image.shape[-1] == 1 else image.numpy(),
+                  cmap="gray")
+    elif modality == "points":
+        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, c=x[:, 2].numpy(), cmap="viridis")
+        ax.set_aspect("equal")
+    elif modality == "audio":
+        ax.plot(x.numpy(), lw=0.3)
+    else:
+        ax.text(0.5, 0.5, "input", ha="center", va="center")
 
 
 def plot_attention(model: nn.Module, examples: Sequence[Any], path: str | Path, *,
                    latents: Sequence[int] = (0, 1, 2, 3), spec: dict | None = None,
                    titles: Sequence[str] | None = None) -> Path:
     """Cross-attention of ``latents`` over each example (one row per example): the input, then
-    one heat map per latent (images: over the pixels / patches; other inputs: over the input
-    index). ``examples`` are single inputs without a batch axis."""
+    one map per latent. Images (and the image of an image+audio input): a heat map over the
+    pixels / patches; video: summed over time, over the middle frame; point clouds: the points
+    (x, y) coloured by attention; audio: attention over the frames, in time.
+    ``examples`` are single inputs without a batch axis."""
     plt = _pyplot()
     model = model.eval()
     device = next(model.parameters()).device
@@ -117,31 +139,27 @@ def plot_attention(model: nn.Module, examples: Sequence[Any], path: str | Path, 
         weights, adapted = cross_attention_weights(model, batch, latents=latents)
         maps, kind = _attention_maps(weights.cpu(), adapted, spec)
         image = _display_image(x, spec)
-        ax = axes[r][0]
-        if image is not None:
-            ax.imshow(image.cpu().squeeze(-1).numpy() if image.shape[-1] == 1
-                      else image.cpu().numpy(), cmap="gray")
-        else:
-            ax.text(0.5, 0.5, "input", ha="center", va="center")
-        ax.set_title(titles[r] if titles else "input", fontsize=8)
+        _show_input(axes[r][0], x, image, spec)
+        axes[r][0].set_title(titles[r] if titles else "input", fontsize=8)
         for c, latent in enumerate(latents):
             ax = axes[r][c + 1]
             m = maps[0, c].numpy()
-            if kind == "image":
-                if image is not None:
-                    ax.imshow(image.cpu().mean(-1).numpy(), cmap="gray")
-                    h, w = image.shape[:2]
-                    ax.imshow(m, cmap="inferno", alpha=0.6, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
-                              interpolation="nearest")
-                else:
-                    ax.imshow(m, cmap="inferno")
+            if kind == "image" and image is not None:
+                h, w = image.shape[:2]
+                ax.imshow(image.mean(-1).numpy(), cmap="gray")
+                ax.imshow(m, cmap="inferno", alpha=0.6, interpolation="nearest",
+                          extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+            elif kind == "image":
+                ax.imshow(m, cmap="inferno")
+            elif (spec or {}).get("modality") == "points":
+                ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=3, c=m, cmap="inferno")
+                ax.set_aspect("equal")
             else:
-                ax.plot(m)
+                ax.plot(m, lw=0.8)
             ax.set_title(f"latent {latent}", fontsize=8)
         for ax in axes[r]:
-            if kind == "image" or ax is axes[r][0]:
-                ax.set_xticks([])
-                ax.set_yticks([])
+            ax.set_xticks([])
+            ax.set_yticks([])
     fig.suptitle("first cross-attend: attention of chosen latents over the input", fontsize=9)
     return _save(fig, path)
 

@@ -1,0 +1,88 @@
+"""Train the full configs and tabulate what they reach: the numbers in docs/training.md.
+
+    python scripts/measure_configs.py mnist permuted_mnist digits pointclouds
+    python scripts/measure_configs.py mnist --repeat 3 --out results/training.md
+
+Each config runs as ``omniperceiver fit --config configs/<name>.yaml --trainer.default_root_dir
+runs/measure/<name>`` (fit, then test on the held-out split); the table lists the test accuracy
+from the run's metrics.json, the wall time of the whole command (start-up, data, training,
+test, plots, export) and the fit time alone. Extra arguments after ``--`` go to every run.
+The machine should be otherwise idle: other processes on the same cores slow PyTorch down
+(by far more than their share with multi-threaded kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_config(name: str, run_dir: Path, extra: list[str]) -> dict:
+    command = [sys.executable, "-m", "omniperceiver.cli", "fit",
+               "--config", str(ROOT / "configs" / f"{name}.yaml"),
+               "--trainer.default_root_dir", str(run_dir),
+               "--trainer.enable_progress_bar", "false", *extra]
+    start = time.perf_counter()
+    process = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    (run_dir.parent / f"{run_dir.name}.log").write_text(process.stdout + process.stderr)
+    if process.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {process.returncode}); see "
+                         f"{run_dir.parent / (run_dir.name + '.log')}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"config": name, "test_accuracy": metrics["test_accuracy"],
+            "wall_seconds": round(wall, 1), "fit_seconds": metrics["fit_seconds"],
+            "epochs": metrics["epochs"], "parameters": metrics["num_parameters"],
+            "load_before": round(os.getloadavg()[0], 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="+", help="config names (configs/<name>.yaml)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per config")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "measure"))
+    parser.add_argument("--out", help="also write the table (markdown) to this file")
+    args = parser.parse_args(argv)
+
+    rows = []
+    for name in args.configs:
+        for i in range(args.repeat):
+            run_dir = Path(args.runs) / (name if args.repeat == 1 else f"{name}-{i}")
+            row = run_config(name, run_dir, extra)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+    lines = [f"Measured on {platform.node()} ({os.cpu_count()} CPUs, "
+             f"{platform.processor() or platform.machine()}), "
+             f"{time.strftime('%Y-%m-%d')}, command: "
+             f"python scripts/measure_configs.py {' '.join(argv)}", "",
+             "| config | test accuracy | wall time (s) | fit time (s) | epochs | parameters "
+             "| load average before |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['test_accuracy']:.2%} | {r['wall_seconds']:.0f} | "
+                     f"{r['fit_seconds']:.0f} | {r['epochs']} | {r['parameters']:,} | "
+                     f"{r['load_before']} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
