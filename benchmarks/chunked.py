@@ -17,8 +17,6 @@ import common
 import models
 from common import Table
 
-GB = 1024.0
-
 
 def run_chunked(run) -> list[Table]:
     quick, device = run.quick, run.device
@@ -65,7 +63,7 @@ def _row(table: Table, label: str, model: str, case: str, size: int, num_inputs:
     report = common.measure_memory(dict(case=case, quick=quick, size=size, batch=1,
                                         precision=precision, device=device, chunk_size=chunk,
                                         warmup=warmup), timeout=1800)
-    whole_gb = num_inputs * channels * 4 / 2 ** 30
+    whole_gb = num_inputs * channels * 4 / 1e9
     if "error" in report:
         table.add(label, model, num_inputs, chunk or "none", precision, None, None, None,
                   f"{whole_gb:.2f} GB; error: {report['error']}")

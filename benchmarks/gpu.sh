@@ -4,7 +4,8 @@
 # measured). Without a GPU it runs the same steps on the CPU with --quick (a dry run that
 # checks the script and the CUDA-ready code paths end to end).
 #
-#   bash benchmarks/gpu.sh            # results in benchmarks/results/cuda-*.{json,md}
+#   bash benchmarks/gpu.sh            # results in benchmarks/results/cuda-*.{json,md},
+#                                     # plot in docs/scaling-cuda.png
 #   PYTHON=/path/to/python bash benchmarks/gpu.sh
 #
 # On CUDA: SDPA picks the flash / memory-efficient kernels (bf16 autocast: flash), memory is
@@ -16,11 +17,15 @@ PY="${PYTHON:-python}"
 if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda
   QUICK=""
+  OUT=benchmarks/results
+  PLOT=docs/scaling-cuda.png
   "$PY" -c 'import torch; print("GPU:", torch.cuda.get_device_name(), "torch", torch.__version__)'
 else
   DEVICE=cpu
   QUICK="--quick"
-  echo "no CUDA device: dry run of the GPU script on the CPU (--quick, tiny shapes)"
+  OUT=$(mktemp -d)
+  PLOT=$OUT/scaling.png
+  echo "no CUDA device: dry run of the GPU script on the CPU (--quick, tiny shapes) in $OUT"
 fi
 
 status=0
@@ -28,14 +33,14 @@ step() {  # step <seconds> <run.py arguments...>
   local limit=$1
   shift
   echo "== benchmarks/run.py --device $DEVICE $QUICK $* (limit ${limit}s)"
-  timeout "$limit" "$PY" benchmarks/run.py --device "$DEVICE" $QUICK "$@" || {
+  timeout "$limit" "$PY" benchmarks/run.py --device "$DEVICE" $QUICK --out "$OUT" "$@" || {
     echo "   step failed or timed out (exit $?)"
     status=1
   }
 }
 
 step 210 --sections peak,forward,train,vpf,memory
-step 110 --sections compile
-step 90 --sections scaling --plot "docs/scaling-$DEVICE.png"
+step 130 --sections compile
+step 80 --sections scaling --plot "$PLOT"
 step 60 --sections chunked
 exit $status

@@ -125,8 +125,10 @@ def _transformers_vpf(quick: bool, size: int | None) -> Case:
 class TransformerEncoderBaseline(nn.Module):
     """A plain Transformer over all inputs: the seed model's pixels + Fourier features
     (29 channels) embedded to ``width``, ``depth`` pre-norm encoder layers (torch's
-    ``nn.TransformerEncoder``, whose inference fast path uses the fused attention kernels),
-    mean-pooled, classified. Cost grows with the square of the number of inputs."""
+    ``nn.TransformerEncoder``), mean-pooled, classified. Its time grows with the square of the
+    number of inputs. Run with torch's MHA "fast path" off, so that its attention is
+    ``scaled_dot_product_attention`` (flash kernel, memory linear in the inputs) rather than
+    the fast path's CPU kernel that builds the (inputs x inputs) weights (8 GB at 128x128)."""
 
     def __init__(self, *, width: int = 512, heads: int = 8, depth: int = 1,
                  num_classes: int = 1000):
@@ -144,7 +146,12 @@ class TransformerEncoderBaseline(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.encoder(self.embed(self.adapter(x).inputs))
+        fast_path = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            h = self.encoder(self.embed(self.adapter(x).inputs))
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast_path)
         return self.head(h.mean(dim=1))
 
 

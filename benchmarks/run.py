@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECTIONS = ["peak", "forward", "train", "vpf", "memory"]
 ALL_SECTIONS = DEFAULT_SECTIONS + ["compile", "scaling", "chunked"]
 
+BASELINE_NAMES = {"perceiver-pytorch-seed": "perceiver-pytorch", "transformers-vpf": "transformers"}
 # The issue's targets: speed-up = baseline time / omniperceiver time; memory = omni / baseline.
 TARGETS = {
     ("forward", "fp32"): 1.3,
@@ -167,15 +168,15 @@ def _detail(table: Table, run: Run, impl: str, batch: int, precision: str,
               round(flops / seconds / 1e9, 1), round(_pct(flops, seconds, run.peak(precision)), 1))
 
 
-def _pair_section(run: Run, *, section: str, omni: str, base: str, batches: list[int],
-                  title: str, train: bool = False) -> list[Table]:
+def _pair_section(run: Run, *, section: str, model: str, omni: str, base: str,
+                  batches: list[int], title: str, train: bool = False) -> list[Table]:
     """omniperceiver against a baseline, fp32 and bf16 autocast: the four calls of a batch
     size alternate in the same rounds, so every ratio is paired round by round."""
     o, b = models.build(omni, quick=run.quick), models.build(base, quick=run.quick)
     o.to(run.device), b.to(run.device)
     detail = _detail_table(section, title)
     make = models.train_step_fn if train else models.forward_fn
-    label = "train step" if train else "forward"
+    label = f"{model} {'train step' if train else 'forward'}"
     for batch in batches:
         xo, xb = o.make_input(batch), b.make_input(batch)
         fo, fb = _flops(run, omni, o, xo, train=train), _flops(run, base, b, xb, train=train)
@@ -187,12 +188,12 @@ def _pair_section(run: Run, *, section: str, omni: str, base: str, batches: list
             _detail(detail, run, o.name, batch, precision, t[o.name, precision], fo)
             _detail(detail, run, b.name, batch, precision, t[b.name, precision], fb)
             add_speedup(run, (section, precision),
-                        f"{section} {label}, batch {batch}, {precision}",
+                        f"{label}, batch {batch}, {precision}",
                         t[o.name, precision], b.name, t[b.name, precision], fo,
                         run.peak(precision))
         if not train:
             add_speedup(run, (section, "bf16-vs-fp32"),
-                        f"{section} {label}, batch {batch}, omniperceiver bf16 vs {b.name} "
+                        f"{label}, batch {batch}, omniperceiver bf16 vs {b.name} "
                         "fp32", t[o.name, "bf16"], b.name, t[b.name, "fp32"], fo,
                         run.peak("bf16"))
         print(f"  {section} batch {batch}: " + ", ".join(
@@ -202,21 +203,22 @@ def _pair_section(run: Run, *, section: str, omni: str, base: str, batches: list
 
 
 def section_forward(run: Run) -> list[Table]:
-    return _pair_section(run, section="forward", omni="omniperceiver-seed",
+    return _pair_section(run, section="forward", model="seed", omni="omniperceiver-seed",
                          base="perceiver-pytorch-seed", batches=[1, 8],
                          title="Seed model forward (inference), 224x224x3"
                          + (" [quick: tiny]" if run.quick else ""))
 
 
 def section_train(run: Run) -> list[Table]:
-    return _pair_section(run, section="train", omni="omniperceiver-seed",
+    return _pair_section(run, section="train", model="seed", omni="omniperceiver-seed",
                          base="perceiver-pytorch-seed", batches=[1], train=True,
                          title="Seed model training step (forward, backward, AdamW)")
 
 
 def section_vpf(run: Run) -> list[Table]:
-    return _pair_section(run, section="vpf", omni="omniperceiver-vpf", base="transformers-vpf",
-                         batches=[1], title="vision-perceiver-fourier forward (inference)")
+    return _pair_section(run, section="vpf", model="vision-perceiver-fourier",
+                         omni="omniperceiver-vpf", base="transformers-vpf", batches=[1],
+                         title="vision-perceiver-fourier forward (inference), 224x224x3")
 
 
 def section_memory(run: Run) -> list[Table]:
@@ -241,13 +243,14 @@ def section_memory(run: Run) -> list[Table]:
         mo = common.measure_memory(dict(spec, case=omni))
         mb = common.measure_memory(dict(spec, case=base))
         if "error" in mo or "error" in mb:
-            table.add(label, None, base, None, None, None, f"error: {mo.get('error')}"
+            table.add(label, None, BASELINE_NAMES[base], None, None, None,
+                      f"error: {mo.get('error')}"
                       f" {mb.get('error')}")
             continue
         ratio = mo["delta_mb"] / mb["delta_mb"] if mb["delta_mb"] > 0 else math.nan
         target = ("<= 0.5", "yes" if ratio <= 0.5 else "NO") if "batch 8, fp32" in label \
             else (None, None)
-        table.add(label, round(mo["delta_mb"], 1), base.split("-")[0],
+        table.add(label, round(mo["delta_mb"], 1), BASELINE_NAMES[base],
                   round(mb["delta_mb"], 1), round(ratio, 3), *target)
         print(f"  memory {label}: {mo['delta_mb']:.0f} MB vs {mb['delta_mb']:.0f} MB",
               flush=True)

@@ -21,7 +21,7 @@ CAP_SECONDS = 30.0  # the Transformer baseline stops when its next call would ex
 
 def run_scaling(run) -> list[Table]:
     sides = QUICK_SIDES if run.quick else SIDES
-    device, repeats = run.device, max(3, run.repeats // 2)
+    device, repeats = run.device, run.repeats
     table = Table("scaling", "Forward time and peak memory vs number of inputs (batch 1, "
                   "fp32, inference)",
                   ["image", "inputs", "perceiver ms", "perceiver MB", "transformer ms",
@@ -70,10 +70,12 @@ def run_scaling(run) -> list[Table]:
     if rows[-1][3] and rows[-2][3]:
         note += f"; memory ratio {rows[-1][3] / rows[-2][3]:.2f}"
     table.notes.append(note)
-    table.notes.append(f"perceiver times: medians of {repeats}, all sizes alternating; "
-                       "transformer: torch.nn.TransformerEncoder (1 pre-norm layer, width 512, "
-                       "8 heads, fused attention) over the same 29-channel inputs; memory: "
-                       "fresh subprocess per point (benchmarks/memory.py)")
+    table.notes.append(f"perceiver: the seed model, medians of {repeats}, all sizes "
+                       "alternating; transformer: torch.nn.TransformerEncoder (1 pre-norm "
+                       "layer, width 512, 8 heads, FF 2048, attention by "
+                       "scaled_dot_product_attention) over the same 29-channel inputs, medians "
+                       f"of {repeats} (slow points: 1); memory: fresh subprocess per point "
+                       "(benchmarks/memory.py)")
     print(f"  linearity ratio time({bigger}^2)/time({big}^2) = {ratio:.2f}", flush=True)
     _plot(rows, run.plot, quick=run.quick)
     table.notes.append(f"plot: {run.plot.name}")
@@ -108,12 +110,18 @@ def _plot(rows: list, path, *, quick: bool) -> None:
             n_last, y_last = pts[-1]
             ax.plot(inputs, [y_last * n / n_last for n in inputs], ":", color="gray",
                     label="linear (slope 1)")
+        pts = [(n, r[t_col]) for n, r in zip(inputs, rows, strict=True) if r[t_col]]
+        if ax is ax_t and pts:  # slope 2 through the transformer's largest point
+            n_last, y_last = pts[-1]
+            ax.plot(inputs[:len(pts) + 1], [y_last * (n / n_last) ** 2
+                                            for n in inputs[:len(pts) + 1]],
+                    "-.", color="gray", alpha=0.6, label="quadratic (slope 2)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("number of inputs (pixels)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    ax_t.legend(fontsize=8)
+    ax_t.legend(fontsize=8, loc="upper left")
     fig.suptitle("Forward time and memory vs input size (CPU, fp32, batch 1)"
                  + (" [quick: tiny models]" if quick else ""))
     fig.tight_layout()

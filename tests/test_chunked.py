@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_io, tiny_perceiver
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,14 +22,13 @@ from omniperceiver import (
 from omniperceiver.adapters import PointCloudAdapter
 from omniperceiver.attention import Attention, InputChunks, attend_chunks
 
-from helpers import tiny_io, tiny_perceiver
-
 F64 = torch.float64
 
 
 def chunked(k, v, mask, size):
     for i in range(0, k.shape[2], size):
-        yield k[:, :, i:i + size], v[:, :, i:i + size], None if mask is None else mask[:, i:i + size]
+        part = slice(i, i + size)
+        yield k[:, :, part], v[:, :, part], None if mask is None else mask[:, part]
 
 
 @given(num_keys=st.integers(1, 30), chunk=st.integers(1, 12), heads=st.integers(1, 3),
@@ -78,13 +78,26 @@ def test_attention_equals_textbook_formula(kv_dim, heads, bias):
     x, ctx = torch.randn(3, 16, 12, dtype=F64), torch.randn(3, 50, kv_dim, dtype=F64)
     mask = torch.rand(3, 50) > 0.3
     mask[1] = False
+    scale, shift = torch.rand(kv_dim, dtype=F64) + 0.5, torch.randn(kv_dim, dtype=F64)
     for m in (None, mask):
         want = reference_attention(layer, x, ctx, m)
         torch.testing.assert_close(layer(x, ctx, m), want, atol=1e-12, rtol=1e-10)
         chunks = InputChunks.from_tensor(ctx, chunk_size=7)
         torch.testing.assert_close(layer(x, chunks, m), want, atol=1e-12, rtol=1e-10)
+        # A LayerNorm's scale and shift folded into the projection.
+        torch.testing.assert_close(layer(x, ctx, m, context_affine=(scale, shift)),
+                                   reference_attention(layer, x, ctx * scale + shift, m),
+                                   atol=1e-12, rtol=1e-10)
     # Both ways of computing are covered by the cases above.
     assert layer.attends_in_context_space(16, 50) == (kv_dim < 8)
+
+
+def randomize_layer_norms(module):
+    """LayerNorms away from their initial identity (scale 1, shift 0)."""
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.LayerNorm):
+            torch.nn.init.uniform_(layer.weight, 0.5, 1.5)
+            torch.nn.init.normal_(layer.bias)
 
 
 def masks_with_empty_chunks(batch, num_inputs, chunk):
@@ -102,6 +115,7 @@ def test_encoder_chunked_equals_unchunked(chunk, make):
     torch.manual_seed(0)
     model = make().double()
     encoder = model.encoder if hasattr(model, "encoder") else model
+    randomize_layer_norms(encoder)
     channels = encoder.input_channels
     x = torch.randn(4, 40, channels, dtype=F64)
     mask = masks_with_empty_chunks(4, 40, chunk)
@@ -123,6 +137,7 @@ def test_encoder_chunked_equals_unchunked(chunk, make):
 def test_chunked_gradients_equal_unchunked():
     torch.manual_seed(0)
     encoder = tiny_perceiver(input_axis=1).encoder.double().train()
+    randomize_layer_norms(encoder)
     x = torch.randn(3, 30, encoder.input_channels, dtype=F64, requires_grad=True)
     mask = masks_with_empty_chunks(3, 30, 8)
 

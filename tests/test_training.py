@@ -18,10 +18,10 @@ from omniperceiver.training.checkpoint import (  # noqa: E402
     AtomicCheckpointIO,
     write_atomically,
 )
-from omniperceiver.training.data import ResumableSampler  # noqa: E402
 from omniperceiver.training.inputs import InputFileError, load_input_file  # noqa: E402
 from omniperceiver.training.module import WarmupSchedule  # noqa: E402
 from omniperceiver.training.plots import cross_attention_weights  # noqa: E402
+from omniperceiver.training.sampling import ResumableSampler  # noqa: E402
 
 TINY = dict(num_latents=6, latent_dim=16, num_blocks=1, self_attends_per_block=1,
             num_cross_attends=1, self_heads=2)
@@ -43,7 +43,7 @@ def test_sampler_shards_are_the_single_process_batches(monkeypatch):
     single = list(ResumableSampler(40, shuffle=True, seed=3))
     shards = []
     for rank in range(2):
-        monkeypatch.setattr("omniperceiver.training.data._world", lambda r=rank: (r, 2))
+        monkeypatch.setattr("omniperceiver.training.sampling.rank_and_world", lambda r=rank: (r, 2))
         shards.append(list(ResumableSampler(40, shuffle=True, seed=3)))
     batch = 4  # per rank
     for k in range(40 // (2 * batch)):
@@ -143,6 +143,22 @@ def test_cross_attention_weights_of_chosen_latents_and_masks():
     assert weights.shape == (2, 1, 2, 10)
     adapted_mask = model.input_adapter(points, mask).mask
     assert adapted_mask is not None
+
+
+def test_permuted_pixels_with_travelling_positions_give_the_same_outputs():
+    """The paper's permuted-input setting: the position features travel with the pixels, and
+    a Perceiver (which does not depend on input order) gives the same outputs."""
+    from omniperceiver.data.mnist import mnist_permutation
+
+    torch.manual_seed(0)
+    plain = create_model("mnist-perceiver", **TINY, mode="pixels").eval()
+    permuted = create_model("mnist-perceiver", **TINY, mode="pixels", permutation_seed=3).eval()
+    permuted.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 28, 28, 1)
+    shuffled = x.reshape(2, 784, 1)[:, mnist_permutation(3)].reshape(2, 28, 28, 1)
+    with torch.no_grad():
+        assert torch.allclose(permuted(shuffled), plain(x), atol=1e-5)
+        assert not torch.allclose(plain(shuffled), plain(x), atol=1e-3)
 
 
 # --- predict input files ----------------------------------------------------------------------

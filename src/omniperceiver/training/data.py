@@ -13,100 +13,22 @@ exactly the batches an uninterrupted run would have. Augmentations run batch-wis
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import DatasetError, stratified_split
 from . import augment as aug
 from .errors import ConfigError
 from .inputs import PredictFiles
-
-# --- data order -------------------------------------------------------------------------------
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class ResumableSampler(Sampler[int]):
-    """Indices of this rank's shard of a dataset of ``num_samples`` items.
-
-    ``shuffle``: a permutation drawn from ``(seed, epoch)`` (Lightning calls :meth:`set_epoch`),
-    the same on every rank; rank ``r`` of ``w`` takes positions ``r, r + w, ...``, so the
-    ranks' batches together are the batches of a one-process run with ``w`` times the batch
-    size. ``pad``: the permutation is padded (wrapping around) to a multiple of ``w`` so every
-    rank has the same number of items (training); without it the shards may differ by one
-    (evaluation, where nothing is repeated). :meth:`resume_at` skips the first items of one
-    epoch's shard.
-    """
-
-    def __init__(self, num_samples: int, *, shuffle: bool, seed: int = 0, pad: bool = True):
-        self.num_samples = num_samples
-        self.shuffle = shuffle
-        self.seed = seed
-        self.pad = pad
-        self.epoch = 0
-        self._resume: tuple[int, int] | None = None  # (epoch, items to skip)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def resume_at(self, epoch: int, skip: int) -> None:
-        self.epoch = epoch
-        self._resume = (epoch, skip)
-
-    def _shard(self) -> list[int]:
-        rank, world = _world()
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.num_samples, generator=g).tolist()
-        else:
-            order = list(range(self.num_samples))
-        if self.pad and len(order) % world:
-            extra = world - len(order) % world
-            order += (order * math.ceil(extra / len(order)))[:extra]
-        return order[rank::world]
-
-    def __len__(self) -> int:
-        _, world = _world()
-        return math.ceil(self.num_samples / world) if self.pad else len(self._shard())
-
-    def __iter__(self) -> Iterator[int]:
-        shard = self._shard()
-        if self._resume is not None and self._resume[0] == self.epoch:
-            shard = shard[self._resume[1]:]
-        self._resume = None
-        yield from shard
-
-
-class ResumableDataLoader(DataLoader):
-    """A DataLoader over a :class:`ResumableSampler` whose position Lightning saves in
-    checkpoints. ``position()`` returns ``(epoch, batches done in that epoch)``, counted by
-    the data module; :meth:`load_state_dict` makes the sampler skip those batches."""
-
-    def __init__(self, dataset: Dataset, *, sampler: ResumableSampler, position, **kwargs):
-        super().__init__(dataset, sampler=sampler, **kwargs)
-        self.position = position
-
-    def state_dict(self) -> dict[str, int]:
-        epoch, batches = self.position()
-        return {"epoch": int(epoch), "batches": int(batches)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.resume_at(int(state["epoch"]), int(state["batches"]) * self.batch_size)
-
+from .sampling import ResumableDataLoader, ResumableSampler, rank_and_world
 
 # --- the base data module ---------------------------------------------------------------------
 
@@ -214,9 +136,6 @@ class ClassificationData(LightningDataModule):
             self._datasets["train"] = Subset(full, np.sort(train_idx).tolist())
             self._datasets["val"] = Subset(full, np.sort(val_idx).tolist())
 
-    def example(self, split: str = "test", index: int = 0) -> tuple[Any, int]:
-        return self.dataset(split)[index]
-
     # --- loaders ---
     def position(self) -> tuple[int, int]:
         """(epoch, training batches done in it) -- where a resumed run picks up."""
@@ -265,7 +184,7 @@ class ClassificationData(LightningDataModule):
             return batch
         if trainer.current_epoch != self._epoch:
             self._epoch, self._batches_in_epoch = trainer.current_epoch, 0
-        rank, world = _world()
+        rank, world = rank_and_world()
         # One seed per (run seed, batch, rank): dropout and augmentation do not depend on
         # whether the run was interrupted and resumed.
         torch.manual_seed((self.seed * 1_000_003 + self._batches_total) * world + rank)

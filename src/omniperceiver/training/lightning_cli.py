@@ -143,10 +143,7 @@ def check_model_accepts_data(model: ClassificationModule, datamodule: Classifica
     """Run two examples of the data through the model on the CPU, so that a model and data
     that do not fit together fail with a clear message before training starts."""
     split = "test" if subcommand == "test" else "train"
-    try:
-        dataset = datamodule.dataset(split)
-    except ConfigError:
-        raise
+    dataset = datamodule.dataset(split)
     if dataset is None or len(dataset) == 0:
         return
     items = [dataset[i] for i in range(min(2, len(dataset)))]
