@@ -40,7 +40,8 @@ class GridAdapter(InputAdapter):
         self.check_finite = check_finite
         self.num_channels = input_channels + (position.num_channels if position is not None else 0)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> AdapterOutput:
+    def _flatten(self, x: Tensor, mask: Tensor | None):
+        """Validate; return the values (batch, prod(axes), channels), the flat mask, the axes."""
         check_float_tensor(x, check_finite=self.check_finite)
         check_layout(x, axes=self.input_axis, channels=self.input_channels,
                      channels_last=self.channels_last)
@@ -48,7 +49,11 @@ class GridAdapter(InputAdapter):
             x = x.movedim(1, -1)
         batch, *axes, channels = x.shape
         mask = check_mask(mask, batch=batch, axes=axes)
-        inputs = x.reshape(batch, math.prod(axes), channels)
+        return x.reshape(batch, math.prod(axes), channels), mask, axes
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> AdapterOutput:
+        inputs, mask, axes = self._flatten(x, mask)
+        batch = inputs.shape[0]
         if self.position is not None:
             pos = self.position.grid(axes, device=x.device, dtype=x.dtype)
             inputs = torch.cat([inputs, pos.expand(batch, -1, -1)], dim=-1)
@@ -60,14 +65,8 @@ class GridAdapter(InputAdapter):
         with its position features, built ``chunk_size`` cells at a time when the encoder
         needs them, for grids too large to hold with their position features (a 4096 x 4096
         image with 2D Fourier features would take 17.5 GB)."""
-        check_float_tensor(x, check_finite=self.check_finite)
-        check_layout(x, axes=self.input_axis, channels=self.input_channels,
-                     channels_last=self.channels_last)
-        if not self.channels_last:
-            x = x.movedim(1, -1)
-        batch, *axes, channels = x.shape
-        mask = check_mask(mask, batch=batch, axes=axes)
-        values = x.reshape(batch, math.prod(axes), channels)
+        values, mask, axes = self._flatten(x, mask)
+        batch = values.shape[0]
 
         def build(start: int, stop: int) -> Tensor:
             chunk = values[:, start:stop]
