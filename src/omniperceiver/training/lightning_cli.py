@@ -40,8 +40,8 @@ from .module import ClassificationModule
 #: Trainer settings of the default (MNIST) recipe; configs/mnist.yaml spells them out.
 TRAINER_DEFAULTS: dict[str, Any] = {
     "default_root_dir": "runs/mnist",
-    "max_epochs": 40,
-    "precision": "32-true",
+    "max_epochs": 30,
+    "precision": "bf16-mixed",
     "gradient_clip_val": 1.0,
     "log_every_n_steps": 10,
     "use_distributed_sampler": False,  # the data modules shard their own samplers

@@ -91,7 +91,7 @@ class ClassificationModule(LightningModule):
         min_lr_ratio: float = 0.0,
         step_milestones: list[float] | None = None,
         step_gamma: float = 0.1,
-        label_smoothing: float = 0.1,
+        label_smoothing: float = 0.0,
         spec_augment: dict[str, int] | None = None,
         compile: bool = False,
     ):
