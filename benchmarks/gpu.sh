@@ -14,6 +14,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
 
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+  echo "$PY cannot import torch: install the bench extra, or set PYTHON=/path/to/python" >&2
+  exit 2
+fi
 if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   DEVICE=cuda
   QUICK=""

@@ -179,7 +179,7 @@ def _pair_section(run: Run, *, section: str, model: str, omni: str, base: str,
     baseline's time over it bounds the speed-up any change to the rest could give."""
     o, b = models.build(omni, quick=run.quick), models.build(base, quick=run.quick)
     o.to(run.device), b.to(run.device)
-    detail = _detail_table(section, title)
+    detail = _detail_table(section, title + (" [quick: tiny models]" if run.quick else ""))
     make = models.train_step_fn if train else models.forward_fn
     label = f"{model} {'train step' if train else 'forward'}"
     for batch in batches:
@@ -227,8 +227,7 @@ def _pair_section(run: Run, *, section: str, model: str, omni: str, base: str,
 def section_forward(run: Run) -> list[Table]:
     return _pair_section(run, section="forward", model="seed", omni="omniperceiver-seed",
                          base="perceiver-pytorch-seed", batches=[1, 8],
-                         title="Seed model forward (inference), 224x224x3"
-                         + (" [quick: tiny]" if run.quick else ""))
+                         title="Seed model forward (inference), 224x224x3")
 
 
 def section_train(run: Run) -> list[Table]:

@@ -193,8 +193,8 @@ class Attention(nn.Module):
         kv_dim, qkv = self.to_kv.in_features, self.qk_channels + self.v_channels
         if self.dropout and self.training and self.to_kv.bias is not None:
             return False  # dropped weights no longer sum to one: the value bias would differ
-        if device is not None and device.type == "cuda" and kv_dim % 8:
-            return False  # the fused CUDA kernels want head sizes that are multiples of 8
+        if device is not None and device.type == "cuda" and (kv_dim % 8 or kv_dim > 256):
+            return False  # the fused CUDA kernels want head sizes that are multiples of 8, <= 256
         projected = num_keys * (kv_dim + num_queries) * qkv
         in_context = num_queries * kv_dim * (2 * self.heads * num_keys + qkv)
         return in_context < projected
