@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The benchmark suite on a CUDA GPU, in at most 8 minutes (each step has its own time limit;
-# every section writes its tables as soon as it finishes, so a step cut short keeps what it
-# measured). Without a GPU it runs the same steps on the CPU with --quick (a dry run that
+# The CUDA tests (tests/test_cuda.py), then the benchmark suite on a CUDA GPU in at most 8
+# minutes (each step has its own time limit; every section writes its tables as soon as it
+# finishes, so a step cut short keeps what the other steps measured). Without a GPU it runs the same steps on the CPU with --quick (a dry run that
 # checks the script and the CUDA-ready code paths end to end).
 #
 #   bash benchmarks/gpu.sh            # results in benchmarks/results/cuda-*.{json,md},
@@ -43,8 +43,11 @@ step() {  # step <seconds> <run.py arguments...>
   }
 }
 
-step 210 --sections peak,forward,train,vpf,memory
-step 130 --sections compile
-step 80 --sections scaling --plot "$PLOT"
+echo "== pytest tests/test_cuda.py (limit 100s)"
+timeout 100 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py -W ignore::DeprecationWarning \
+  || { echo "   CUDA tests failed or timed out (exit $?)"; status=1; }
+step 180 --sections peak,forward,train,vpf,memory
+step 110 --sections compile
+step 110 --sections scaling --plot "$PLOT"
 step 60 --sections chunked
 exit $status

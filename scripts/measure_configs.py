@@ -8,7 +8,8 @@ runs/measure/<name>`` (fit, then test on the held-out split); the table lists th
 from the run's metrics.json, the wall time of the whole command (start-up, data, training,
 test, plots, export) and the fit time alone. Extra arguments after ``--`` go to every run.
 The machine should be otherwise idle: other processes on the same cores slow PyTorch down
-(by far more than their share with multi-threaded kernels).
+(by far more than their share with multi-threaded kernels); the table gives the 1-minute load
+average before and during each run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,9 +32,20 @@ def run_config(name: str, run_dir: Path, extra: list[str]) -> dict:
                "--config", str(ROOT / "configs" / f"{name}.yaml"),
                "--trainer.default_root_dir", str(run_dir),
                "--trainer.enable_progress_bar", "false", *extra]
+    load_before = os.getloadavg()[0]
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample_load() -> None:  # the 1-minute load average every 10 s during the run
+        while not done.wait(10):
+            loads.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample_load, daemon=True)
+    sampler.start()
     start = time.perf_counter()
     process = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    done.set()
     (run_dir.parent / f"{run_dir.name}.log").write_text(process.stdout + process.stderr)
     if process.returncode != 0:
         raise SystemExit(f"{name} failed (exit {process.returncode}); see "
@@ -41,7 +54,8 @@ def run_config(name: str, run_dir: Path, extra: list[str]) -> dict:
     return {"config": name, "test_accuracy": metrics["test_accuracy"],
             "wall_seconds": round(wall, 1), "fit_seconds": metrics["fit_seconds"],
             "epochs": metrics["epochs"], "parameters": metrics["num_parameters"],
-            "load_before": round(os.getloadavg()[0], 2)}
+            "load_before": round(load_before, 2),
+            "load_during": round(sum(loads) / len(loads), 2) if loads else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
              f"{time.strftime('%Y-%m-%d')}, command: "
              f"python scripts/measure_configs.py {' '.join(argv)}", "",
              "| config | test accuracy | wall time (s) | fit time (s) | epochs | parameters "
-             "| load average before |",
+             "| load before / during |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['test_accuracy']:.2%} | {r['wall_seconds']:.0f} | "
                      f"{r['fit_seconds']:.0f} | {r['epochs']} | {r['parameters']:,} | "
-                     f"{r['load_before']} |")
+                     f"{r['load_before']} / {r['load_during']} |")
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:

@@ -21,8 +21,10 @@ import pytest
 pytest.importorskip("lightning")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = {"num_latents": 8, "latent_dim": 16, "num_blocks": 1, "self_attends_per_block": 1,
-        "num_cross_attends": 1, "num_bands": 4, "self_heads": 2}
+# Raw pixels: the conv stem's batch norm normalises each process's batch on its own (use
+# --trainer.sync_batchnorm true to make DDP match one process there).
+TINY = {"mode": "pixels", "num_latents": 8, "latent_dim": 16, "num_blocks": 1,
+        "self_attends_per_block": 1, "num_cross_attends": 1, "num_bands": 4, "self_heads": 2}
 STEPS = 6
 TOLERANCE = 1e-5  # largest absolute weight difference allowed (summation order differs)
 
@@ -32,6 +34,7 @@ def fit(root: Path, *, batch_size: int, extra: list[str]) -> None:
             "--config", str(CONFIGS / "mnist.yaml"), "--model.model_args", json.dumps(TINY),
             "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(STEPS),
             "--trainer.precision", "32-true", "--data.init_args.shift", "0",
+            "--data.init_args.rotate", "0", "--data.init_args.scale", "null",
             "--data.init_args.batch_size", str(batch_size), "--trainer.limit_val_batches", "1",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--test_after_fit", "false", "--report.plots", "false", *extra]

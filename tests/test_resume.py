@@ -57,7 +57,8 @@ def fit_args(root: Path) -> list[str]:
             "--model.model_args", json.dumps(TINY), "--trainer.default_root_dir", str(root),
             "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "12",
             "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
-            "--data.init_args.batch_size", "16", "--checkpoint.every_n_train_steps", "5",
+            "--data.init_args.batch_size", "16", "--data.init_args.val_size", "100",
+            "--checkpoint.every_n_train_steps", "5",
             "--trainer.enable_progress_bar", "false", "--report.plots", "false"]
 
 

@@ -112,21 +112,23 @@ def test_spec_augment_masks_bands_and_spans():
     assert masked.shape == frames.shape and (masked != frames).any()
 
 
-def test_cross_attention_weights_reproduce_the_layer():
-    """The plotted weights, applied to the layer's own values, give the cross-attend's output."""
+@pytest.mark.parametrize(("mode", "num_inputs"), [("pixels", 784), ("conv", 49)])
+def test_cross_attention_weights_reproduce_the_layer(mode, num_inputs):
+    """The plotted weights, applied to the layer's own values, give the cross-attend's output
+    (raw pixels: one weight per pixel; the conv stem: one per cell of its 7x7 grid)."""
     torch.manual_seed(0)
-    model = create_model("mnist-perceiver", **TINY, cross_heads=2,
+    model = create_model("mnist-perceiver", **TINY, mode=mode, cross_heads=2,
                          cross_qk_channels=16).eval()
     x = torch.rand(2, 28, 28, 1)
     weights, adapted = cross_attention_weights(model, x)
-    assert weights.shape == (2, 2, 6, 784)
+    assert weights.shape == (2, 2, 6, num_inputs)
     assert torch.allclose(weights.sum(-1), torch.ones(2, 2, 6))
     layer = model.encoder.cross_attends[0]
     att = layer.attention
     latents = layer.norm_q(model.encoder.latents).expand(2, -1, -1)
     context = layer.norm_kv(adapted.inputs)
     _, v = att.to_kv(context).split([att.qk_channels, att.v_channels], dim=-1)
-    v = v.view(2, 784, 2, -1).transpose(1, 2)  # (batch, heads, M, dv)
+    v = v.view(2, num_inputs, 2, -1).transpose(1, 2)  # (batch, heads, M, dv)
     ours = att.to_out((weights @ v).transpose(1, 2).reshape(2, 6, -1))
     with torch.no_grad():
         theirs = att(latents, context)

@@ -46,6 +46,12 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout:
         mask = None if mask is None else mask.expand(groups, -1)
         out = attend(q, k, v, mask, dropout, scale)  # (groups, h, n / groups, d_v)
         return out.transpose(0, 1).reshape(1, h, n, out.shape[-1])
+    if _fused_kernel_underfills_gpu(q, k, mask):
+        size = -(-k.shape[2] // -(-k.shape[2] // CUDA_KEY_CHUNK))  # equal chunks
+        chunks = ((k[:, :, i:i + size], v[:, :, i:i + size],
+                   None if mask is None else mask[:, i:i + size])
+                  for i in range(0, k.shape[2], size))
+        return attend_chunks(q, chunks, dropout=dropout, scale=scale)
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
     has_keys = mask.any(dim=-1)  # (batch,)
@@ -54,6 +60,29 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout:
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout,
                                          scale=scale)
     return out * has_keys[:, None, None, None].to(out.dtype)
+
+
+#: Keys per chunk when :func:`attend` splits a long key array on a GPU (see below).
+CUDA_KEY_CHUNK = 16384
+
+
+def _fused_kernel_underfills_gpu(q: Tensor, k: Tensor, mask: Tensor | None) -> bool:
+    """Whether :func:`attend` should not use PyTorch's fused CUDA attention for these shapes.
+
+    The memory-efficient kernel (float32, or any key mask) gives each thread block one
+    (example, head, 64 queries) and walks all keys there: a Perceiver cross-attend at a small
+    batch (256 latents over 50,176 pixels, one head) keeps 4 of a GPU's ~100 multiprocessors
+    busy, and on an H100 its float32 forward took 5x perceiver-pytorch's plain matrix products.
+    Flash attention (half precision without a mask) splits the keys itself and is left alone.
+    Instead, the keys are visited in chunks of ``CUDA_KEY_CHUNK`` with matrix products and an
+    online softmax (:func:`attend_chunks`): the same result, every multiprocessor busy.
+    """
+    if q.device.type != "cuda" or k.shape[2] < 4096:
+        return False
+    if q.dtype in (torch.float16, torch.bfloat16) and mask is None:
+        return False
+    thread_blocks = q.shape[0] * q.shape[1] * -(-q.shape[2] // 64)
+    return thread_blocks < 64
 
 
 def _backward_groups(q: Tensor, k: Tensor, v: Tensor) -> int:

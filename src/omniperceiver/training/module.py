@@ -91,7 +91,7 @@ class ClassificationModule(LightningModule):
         min_lr_ratio: float = 0.0,
         step_milestones: list[float] | None = None,
         step_gamma: float = 0.1,
-        label_smoothing: float = 0.0,
+        label_smoothing: float = 0.1,
         spec_augment: dict[str, int] | None = None,
         compile: bool = False,
     ):
@@ -226,6 +226,18 @@ class ClassificationModule(LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        """Norm clipping under FSDP too: Lightning's FSDP precision plugin refuses
+        ``gradient_clip_algorithm="norm"`` (the norm of sharded gradients needs the root FSDP
+        module, which it does not hold), so the root module clips here."""
+        root = getattr(self.trainer.strategy, "model", None) if self._trainer else None
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") \
+                and callable(getattr(root, "clip_grad_norm_", None)):
+            root.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 
 __all__ = ["ClassificationModule", "NonFiniteLossError", "WarmupSchedule"]
