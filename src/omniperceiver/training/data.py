@@ -75,17 +75,17 @@ class ClassificationData(LightningDataModule):
     # --- what subclasses provide ---
     @property
     def classes(self) -> list[str]:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define `classes`")
 
     @property
     def input_spec(self) -> dict[str, Any]:
         """The modality and shape of one input, e.g. ``{"modality": "image", "image_size":
         [28, 28], "channels": 1}`` (stored with the model; used to read predict files)."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define `input_spec`")
 
     def make_dataset(self, split: str) -> Dataset:
         """The ``"train"`` or ``"test"`` dataset (validation is carved out of train)."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define `make_dataset`")
 
     def make_val_dataset(self) -> Dataset | None:
         """A separate validation dataset, if the data has one (else carved out of train)."""
@@ -607,7 +607,7 @@ class MovingDigitsData(ClassificationData):
         return aug.random_shift(x, self.shift), y
 
 
-class AVDigitsData(ClassificationData):
+class AVDigitsData(SpokenDigitsData):
     """Pairs of an MNIST image and a spoken digit of the same class (audio-visual digits).
 
     Args:
@@ -622,33 +622,16 @@ class AVDigitsData(ClassificationData):
 
     modality = "av"
 
-    def __init__(self, *, sample_rate: int = 16000, duration: float = 1.0,
-                 num_train: int | None = None, num_test: int | None = None,
-                 num_clips: int | None = None, shift: int = 0, time_shift: float = 0.0,
-                 **kwargs):
+    def __init__(self, *, num_clips: int | None = None, shift: int = 0, **kwargs):
         super().__init__(**kwargs)
-        from ..data import espeak_available, espeak_missing_reason
-
-        self.sample_rate = sample_rate
-        self.duration = duration
-        self.num_train = num_train
-        self.num_test = num_test
         self.num_clips = num_clips
         self.shift = shift
-        self.time_shift = time_shift
-        if not espeak_available() and not _spoken_cache_exists():
-            raise ConfigError(espeak_missing_reason())
-
-    @property
-    def classes(self) -> list[str]:
-        return [str(d) for d in range(10)]
 
     @property
     def input_spec(self) -> dict[str, Any]:
         return {"modality": "av",
                 "image": {"modality": "image", "image_size": [28, 28], "channels": 1},
-                "audio": {"modality": "audio", "sample_rate": self.sample_rate,
-                          "num_samples": round(self.duration * self.sample_rate)}}
+                "audio": super().input_spec}
 
     def make_dataset(self, split: str) -> Dataset:
         from ..data import AudioVisualDigits
