@@ -5,10 +5,11 @@ shape, which the model saves so that ``predict`` can read files later) as soon a
 so a wrong dataset path or option fails before training starts.
 
 Data order is a pure function of ``(seed, epoch)``: :class:`ResumableSampler` shuffles with its
-own generator and shards the permutation over distributed ranks, and :class:`ResumableDataLoader`
-stores how far into the epoch training got, so a run resumed from a mid-epoch checkpoint sees
-exactly the batches an uninterrupted run would have. Augmentations run batch-wise on the device
-(:meth:`ClassificationData.augment`) from a generator reseeded per batch.
+own generator and shards the permutation over distributed ranks, and the data module's
+``state_dict`` (saved in every checkpoint) stores how far into the epoch training got, so a run
+resumed from a mid-epoch checkpoint sees exactly the batches an uninterrupted run would have.
+Augmentations run batch-wise on the device (:meth:`ClassificationData.augment`) from a
+generator reseeded per batch.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..data import DatasetError, stratified_split
 from . import augment as aug
 from .errors import ConfigError
 from .inputs import PredictFiles
-from .sampling import ResumableDataLoader, ResumableSampler, rank_and_world
+from .sampling import ResumableSampler, rank_and_world
 
 # --- the base data module ---------------------------------------------------------------------
 
@@ -154,10 +155,8 @@ class ClassificationData(LightningDataModule):
             epoch, batches = self._resume
             sampler.resume_at(epoch, batches * self.batch_size)
             self._resume = None
-        return ResumableDataLoader(train, sampler=sampler, position=self.position,
-                                   batch_size=self.batch_size, drop_last=True,
-                                   num_workers=self.num_workers,
-                                   persistent_workers=self.num_workers > 0)
+        return DataLoader(train, sampler=sampler, batch_size=self.batch_size, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         sampler = ResumableSampler(len(dataset), shuffle=False, pad=False)
@@ -648,5 +647,5 @@ class AVDigitsData(SpokenDigitsData):
 
 __all__ = ["ClassificationData", "ImageData", "MNISTData", "DigitsData", "ImageFolderData",
            "PointData", "PointCloudData", "ModelNetData", "SpokenDigitsData",
-           "MovingDigitsData", "AVDigitsData", "ResumableSampler", "ResumableDataLoader",
+           "MovingDigitsData", "AVDigitsData", "ResumableSampler",
            "ConfigError"]

@@ -2,8 +2,8 @@
 
 :class:`ResumableSampler` shuffles with its own generator seeded by ``(seed, epoch)`` and shards
 the permutation over distributed ranks, so that ``w`` processes with batch ``B`` see, step for
-step, the batches of one process with batch ``w * B``; it can skip the first items of an epoch.
-:class:`ResumableDataLoader` reports how far into the epoch training got, for checkpoints.
+step, the batches of one process with batch ``w * B``; it can skip the first items of an epoch
+(the training data module tells it where a resumed run picks up).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Sampler
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -62,8 +62,10 @@ class ResumableSampler(Sampler[int]):
         return order[rank::world]
 
     def __len__(self) -> int:
-        _, world = rank_and_world()
-        return math.ceil(self.num_samples / world) if self.pad else len(self._shard())
+        rank, world = rank_and_world()
+        if self.pad:
+            return math.ceil(self.num_samples / world)
+        return len(range(rank, self.num_samples, world))
 
     def __iter__(self) -> Iterator[int]:
         shard = self._shard()
@@ -73,21 +75,4 @@ class ResumableSampler(Sampler[int]):
         yield from shard
 
 
-class ResumableDataLoader(DataLoader):
-    """A DataLoader over a :class:`ResumableSampler` whose position Lightning saves in
-    checkpoints. ``position()`` returns ``(epoch, batches done in that epoch)``, counted by
-    the data module; :meth:`load_state_dict` makes the sampler skip those batches."""
-
-    def __init__(self, dataset: Dataset, *, sampler: ResumableSampler, position, **kwargs):
-        super().__init__(dataset, sampler=sampler, **kwargs)
-        self.position = position
-
-    def state_dict(self) -> dict[str, int]:
-        epoch, batches = self.position()
-        return {"epoch": int(epoch), "batches": int(batches)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.resume_at(int(state["epoch"]), int(state["batches"]) * self.batch_size)
-
-
-__all__ = ["ResumableSampler", "ResumableDataLoader", "rank_and_world"]
+__all__ = ["ResumableSampler", "rank_and_world"]
