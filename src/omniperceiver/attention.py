@@ -47,10 +47,11 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout:
         out = attend(q, k, v, mask, dropout, scale)  # (groups, h, n / groups, d_v)
         return out.transpose(0, 1).reshape(1, h, n, out.shape[-1])
     if _fused_kernel_underfills_gpu(q, k, mask):
-        size = -(-k.shape[2] // -(-k.shape[2] // CUDA_KEY_CHUNK))  # equal chunks
+        num_keys = k.shape[2]
+        size = math.ceil(num_keys / math.ceil(num_keys / CUDA_KEY_CHUNK))  # equal chunks
         chunks = ((k[:, :, i:i + size], v[:, :, i:i + size],
                    None if mask is None else mask[:, i:i + size])
-                  for i in range(0, k.shape[2], size))
+                  for i in range(0, num_keys, size))
         return attend_chunks(q, chunks, dropout=dropout, scale=scale)
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
@@ -62,8 +63,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout:
     return out * has_keys[:, None, None, None].to(out.dtype)
 
 
-#: Keys per chunk when :func:`attend` splits a long key array on a GPU (see below).
+#: Keys per chunk when :func:`attend` splits a long key array on a GPU (see below), and the
+#: fewest keys for which it does.
 CUDA_KEY_CHUNK = 16384
+CUDA_MIN_KEYS_TO_SPLIT = 4096
 
 
 def _fused_kernel_underfills_gpu(q: Tensor, k: Tensor, mask: Tensor | None) -> bool:
@@ -77,7 +80,7 @@ def _fused_kernel_underfills_gpu(q: Tensor, k: Tensor, mask: Tensor | None) -> b
     Instead, the keys are visited in chunks of ``CUDA_KEY_CHUNK`` with matrix products and an
     online softmax (:func:`attend_chunks`): the same result, every multiprocessor busy.
     """
-    if q.device.type != "cuda" or k.shape[2] < 4096:
+    if q.device.type != "cuda" or k.shape[2] < CUDA_MIN_KEYS_TO_SPLIT:
         return False
     if q.dtype in (torch.float16, torch.bfloat16) and mask is None:
         return False

@@ -84,12 +84,12 @@ def _restart_with_passive_openmp_waits() -> None:
 
     PyTorch's CPU kernels run on OpenMP threads that, by default, spin while they wait for each
     other. When other processes share the cores, a spinning thread holds a core that the
-    thread it waits for needs, and a training step can take 20x longer (measured: 3.0 s instead
-    of 0.15 s per MNIST step on 2 busy cores); passive waiting costs little on an idle machine.
-    OpenMP reads the variable when PyTorch is loaded, which has happened by now, hence the
-    re-run (same process id, same arguments). Set ``OMP_WAIT_POLICY`` yourself to opt out.
+    thread it waits for needs, and a training step can take many times longer
+    (``scripts/step_time.py`` compares the two policies). OpenMP reads the variable when
+    PyTorch is loaded, which has happened by now, hence the re-run (same process id, same
+    arguments). Set ``OMP_WAIT_POLICY`` yourself to opt out.
     """
-    if "OMP_WAIT_POLICY" in os.environ or not hasattr(sys, "orig_argv"):
+    if "OMP_WAIT_POLICY" in os.environ:
         return
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     sys.stdout.flush()

@@ -47,8 +47,8 @@ def random_hflip(x: Tensor, p: float = 0.5) -> Tensor:
 def random_affine(x: Tensor, *, degrees: float = 0.0,
                   scale: tuple[float, float] | None = None) -> Tensor:
     """Random rotation by up to ``degrees`` and isotropic scaling in ``scale`` of images
-    (batch, H, W, C), bilinear with zero fill (``affine_grid``/``grid_sample``: several times
-    faster than kornia's RandomAffine on small images)."""
+    (batch, H, W, C), bilinear with zero fill (one ``affine_grid`` + ``grid_sample`` for the
+    whole batch)."""
     batch, h, w, _ = x.shape
     angle = (torch.rand(batch, device=x.device) * 2 - 1) * math.radians(degrees)
     zoom = (torch.empty(batch, device=x.device).uniform_(*scale) if scale

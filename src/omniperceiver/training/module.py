@@ -232,7 +232,7 @@ class ClassificationModule(LightningModule):
         """Norm clipping under FSDP too: Lightning's FSDP precision plugin refuses
         ``gradient_clip_algorithm="norm"`` (the norm of sharded gradients needs the root FSDP
         module, which it does not hold), so the root module clips here."""
-        root = getattr(self.trainer.strategy, "model", None) if self._trainer else None
+        root = self.trainer.strategy.model  # under FSDP: the root FullyShardedDataParallel
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm") \
                 and callable(getattr(root, "clip_grad_norm_", None)):
             root.clip_grad_norm_(gradient_clip_val)
