@@ -10,8 +10,13 @@ part is amortised); the printed ratio checks it is <= 4.4.
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import common
 import models
+import torch
 from common import Table
 
 SIDES = [32, 64, 128, 256, 512, 1024]
@@ -77,7 +82,8 @@ def run_scaling(run) -> list[Table]:
                        f"of {repeats} (slow points: 1); memory: fresh subprocess per point "
                        "(benchmarks/memory.py)")
     print(f"  linearity ratio time({bigger}^2)/time({big}^2) = {ratio:.2f}", flush=True)
-    _plot(rows, run.plot, quick=run.quick)
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
+    _plot(rows, run.plot, quick=run.quick, where=where)
     table.notes.append(f"plot: {run.plot.name}")
     return [table]
 
@@ -90,7 +96,7 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1e3, 1)
 
 
-def _plot(rows: list, path, *, quick: bool) -> None:
+def _plot(rows: list, path, *, quick: bool, where: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,9 +128,22 @@ def _plot(rows: list, path, *, quick: bool) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     ax_t.legend(fontsize=8, loc="upper left")
-    fig.suptitle("Forward time and memory vs input size (CPU, fp32, batch 1)"
+    fig.suptitle(f"Forward time and memory vs input size ({where}, fp32, batch 1)"
                  + (" [quick: tiny models]" if quick else ""))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def replot(results: Path, path: Path) -> None:
+    """Redraw the plot from a results file that ``run.py --sections scaling`` wrote."""
+    data = json.loads(results.read_text())
+    meta = data["meta"]
+    table = next(t for t in data["tables"] if t["name"] == "scaling")
+    _plot(table["rows"], path, quick=meta.get("quick", False),
+          where=meta.get("gpu") or "CPU")
+
+
+if __name__ == "__main__":  # python benchmarks/scaling.py RESULTS.json PLOT.png
+    replot(Path(sys.argv[1]), Path(sys.argv[2]))
