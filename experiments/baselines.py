@@ -1,0 +1,226 @@
+"""The models the Perceiver is compared with: small, conventional, one per input structure.
+
+All take the package's channels-last inputs and return logits (batch, num_classes):
+
+* :class:`ResNet` -- images (batch, H, W, C): a ResNet-style CNN (3 stages of residual blocks);
+* :class:`ViT` -- images: a Vision Transformer on non-overlapping patches;
+* :class:`PointNet` -- point clouds (batch, N, 3): a shared per-point MLP and a max-pool;
+* :class:`SpectrogramCNN` -- waveforms (batch, T): the package's log-mel front end, then a
+  ResNet on the (frames x mel bins) image;
+* :class:`VideoCNN` -- video (batch, T, H, W, C): a 3D CNN;
+* :class:`LateFusion` -- ``{"image", "audio"}``: a ResNet and a spectrogram CNN whose pooled
+  features are concatenated before one linear classifier.
+
+``width`` scales each model, so that :func:`experiments.common.closest_in_size` can match a
+baseline's parameter count to the Perceiver it is compared with.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from omniperceiver.adapters.audio import LogMelSpectrogram
+from omniperceiver.adapters.patches import space_to_depth
+
+# --- images: ResNet-style CNN -----------------------------------------------------------------
+
+
+class ResidualBlock(nn.Module):
+    """conv 3x3 -> BN -> ReLU -> conv 3x3 -> BN, plus the input (a 1x1 conv when the shape
+    changes), then ReLU. (batch, C_in, H, W) -> (batch, C_out, H / stride, W / stride)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1,
+                               bias=False)
+        self.norm1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(out_channels)
+        self.skip = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.norm2(self.conv2(h)) + self.skip(x))
+
+
+class ResNet(nn.Module):
+    """Images (batch, H, W, C) -> logits: a 3x3 stem (stride ``stem_stride``), then one
+    residual block per stage with ``width``, ``2 width`` and ``4 width`` channels (the last two
+    halve the resolution), global average pooling and a linear classifier."""
+
+    def __init__(self, *, in_channels: int = 1, num_classes: int = 10, width: int = 32,
+                 stem_stride: int = 1):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(width), nn.ReLU())
+        self.stages = nn.Sequential(ResidualBlock(width, width),
+                                    ResidualBlock(width, 2 * width, stride=2),
+                                    ResidualBlock(2 * width, 4 * width, stride=2))
+        self.num_features = 4 * width
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        """(batch, H, W, C) -> pooled features (batch, 4 width)."""
+        h = self.stages(self.stem(x.movedim(-1, 1)))  # (batch, 4 width, H / 4, W / 4)
+        return h.mean(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+# --- images: Vision Transformer ---------------------------------------------------------------
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm Transformer layer: norm -> self-attention -> residual, norm -> MLP ->
+    residual. (batch, tokens, dim) -> same."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 2):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
+                                 nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(self.norm1(x)).view(batch, tokens, 3, self.heads, dim // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, tokens, dim / heads)
+        h = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.proj(h.transpose(1, 2).reshape(batch, tokens, dim))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """Images (batch, H, W, C) -> logits: ``patch_size`` x ``patch_size`` patches, linearly
+    embedded, plus a learned embedding of each patch's position; ``depth`` Transformer
+    layers; mean over patches, LayerNorm, linear classifier."""
+
+    def __init__(self, *, image_size: tuple[int, int], patch_size: int, in_channels: int = 1,
+                 num_classes: int = 10, width: int = 96, depth: int = 4, heads: int = 4):
+        super().__init__()
+        h, w = image_size
+        if h % patch_size or w % patch_size:
+            raise ValueError(f"image_size {image_size} is not divisible by patch_size "
+                             f"{patch_size}")
+        self.patch_size = patch_size
+        self.embed = nn.Linear(patch_size * patch_size * in_channels, width)
+        self.position = nn.Parameter(torch.zeros((h // patch_size) * (w // patch_size), width))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        self.blocks = nn.Sequential(*(TransformerBlock(width, heads) for _ in range(depth)))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.patch_size
+        patches = space_to_depth(x, (p, p)).flatten(1, 2)  # (batch, patches, p * p * C)
+        tokens = self.embed(patches) + self.position
+        return self.head(self.norm(self.blocks(tokens)).mean(dim=1))
+
+
+# --- point clouds -----------------------------------------------------------------------------
+
+
+class PointNet(nn.Module):
+    """Point clouds (batch, N, 3 + features) -> logits: a per-point MLP (1x1 convolutions with
+    batch norm) of widths ``width, width, 2 width, 4 width``, a max over points, then an MLP
+    classifier. Invariant to the order of the points, like the Perceiver."""
+
+    def __init__(self, *, in_channels: int = 3, num_classes: int = 12, width: int = 64):
+        super().__init__()
+        widths = [in_channels, width, width, 2 * width, 4 * width]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Conv1d(a, b, 1, bias=False), nn.BatchNorm1d(b), nn.ReLU()]
+        self.point_mlp = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(4 * width, 2 * width), nn.BatchNorm1d(2 * width),
+                                  nn.ReLU(), nn.Linear(2 * width, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.point_mlp(x.transpose(1, 2))  # (batch, 4 width, N)
+        return self.head(h.amax(dim=2))
+
+
+# --- audio ------------------------------------------------------------------------------------
+
+
+class SpectrogramCNN(nn.Module):
+    """Waveforms (batch, T) -> logits: log-mel frames (the package's
+    :class:`~omniperceiver.adapters.audio.LogMelSpectrogram`, as the Perceiver's spectrogram
+    front end computes them), batch-normalised, as a (frames x mel bins) image into a
+    :class:`ResNet` with a stride-2 stem."""
+
+    def __init__(self, *, sample_rate: int = 16000, n_mels: int = 64, hop_length: int = 160,
+                 num_classes: int = 10, width: int = 32):
+        super().__init__()
+        self.frontend = LogMelSpectrogram(sample_rate=sample_rate, n_mels=n_mels,
+                                          hop_length=hop_length)
+        self.input_norm = nn.BatchNorm2d(1)
+        self.cnn = ResNet(in_channels=1, num_classes=num_classes, width=width, stem_stride=2)
+        self.num_features = self.cnn.num_features
+
+    def features(self, waveform: Tensor) -> Tensor:
+        frames, _ = self.frontend(waveform[..., None].float())  # (batch, frames, n_mels)
+        image = self.input_norm(frames[:, None]).movedim(1, -1)  # (batch, frames, n_mels, 1)
+        return self.cnn.features(image)
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        return self.cnn.head(self.features(waveform))
+
+
+# --- video ------------------------------------------------------------------------------------
+
+
+class VideoCNN(nn.Module):
+    """Video (batch, T, H, W, C) -> logits: three 3x3x3 convolutions with batch norm (``width``,
+    ``2 width``, ``4 width`` channels; the first two halve H and W, the last T, H and W),
+    global average pooling, a linear classifier."""
+
+    def __init__(self, *, in_channels: int = 1, num_classes: int = 10, width: int = 32):
+        super().__init__()
+        widths = [in_channels, width, 2 * width, 4 * width]
+        strides = [(1, 2, 2), (1, 2, 2), (2, 2, 2)]
+        layers: list[nn.Module] = []
+        for a, b, s in zip(widths[:-1], widths[1:], strides, strict=True):
+            layers += [nn.Conv3d(a, b, 3, stride=s, padding=1, bias=False), nn.BatchNorm3d(b),
+                       nn.ReLU()]
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.convs(x.movedim(-1, 1))  # (batch, 4 width, T', H', W')
+        return self.head(h.mean(dim=(2, 3, 4)))
+
+
+# --- audio + image ----------------------------------------------------------------------------
+
+
+class LateFusion(nn.Module):
+    """``{"image": (batch, H, W, C), "audio": (batch, T)}`` -> logits: a :class:`ResNet` on the
+    image and a :class:`SpectrogramCNN` on the audio, their pooled features concatenated
+    into one linear classifier."""
+
+    def __init__(self, *, in_channels: int = 1, sample_rate: int = 16000, n_mels: int = 64,
+                 hop_length: int = 160, num_classes: int = 10, width: int = 32):
+        super().__init__()
+        self.image = ResNet(in_channels=in_channels, num_classes=num_classes, width=width)
+        self.audio = SpectrogramCNN(sample_rate=sample_rate, n_mels=n_mels,
+                                    hop_length=hop_length, num_classes=num_classes, width=width)
+        self.head = nn.Linear(self.image.num_features + self.audio.num_features, num_classes)
+
+    def forward(self, x: dict[str, Tensor]) -> Tensor:
+        return self.head(torch.cat([self.image.features(x["image"]),
+                                    self.audio.features(x["audio"])], dim=-1))
+
+
+__all__ = ["ResNet", "ViT", "PointNet", "SpectrogramCNN", "VideoCNN", "LateFusion"]

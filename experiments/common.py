@@ -1,0 +1,430 @@
+"""What every experiment shares: the training loop, the recipe read from a config, the record
+of the machine, and the JSON / markdown / PNG outputs.
+
+Identical treatment is the point: every model of a comparison goes through
+:func:`train_and_test` with the same :class:`Recipe` (epochs, batch size, AdamW with linear
+warm-up and cosine decay, label smoothing, gradient clipping, precision) and the same
+augmentation, drawn from the same seeded generators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results"
+
+Inputs = Tensor | dict[str, Tensor]
+Batch = Callable[[Inputs], Inputs]
+
+
+# --- the recipe -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How every model of one comparison is trained."""
+
+    epochs: int
+    batch_size: int
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.05  # a fraction of all steps
+    label_smoothing: float = 0.1
+    grad_clip: float | None = 1.0
+    precision: str = "32-true"  # or "bf16-mixed" (CPU autocast)
+    max_steps: int | None = None  # stop early (the quick mode)
+
+
+def load_config(name: str) -> dict[str, Any]:
+    """``configs/<name>.yaml`` as a dict."""
+    import yaml
+
+    path = ROOT / "configs" / f"{name}.yaml"
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def recipe_from_config(config: dict[str, Any], *, epochs: int, **overrides) -> Recipe:
+    """The optimiser, schedule, batch size and precision of a training config, with
+    ``epochs`` (and any ``overrides``) replacing the config's."""
+    model, trainer = config.get("model", {}), config.get("trainer", {})
+    data = config.get("data", {}).get("init_args", {})
+    if model.get("optimizer", "adamw") != "adamw" or model.get("schedule", "cosine") != "cosine":
+        print(f"note: the config uses {model.get('optimizer')} / {model.get('schedule')}; "
+              "the experiments train every model with AdamW + warm-up + cosine")
+    recipe = Recipe(epochs=epochs, batch_size=int(data.get("batch_size", 64)),
+                    lr=float(model.get("lr", 2e-3)),
+                    weight_decay=float(model.get("weight_decay", 0.05)),
+                    warmup=float(model.get("warmup", 0.05)),
+                    label_smoothing=float(model.get("label_smoothing", 0.0)),
+                    grad_clip=trainer.get("gradient_clip_val"),
+                    precision=str(trainer.get("precision", "32-true")))
+    return replace(recipe, **overrides)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def closest_in_size(build: Callable[[int], nn.Module], widths: Iterable[int],
+                    target: int) -> nn.Module:
+    """``build(width)`` for the width whose parameter count is closest to ``target`` (in
+    ratio), so a baseline follows the size of the model it is compared with."""
+    def distance(width: int) -> float:
+        return abs(math.log(count_parameters(build(width)) / target))
+
+    return build(min(widths, key=distance))
+
+
+# --- the training loop ------------------------------------------------------------------------
+
+
+def take(x: Inputs, index: Tensor) -> Inputs:
+    """Rows ``index`` of a tensor or of every tensor of a dict."""
+    if isinstance(x, dict):
+        return {k: v[index] for k, v in x.items()}
+    return x[index]
+
+
+def num_examples(x: Inputs) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only: not on biases, norms, latents, embeddings or padding
+    vectors (the training module's rule)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if p.ndim < 2 or leaf in ("latents", "embedding") or ".padding." in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
+
+
+def train_and_test(model: nn.Module, train: tuple[Inputs, Tensor], test: tuple[Inputs, Tensor],
+                   recipe: Recipe, *, seed: int, augment: Batch | None = None,
+                   transform: Batch | None = None) -> dict[str, float]:
+    """Train ``model`` on ``train = (inputs, labels)`` and return its accuracy on ``test``.
+
+    Each step takes a batch (a fresh shuffle per epoch, incomplete last batch dropped), applies
+    ``augment`` (training only), then ``transform`` (training and test: e.g. the pixel
+    permutation, so that augmentation happens to the image before it is permuted), and takes
+    an AdamW step under a linear warm-up + cosine schedule. The shuffles, the augmentation and
+    dropout draw from generators seeded by ``seed`` (seed the model's initialisation before
+    building it). Returns ``test_accuracy``, ``train_seconds`` (the loop alone), ``steps`` and
+    ``final_loss`` (mean of the last epoch).
+    """
+    from omniperceiver.training.module import WarmupSchedule
+
+    inputs, labels = train
+    n = len(labels)
+    per_epoch = max(1, n // recipe.batch_size)
+    total = recipe.epochs * per_epoch
+    if recipe.max_steps is not None:
+        total = min(total, recipe.max_steps)
+    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.weight_decay), lr=recipe.lr)
+    schedule = WarmupSchedule("cosine", total_steps=total,
+                              warmup_steps=int(recipe.warmup * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    order_generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # augmentation, modality dropout, dropout
+    model.train()
+    step, losses = 0, []
+    start = time.perf_counter()
+    while step < total:
+        order = torch.randperm(n, generator=order_generator)
+        losses = []
+        for i in range(per_epoch):
+            if step >= total:
+                break
+            index = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+            x, y = take(inputs, index), labels[index]
+            if augment is not None:
+                x = augment(x)
+            if transform is not None:
+                x = transform(x)
+            with _autocast(recipe.precision):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            step += 1
+    seconds = time.perf_counter() - start
+    logits = predict(model, test[0], transform=transform, batch_size=256,
+                     precision=recipe.precision)
+    accuracy = (logits.argmax(-1) == test[1]).float().mean().item()
+    return {"test_accuracy": accuracy, "train_seconds": round(seconds, 2), "steps": step,
+            "final_loss": round(statistics.fmean(losses), 4) if losses else None}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: Inputs, *, transform: Batch | None = None,
+            batch_size: int = 256, precision: str = "32-true") -> Tensor:
+    """Logits (num_examples, num_classes) in eval mode, float32."""
+    model.eval()
+    out = []
+    for start in range(0, num_examples(inputs), batch_size):
+        x = take(inputs, torch.arange(start, min(start + batch_size, num_examples(inputs))))
+        if transform is not None:
+            x = transform(x)
+        with _autocast(precision):
+            out.append(model(x).float())
+    return torch.cat(out)
+
+
+def stack_dataset(dataset, limit: int | None = None) -> tuple[Inputs, Tensor]:
+    """A map-style dataset of ``(x, label)`` items as ``(inputs, labels)`` tensors (``x`` a
+    tensor or a dict of tensors); the first ``limit`` items if given."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    items = [dataset[i] for i in range(n)]
+    xs = [x for x, _ in items]
+    labels = torch.tensor([int(y) for _, y in items])
+    if isinstance(xs[0], dict):
+        return {k: torch.stack([x[k] for x in xs]) for k in xs[0]}, labels
+    return torch.stack(xs), labels
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def base_parser(description: str, *, epochs: int, seeds: Sequence[int],
+                quick_seeds: Sequence[int] = (0,)) -> argparse.ArgumentParser:
+    """The options every experiment has; ``--seeds`` defaults to ``seeds`` (``quick_seeds``
+    with ``--quick``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny data, tiny models, a few steps: checks the machinery (CI)")
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"(default {epochs})")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help=f"training seeds (default {' '.join(map(str, seeds))}; with "
+                             f"--quick {' '.join(map(str, quick_seeds))})")
+    parser.set_defaults(default_seeds=list(seeds), quick_seeds=list(quick_seeds))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default experiments/results, "
+                             "experiments/results/quick with --quick)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in the output JSON and do only the rest")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, fill in the seeds and set the number of torch threads."""
+    args = parser.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = args.quick_seeds if args.quick else args.default_seeds
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def describe_recipe(recipe: Recipe) -> str:
+    steps = f", at most {recipe.max_steps} steps" if recipe.max_steps else ""
+    return (f"{recipe.epochs} epochs{steps}, batch {recipe.batch_size}, AdamW lr {recipe.lr:g} "
+            f"(weight decay {recipe.weight_decay:g}), {100 * recipe.warmup:g}% linear warm-up "
+            f"then cosine, label smoothing {recipe.label_smoothing:g}, gradient clipping "
+            f"{recipe.grad_clip}, {recipe.precision}")
+
+
+def output_folder(args: argparse.Namespace) -> Path:
+    if args.out is not None:
+        return args.out
+    return RESULTS / "quick" if args.quick else RESULTS
+
+
+# --- provenance -------------------------------------------------------------------------------
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    """``lscpu``'s "Model name" (else /proc/cpuinfo's, else the platform's)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(name: str, argv: Sequence[str] | None) -> dict[str, Any]:
+    """The command (``python -m experiments.<name> ...``), commit, date and machine."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "command": shlex.join(["python", "-m", f"experiments.{name}", *args]),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+class RunLog:
+    """Every run of an experiment, written to ``<out>/<name>.json`` after each one (a long
+    study interrupted keeps what it finished; ``resume=True`` skips runs already there)."""
+
+    def __init__(self, out: Path, name: str, meta: dict[str, Any], *, resume: bool = False):
+        self.path = out / f"{name}.json"
+        self.meta = meta
+        self.runs: list[dict[str, Any]] = []
+        self.extra: dict[str, Any] = {}
+        if resume and self.path.exists():
+            previous = json.loads(self.path.read_text())
+            self.runs = previous.get("runs", [])
+            self.extra = previous.get("extra", {})
+
+    def find(self, **key) -> dict[str, Any] | None:
+        for run in self.runs:
+            if all(run.get(k) == v for k, v in key.items()):
+                return run
+        return None
+
+    def add(self, run: dict[str, Any]) -> None:
+        self.runs.append(run)
+        self.save()
+
+    def save(self) -> None:
+        write_text(self.path, json.dumps({"meta": self.meta, "runs": self.runs,
+                                          "extra": self.extra}, indent=1) + "\n")
+
+
+def write_text(path: Path, text: str) -> Path:
+    from omniperceiver.training.checkpoint import write_atomically
+
+    return write_atomically(path, lambda f: f.write(text.encode()))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def group_runs(runs: Sequence[dict[str, Any]], keys: Sequence[str],
+               value: str = "test_accuracy") -> list[dict[str, Any]]:
+    """Runs grouped by ``keys`` (in order of first appearance) with the mean, standard
+    deviation and count of ``value`` and the mean training seconds."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run[k] for k in keys), []).append(run)
+    rows = []
+    for key, members in groups.items():
+        mean, std = mean_std([m[value] for m in members])
+        rows.append({**dict(zip(keys, key, strict=True)), "mean": mean, "std": std,
+                     "n": len(members), "params": members[0].get("params"),
+                     "train_seconds": statistics.fmean(m["train_seconds"] for m in members)})
+    return rows
+
+
+def percent(mean: float, std: float, n: int) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join("-" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_header(title: str, meta: dict[str, Any]) -> str:
+    dirty = " (with uncommitted changes)" if meta.get("git_dirty") else ""
+    return (f"## {title}\n\n"
+            f"Command: `{meta['command']}`  \n"
+            f"Commit: `{meta['git_commit']}`{dirty}; {meta['date']}  \n"
+            f"Machine: {meta['cpu']} ({meta['cpu_capability']}, {meta['torch_threads']} torch "
+            f"threads of {meta['cpu_count']} CPUs); torch {meta['torch']}\n\n")
+
+
+def bar_chart(path: Path, groups: Sequence[str], series: dict[str, list[tuple[float, float]]],
+              *, title: str, ylabel: str = "test accuracy (%)",
+              ylim: tuple[float, float] | None = None) -> Path:
+    """Grouped bars: one group per name in ``groups``, one bar per series, each
+    ``(mean, std)`` (fractions; drawn in percent) with a standard-deviation error bar; NaN
+    leaves a gap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) * max(1, len(series)) / 2 + 2),
+                                    3.8))
+    width = 0.8 / max(1, len(series))
+    for j, (name, values) in enumerate(series.items()):
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(groups))]
+        means = [100 * m for m, _ in values]
+        stds = [100 * s for _, s in values]
+        bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label=name)
+        for bar, mean, std in zip(bars, means, stds, strict=True):
+            if not math.isnan(mean):
+                ax.annotate(f"{mean:.1f}", (bar.get_x() + bar.get_width() / 2, mean + std),
+                            ha="center", va="bottom", fontsize=7, xytext=(0, 2),
+                            textcoords="offset points")
+    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    from omniperceiver.training.checkpoint import write_atomically
+
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+    return path
