@@ -393,20 +393,21 @@ def markdown_header(title: str, meta: dict[str, Any]) -> str:
 
 def bar_chart(path: Path, groups: Sequence[str], series: dict[str, list[tuple[float, float]]],
               *, title: str, ylabel: str = "test accuracy (%)",
-              ylim: tuple[float, float] | None = None) -> Path:
+              ylim: tuple[float, float] | None = None, overlay: bool = False) -> Path:
     """Grouped bars: one group per name in ``groups``, one bar per series, each
     ``(mean, std)`` (fractions; drawn in percent) with a standard-deviation error bar; NaN
-    leaves a gap."""
+    leaves a gap. ``overlay=True``: every group has a value in one series only, drawn
+    centred (the series then only colour the bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(groups) * max(1, len(series)) / 2 + 2),
-                                    3.8))
-    width = 0.8 / max(1, len(series))
+    bars_per_group = 1 if overlay else max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(groups) * bars_per_group + 2), 4.4))
+    width = 0.8 if overlay else 0.8 / max(1, len(series))
     for j, (name, values) in enumerate(series.items()):
-        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(groups))]
+        xs = [i if overlay else i - 0.4 + width * (j + 0.5) for i in range(len(groups))]
         means = [100 * m for m, _ in values]
         stds = [100 * s for _, s in values]
         bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label=name)

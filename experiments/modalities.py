@@ -1,0 +1,331 @@
+"""One architecture, every modality: the same Perceiver code beside a modality-specific baseline.
+
+    python -m experiments.modalities [--quick] [--tasks points spoken moving av] [--epochs N]
+
+Each task trains the package's Perceiver preset for that modality (sized and configured as in
+its ``configs/*.yaml``) and a conventional baseline of similar parameter count, with the same
+recipe (the config's batch size, AdamW, warm-up + cosine, label smoothing, clipping), epochs
+and augmentation:
+
+=======  ==========================================  ==================================
+task     Perceivers                                  baseline
+=======  ==========================================  ==================================
+points   ``pointcloud-perceiver`` (3D Fourier)        PointNet (per-point MLP + max)
+spoken   ``audio-perceiver`` on log-mel frames and    a CNN on the same log-mel frames
+         on raw-waveform patches
+moving   ``video-perceiver`` (space-time patches)     a 3D CNN
+av       image alone, audio alone, both (``av-        a two-branch CNN (late fusion)
+         perceiver``), both with modality dropout
+=======  ==========================================  ==================================
+
+Data: procedural point clouds (12 shapes), spoken digits synthesised by espeak-ng (the spoken
+and audio-visual tasks are skipped, with the reason recorded, when it is missing), moving MNIST
+digits, and MNIST digits paired with spoken digits of the same class. The images of every
+task come from the package's own datasets (the image task itself is the unpermuted MNIST of
+``python -m experiments.permutation``).
+
+Writes ``modalities.json``, ``modalities.md`` and ``modalities.png`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from omniperceiver import create_model
+from omniperceiver.data import (
+    SHAPE_CLASSES,
+    AudioVisualDigits,
+    MovingDigits,
+    ProceduralPointClouds,
+    SpokenDigits,
+    espeak_available,
+)
+from omniperceiver.training import augment as aug
+from omniperceiver.training import presets as _task_presets  # noqa: F401  (registers presets)
+from omniperceiver.training.data import _shift_audio
+
+from . import common
+from .baselines import LateFusion, PointNet, SpectrogramCNN, VideoCNN
+
+NAME = "modalities"
+TASKS = ("points", "spoken", "moving", "av")
+TINY_PERCEIVER = dict(num_latents=8, latent_dim=32, num_blocks=1, self_attends_per_block=1,
+                      num_cross_attends=1)
+WIDTHS = (4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
+#: The Perceiver's AudioSet setting: each example drops a modality with this probability.
+MODALITY_DROPOUT = {"image": 0.3, "audio": 0.3}
+
+
+class Select(nn.Module):
+    """Feeds one entry of a dict input to ``model`` (a single-modality model on AV data)."""
+
+    def __init__(self, key: str, model: nn.Module):
+        super().__init__()
+        self.key = key
+        self.model = model
+
+    def forward(self, x: dict[str, Tensor]) -> Tensor:
+        return self.model(x[self.key])
+
+
+@dataclass
+class Task:
+    """One modality: its data, recipe, augmentation and models (``models[name]()`` builds
+    one; ``kinds[name]`` is "perceiver" or "baseline")."""
+
+    name: str
+    config: str
+    description: str
+    train: tuple[Any, Tensor]
+    test: tuple[Any, Tensor]
+    recipe: common.Recipe
+    augment: Callable[[Any], Any]
+    models: dict[str, Callable[[], nn.Module]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, kind: str, build: Callable[[], nn.Module]) -> None:
+        self.models[name] = build
+        self.kinds[name] = kind
+
+
+def _model_args(config: dict[str, Any], quick: bool) -> tuple[str, dict[str, Any]]:
+    args = dict(config["model"].get("model_args") or {})
+    if quick:
+        args.update(TINY_PERCEIVER)
+    return config["model"]["model"], args
+
+
+def _sized(build: Callable[[int], nn.Module], like: Callable[[], nn.Module]) -> nn.Module:
+    return common.closest_in_size(build, WIDTHS, common.count_parameters(like()))
+
+
+def _limits(quick: bool, train: int | None, test: int | None) -> tuple[int | None, int | None]:
+    return (64, 32) if quick else (train, test)
+
+
+def points_task(*, epochs: int, quick: bool) -> Task:
+    config = common.load_config("pointclouds")
+    data = config["data"]["init_args"]
+    preset, args = _model_args(config, quick)
+    num_train, num_test = _limits(quick, data.get("num_train", 2400), data.get("num_test", 600))
+    num_points = 64 if quick else int(data.get("num_points", 1024))
+    sets = [common.stack_dataset(ProceduralPointClouds(
+        n, num_points=num_points, seed=0, noise=float(data.get("noise", 0.01)), split=split))
+        for n, split in ((num_train, "train"), (num_test, "test"))]
+    scale = data.get("scale")
+    task = Task(
+        "points", "pointclouds", f"{len(SHAPE_CLASSES)} procedural 3-D shapes, {num_points} "
+        "points, random rotations", *sets,
+        common.recipe_from_config(config, epochs=epochs, **_quick(quick)),
+        augment=lambda x: aug.augment_points(x, jitter=float(data.get("jitter", 0.0)),
+                                             scale=tuple(scale) if scale else None))
+    classes = len(SHAPE_CLASSES)
+
+    def perceiver() -> nn.Module:
+        return create_model(preset, num_classes=classes, **args)
+
+    task.add("Perceiver", "perceiver", perceiver)
+    task.add("PointNet", "baseline",
+             lambda: _sized(lambda w: PointNet(num_classes=classes, width=w), perceiver))
+    return task
+
+
+def spoken_task(*, epochs: int, quick: bool) -> Task:
+    config = common.load_config("spoken_digits")
+    data = config["data"]["init_args"]
+    preset, args = _model_args(config, quick)
+    num_train, num_test = _limits(quick, None, None)
+    rate, duration = int(data.get("sample_rate", 16000)), float(data.get("duration", 1.0))
+    sets = [common.stack_dataset(SpokenDigits(split, num_samples=n, sample_rate=rate,
+                                              duration=duration))
+            for n, split in ((num_train, "train"), (num_test, "test"))]
+    shift = int(float(data.get("time_shift", 0.0)) * rate)
+    task = Task(
+        "spoken", "spoken_digits", "spoken digits (espeak-ng voices), 1 s waveforms", *sets,
+        common.recipe_from_config(config, epochs=epochs, **_quick(quick)),
+        augment=lambda x: _shift_audio(x, shift))
+    spectrogram_args = {**args, "frontend": "spectrogram"}
+    waveform_args = {k: v for k, v in args.items() if k not in ("n_mels", "hop_length")}
+    waveform_args["frontend"] = "waveform"
+
+    def perceiver() -> nn.Module:
+        return create_model(preset, num_classes=10, **spectrogram_args)
+
+    task.add("Perceiver (log-mel)", "perceiver", perceiver)
+    task.add("Perceiver (raw waveform)", "perceiver",
+             lambda: create_model(preset, num_classes=10, **waveform_args))
+    task.add("spectrogram CNN", "baseline", lambda: _sized(
+        lambda w: SpectrogramCNN(sample_rate=rate, n_mels=int(args.get("n_mels", 64)),
+                                 hop_length=int(args.get("hop_length", 160)), width=w),
+        perceiver))
+    return task
+
+
+def moving_task(*, epochs: int, quick: bool) -> Task:
+    config = common.load_config("moving_digits")
+    data = config["data"]["init_args"]
+    preset, args = _model_args(config, quick)
+    num_train, num_test = _limits(quick, data.get("num_train"), data.get("num_test"))
+    frames, size = int(data.get("num_frames", 8)), int(data.get("size", 32))
+    sets = [common.stack_dataset(MovingDigits(split, num_samples=n, num_frames=frames,
+                                              size=size, seed=0))
+            for n, split in ((num_train, "train"), (num_test, "test"))]
+    shift = int(data.get("shift", 0))
+    task = Task(
+        "moving", "moving_digits", f"one MNIST digit bouncing on a {size}x{size} canvas, "
+        f"{frames} frames", *sets,
+        common.recipe_from_config(config, epochs=epochs, **_quick(quick)),
+        augment=lambda x: aug.random_shift(x, shift))
+
+    def perceiver() -> nn.Module:
+        return create_model(preset, num_classes=10, **args)
+
+    task.add("Perceiver", "perceiver", perceiver)
+    task.add("3D CNN", "baseline", lambda: _sized(lambda w: VideoCNN(width=w), perceiver))
+    return task
+
+
+def av_task(*, epochs: int, quick: bool) -> Task:
+    config = common.load_config("av_digits")
+    data = config["data"]["init_args"]
+    preset, args = _model_args(config, quick)
+    num_train, num_test = _limits(quick, data.get("num_train"), data.get("num_test"))
+    rate, duration = int(data.get("sample_rate", 16000)), float(data.get("duration", 1.0))
+    clips = 20 if quick else data.get("num_clips")
+    sets = [common.stack_dataset(AudioVisualDigits(split, num_samples=n, num_clips=clips,
+                                                   sample_rate=rate, duration=duration))
+            for n, split in ((num_train, "train"), (num_test, "test"))]
+    shift, time_shift = int(data.get("shift", 0)), int(float(data.get("time_shift", 0)) * rate)
+    task = Task(
+        "av", "av_digits", "an MNIST digit and a spoken digit of the same class", *sets,
+        common.recipe_from_config(config, epochs=epochs, **_quick(quick)),
+        augment=lambda x: {"image": aug.random_shift(x["image"], shift),
+                           "audio": _shift_audio(x["audio"], time_shift)})
+    encoder_keys = ("num_latents", "latent_dim", "num_blocks", "self_attends_per_block",
+                    "num_cross_attends", "cross_heads", "self_heads", "widening_factor",
+                    "dropout", "pooling", "cross_qk_channels")
+    encoder = {k: v for k, v in args.items() if k in encoder_keys}
+    image_args = dict(image_size=args.get("image_size", (28, 28)),
+                      channels=args.get("channels", 1), mode="patches",
+                      patch_size=args.get("patch_size", 2), num_bands=args.get("image_bands", 16))
+    audio_args = dict(max_samples=args.get("max_samples", 16000), sample_rate=rate,
+                      frontend="spectrogram", n_mels=args.get("n_mels", 64),
+                      hop_length=args.get("hop_length", 160),
+                      num_bands=args.get("audio_bands", 32))
+
+    def both() -> nn.Module:
+        return create_model(preset, num_classes=10, **args)
+
+    task.add("Perceiver (image only)", "perceiver", lambda: Select(
+        "image", create_model("image-perceiver", num_classes=10, **image_args, **encoder)))
+    task.add("Perceiver (audio only)", "perceiver", lambda: Select(
+        "audio", create_model("audio-perceiver", num_classes=10, **audio_args, **encoder)))
+    task.add("Perceiver (image + audio)", "perceiver", both)
+    task.add("Perceiver (image + audio, modality dropout)", "perceiver", lambda: create_model(
+        preset, num_classes=10, **{**args, "modality_dropout": MODALITY_DROPOUT}))
+    task.add("late-fusion CNN", "baseline", lambda: _sized(
+        lambda w: LateFusion(sample_rate=rate, n_mels=int(args.get("n_mels", 64)),
+                             hop_length=int(args.get("hop_length", 160)), width=w), both))
+    return task
+
+
+def _quick(quick: bool) -> dict[str, Any]:
+    return dict(max_steps=3) if quick else {}
+
+
+BUILDERS = {"points": points_task, "spoken": spoken_task, "moving": moving_task, "av": av_task}
+NEEDS_ESPEAK = ("spoken", "av")
+
+
+def report(log: common.RunLog) -> str:
+    meta = log.meta
+    text = common.markdown_header("One architecture, every modality", meta)
+    text += ("Test accuracy (%), mean ± standard deviation over seeds (one value: one seed). "
+             "Within a task every model gets the same recipe, epochs and augmentation.\n\n")
+    for name, info in meta["tasks"].items():
+        text += (f"- {name}: {info['description']}; {info['train_examples']} training / "
+                 f"{info['test_examples']} test examples; "
+                 f"{common.describe_recipe(common.Recipe(**info['recipe']))} "
+                 f"(`configs/{info['config']}.yaml`)\n")
+    for name, reason in meta.get("skipped", {}).items():
+        text += f"- {name}: skipped ({reason})\n"
+    text += "\n"
+    rows = [[g["task"], g["model"], g["kind"], f"{g['params']:,}",
+             common.percent(g["mean"], g["std"], g["n"]), g["n"], f"{g['train_seconds']:.0f}"]
+            for g in common.group_runs(log.runs, ["task", "model", "kind"])]
+    return text + common.markdown_table(
+        ["task", "model", "kind", "parameters", "test accuracy", "seeds", "train s"], rows)
+
+
+def chart(log: common.RunLog, path) -> None:
+    groups = common.group_runs(log.runs, ["task", "model", "kind"])
+    labels = [g["task"] + "\n" + textwrap.fill(g["model"], 13) for g in groups]
+    series = {kind: [(g["mean"], g["std"]) if g["kind"] == kind else (float("nan"), 0.0)
+                     for g in groups] for kind in ("perceiver", "baseline")}
+    common.bar_chart(path, labels, series, overlay=True,
+                     title="The same Perceiver code on every modality vs a modality-specific "
+                           "baseline (test accuracy)")
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = common.base_parser(__doc__.split("\n\n")[0], epochs=10, seeds=(0,))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    args = common.parse(parser, argv)
+    if args.quick:
+        args.epochs = 1
+    out = common.output_folder(args)
+    meta = common.provenance(NAME, argv)
+    meta.update(quick=args.quick, seeds=args.seeds, tasks={}, skipped={})
+    log = common.RunLog(out, NAME, meta, resume=args.resume)
+    start = time.perf_counter()
+    for name in args.tasks:
+        if name in NEEDS_ESPEAK and not espeak_available():
+            reason = "espeak-ng is not installed (apt-get install espeak-ng)"
+            print(f"[{name}] skipped: {reason}")
+            meta["skipped"][name] = reason
+            continue
+        task = BUILDERS[name](epochs=args.epochs, quick=args.quick)
+        meta["tasks"][name] = {
+            "config": task.config, "description": task.description,
+            "recipe": asdict(task.recipe), "train_examples": len(task.train[1]),
+            "test_examples": len(task.test[1]),
+            "models": {m: {"kind": task.kinds[m], "class": type(b()).__name__,
+                           "params": common.count_parameters(b())}
+                       for m, b in task.models.items()}}
+        print(f"[{name}] parameters: " + ", ".join(
+            f"{m} {info['params']:,}" for m, info in meta["tasks"][name]["models"].items()))
+        for seed in args.seeds:
+            for model_name, build in task.models.items():
+                key = dict(task=name, model=model_name, seed=seed, epochs=task.recipe.epochs)
+                if log.find(**key) is not None:
+                    continue
+                torch.manual_seed(seed)
+                model = build()
+                result = common.train_and_test(model, task.train, task.test, task.recipe,
+                                               seed=seed, augment=task.augment)
+                log.add({**key, "kind": task.kinds[model_name],
+                         "params": common.count_parameters(model), **result})
+                print(f"  {model_name:45s} seed={seed}: {100 * result['test_accuracy']:.2f}% "
+                      f"({result['train_seconds']:.0f} s, {result['steps']} steps)", flush=True)
+    log.meta["wall_seconds"] = round(time.perf_counter() - start, 1)
+    log.save()
+    markdown = common.write_text(out / f"{NAME}.md", report(log))
+    paths = {"json": log.path, "markdown": markdown}
+    if log.runs:
+        paths["chart"] = out / f"{NAME}.png"
+        chart(log, paths["chart"])
+    print(report(log))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return paths
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
