@@ -1,0 +1,98 @@
+"""The experiment harness (``experiments/``) in its quick mode: tiny data, tiny models, a few
+steps. The tests check that each experiment writes its files with every row, and one property
+that cannot be noise: a trained Perceiver gives the same logits on permuted inputs (with
+permuted positions) as on the unpermuted ones. They never assert on accuracy or time."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # experiments/ is a top-level package of the repository
+    sys.path.insert(0, str(ROOT))
+
+from experiments import ablations, common, modalities, permutation  # noqa: E402
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("mlxtend")
+pytest.importorskip("sklearn")
+
+META_KEYS = {"command", "git_commit", "date", "cpu", "cpu_capability", "torch"}
+
+
+def _check_files(paths: dict) -> dict:
+    for path in paths.values():
+        assert Path(path).is_file() and Path(path).stat().st_size > 0, path
+    data = json.loads(Path(paths["json"]).read_text())
+    assert META_KEYS <= set(data["meta"])
+    for run in data["runs"]:
+        assert 0.0 <= run["test_accuracy"] <= 1.0
+        assert run["params"] > 0 and run["steps"] > 0
+    return data
+
+
+def test_permutation_quick(tmp_path):
+    argv = ["--quick", "--threads", "1", "--out", str(tmp_path)]
+    paths = permutation.main(argv)
+    data = _check_files(paths)
+    cells = {(r["model"], r["dataset"], r["permuted"], r["seed"]) for r in data["runs"]}
+    assert cells == {(m, d, p, s) for m in permutation.MODELS for d in ("mnist", "digits")
+                     for p in (False, True) for s in (0, 1)}
+    markdown = Path(paths["markdown"]).read_text()
+    for model in permutation.MODELS:
+        for dataset in ("mnist", "digits"):
+            assert f"| {model} | {dataset} |" in markdown
+    # the property: same weights, permuted inputs with permuted positions -> same logits
+    check = data["extra"]["logit_check"]
+    assert check["max_abs_diff"] <= 1e-5
+    assert check["same_predictions"] == 1.0
+    # --resume keeps the finished runs and trains nothing again
+    assert len(json.loads(Path(permutation.main([*argv, "--resume"])["json"])
+                          .read_text())["runs"]) == len(data["runs"])
+
+
+def test_trained_perceiver_ignores_pixel_order():
+    task = permutation.image_tasks(epochs=1, digits_epochs=1, quick=True,
+                                   permutation_seed=3)[1]  # the 8x8 digits
+    torch.manual_seed(0)
+    model = permutation.build_perceiver(task, permuted=True)
+    common.train_and_test(model, task.train, task.test, task.recipe, seed=0,
+                          augment=task.augment, transform=task.permute)
+    twin = permutation.build_perceiver(task, permuted=False)
+    twin.load_state_dict(model.state_dict())
+    images = task.test[0][:64]
+    plain = common.predict(twin, images)
+    shuffled = common.predict(model, images, transform=task.permute)
+    assert not torch.equal(task.permute(images), images)
+    torch.testing.assert_close(shuffled, plain, atol=1e-5, rtol=0)
+
+
+def test_modalities_quick(tmp_path):
+    paths = modalities.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    data = _check_files({k: v for k, v in paths.items()})
+    skipped = data["meta"]["skipped"]
+    markdown = Path(paths["markdown"]).read_text()
+    for name in modalities.TASKS:
+        if name in skipped:
+            assert f"{name}: skipped" in markdown
+            continue
+        models = data["meta"]["tasks"][name]["models"]
+        assert {"perceiver", "baseline"} <= {m["kind"] for m in models.values()}
+        for model in models:
+            assert any(r["task"] == name and r["model"] == model for r in data["runs"])
+            assert f"| {name} | {model} |" in markdown
+
+
+def test_ablations_quick(tmp_path):
+    paths = ablations.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    data = _check_files(paths)
+    markdown = Path(paths["markdown"]).read_text()
+    for axis, variants in data["meta"]["axes"].items():
+        for label, variant in variants:
+            assert any(r["variant"] == variant for r in data["runs"])
+            assert f"| {axis} | {label} |" in markdown
+    assert {"Fourier (reference)", "learned", "none"} <= {
+        label for label, _ in data["meta"]["axes"]["position"]}
