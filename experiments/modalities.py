@@ -59,7 +59,8 @@ NAME = "modalities"
 TASKS = ("points", "spoken", "moving", "av")
 TINY_PERCEIVER = dict(num_latents=8, latent_dim=32, num_blocks=1, self_attends_per_block=1,
                       num_cross_attends=1)
-WIDTHS = (4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128)
+WIDTHS = (4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512,
+          640, 768)
 #: The Perceiver's AudioSet setting: each example drops a modality with this probability.
 MODALITY_DROPOUT = {"image": 0.3, "audio": 0.3}
 
