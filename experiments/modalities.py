@@ -24,6 +24,9 @@ digits, and MNIST digits paired with spoken digits of the same class. The images
 task come from the package's own datasets (the image task itself is the unpermuted MNIST of
 ``python -m experiments.permutation``).
 
+The audio-visual models that read both modalities are also tested with each one missing
+(masked out for the Perceivers, zeros for the CNN): what modality dropout is for.
+
 Writes ``modalities.json``, ``modalities.md`` and ``modalities.png`` under ``--out``.
 """
 
@@ -77,6 +80,26 @@ class Select(nn.Module):
         return self.model(x[self.key])
 
 
+class WithoutModality(nn.Module):
+    """A two-modality model evaluated with ``missing`` absent: masked out for a Perceiver
+    (``masked=True``: none of its inputs is attended to), zeros for a CNN (a blank image,
+    silence)."""
+
+    def __init__(self, model: nn.Module, missing: str, *, masked: bool):
+        super().__init__()
+        self.model = model
+        self.missing = missing
+        self.masked = masked
+
+    def forward(self, x: dict[str, Tensor]) -> Tensor:
+        absent = x[self.missing]
+        if self.masked:
+            # image (batch, H, W, C) -> mask (batch, H, W); audio (batch, T) -> (batch, T)
+            shape = absent.shape[:-1] if absent.ndim > 2 else absent.shape
+            return self.model(x, {self.missing: torch.zeros(shape, dtype=torch.bool)})
+        return self.model({**x, self.missing: torch.zeros_like(absent)})
+
+
 @dataclass
 class Task:
     """One modality: its data, recipe, augmentation and models (``models[name]()`` builds
@@ -91,10 +114,15 @@ class Task:
     augment: Callable[[Any], Any]
     models: dict[str, Callable[[], nn.Module]] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    #: models of several modalities also tested with each one missing
+    multimodal: set[str] = field(default_factory=set)
 
-    def add(self, name: str, kind: str, build: Callable[[], nn.Module]) -> None:
+    def add(self, name: str, kind: str, build: Callable[[], nn.Module], *,
+            multimodal: bool = False) -> None:
         self.models[name] = build
         self.kinds[name] = kind
+        if multimodal:
+            self.multimodal.add(name)
 
 
 def _model_args(config: dict[str, Any], quick: bool) -> tuple[str, dict[str, Any]]:
@@ -229,12 +257,14 @@ def av_task(*, epochs: int, quick: bool) -> Task:
         "image", create_model("image-perceiver", num_classes=10, **image_args, **encoder)))
     task.add("Perceiver (audio only)", "perceiver", lambda: Select(
         "audio", create_model("audio-perceiver", num_classes=10, **audio_args, **encoder)))
-    task.add("Perceiver (image + audio)", "perceiver", both)
+    task.add("Perceiver (image + audio)", "perceiver", both, multimodal=True)
     task.add("Perceiver (image + audio, modality dropout)", "perceiver", lambda: create_model(
-        preset, num_classes=10, **{**args, "modality_dropout": MODALITY_DROPOUT}))
+        preset, num_classes=10, **{**args, "modality_dropout": MODALITY_DROPOUT}),
+        multimodal=True)
     task.add("late-fusion CNN", "baseline", lambda: _sized(
         lambda w: LateFusion(sample_rate=rate, n_mels=int(args.get("n_mels", 64)),
-                             hop_length=int(args.get("hop_length", 160)), width=w), both))
+                             hop_length=int(args.get("hop_length", 160)), width=w), both),
+        multimodal=True)
     return task
 
 
@@ -262,8 +292,25 @@ def report(log: common.RunLog) -> str:
     rows = [[g["task"], g["model"], g["kind"], f"{g['params']:,}",
              common.percent(g["mean"], g["std"], g["n"]), g["n"], f"{g['train_seconds']:.0f}"]
             for g in common.group_runs(log.runs, ["task", "model", "kind"])]
-    return text + common.markdown_table(
+    text += common.markdown_table(
         ["task", "model", "kind", "parameters", "test accuracy", "seeds", "train s"], rows)
+    multimodal = [r for r in log.runs if any(k.startswith("test_accuracy_without_") for k in r)]
+    if multimodal:
+        missing = sorted({k.removeprefix("test_accuracy_without_") for r in multimodal
+                          for k in r if k.startswith("test_accuracy_without_")})
+        rows = []
+        for g in common.group_runs(multimodal, ["task", "model"]):
+            runs = [r for r in multimodal if (r["task"], r["model"]) == (g["task"], g["model"])]
+            cells = [common.percent(*common.mean_std([r[f"test_accuracy_without_{m}"]
+                                                      for r in runs]), len(runs))
+                     for m in missing]
+            rows.append([g["task"], g["model"], common.percent(g["mean"], g["std"], g["n"]),
+                         *cells])
+        text += ("\nThe same trained models tested with one modality missing (a Perceiver: "
+                 "its inputs masked out; the CNN: zeros, i.e. a blank image or silence):\n\n")
+        text += common.markdown_table(["task", "model", "both", *(f"without {m}"
+                                                                   for m in missing)], rows)
+    return text
 
 
 def chart(log: common.RunLog, path) -> None:
@@ -312,6 +359,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 model = build()
                 result = common.train_and_test(model, task.train, task.test, task.recipe,
                                                seed=seed, augment=task.augment)
+                if model_name in task.multimodal:
+                    for missing in task.test[0]:
+                        absent = WithoutModality(model, missing,
+                                                 masked=task.kinds[model_name] == "perceiver")
+                        logits = common.predict(absent, task.test[0],
+                                                precision=task.recipe.precision)
+                        result[f"test_accuracy_without_{missing}"] = (
+                            logits.argmax(-1) == task.test[1]).float().mean().item()
                 log.add({**key, "kind": task.kinds[model_name],
                          "params": common.count_parameters(model), **result})
                 print(f"  {model_name:45s} seed={seed}: {100 * result['test_accuracy']:.2f}% "

@@ -72,7 +72,7 @@ def test_trained_perceiver_ignores_pixel_order():
 
 def test_modalities_quick(tmp_path):
     paths = modalities.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
-    data = _check_files({k: v for k, v in paths.items()})
+    data = _check_files(paths)
     skipped = data["meta"]["skipped"]
     markdown = Path(paths["markdown"]).read_text()
     for name in modalities.TASKS:
@@ -84,6 +84,8 @@ def test_modalities_quick(tmp_path):
         for model in models:
             assert any(r["task"] == name and r["model"] == model for r in data["runs"])
             assert f"| {name} | {model} |" in markdown
+    if "av" not in skipped:  # the two-modality models, also tested with each one missing
+        assert "| task | model | both | without audio | without image |" in markdown
 
 
 def test_ablations_quick(tmp_path):
