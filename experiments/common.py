@@ -88,11 +88,19 @@ def count_parameters(model: nn.Module) -> int:
 def closest_in_size(build: Callable[[int], nn.Module], widths: Iterable[int],
                     target: int) -> nn.Module:
     """``build(width)`` for the width whose parameter count is closest to ``target`` (in
-    ratio), so a baseline follows the size of the model it is compared with."""
-    def distance(width: int) -> float:
-        return abs(math.log(count_parameters(build(width)) / target))
-
-    return build(min(widths, key=distance))
+    ratio), so a baseline follows the size of the model it is compared with. Candidates are
+    built on the meta device (no memory, no initialisation) in increasing width until one
+    exceeds the target."""
+    best, best_distance = None, math.inf
+    for width in sorted(widths):
+        with torch.device("meta"):
+            count = count_parameters(build(width))
+        distance = abs(math.log(count / target))
+        if distance < best_distance:
+            best, best_distance = width, distance
+        if count > target:
+            break
+    return build(best)
 
 
 # --- the training loop ------------------------------------------------------------------------

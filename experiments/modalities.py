@@ -341,13 +341,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             meta["skipped"][name] = reason
             continue
         task = BUILDERS[name](epochs=args.epochs, quick=args.quick)
+        models = {m: build() for m, build in task.models.items()}
         meta["tasks"][name] = {
             "config": task.config, "description": task.description,
             "recipe": asdict(task.recipe), "train_examples": len(task.train[1]),
             "test_examples": len(task.test[1]),
-            "models": {m: {"kind": task.kinds[m], "class": type(b()).__name__,
-                           "params": common.count_parameters(b())}
-                       for m, b in task.models.items()}}
+            "models": {m: {"kind": task.kinds[m], "class": type(model).__name__,
+                           "params": common.count_parameters(model)}
+                       for m, model in models.items()}}
+        del models
         print(f"[{name}] parameters: " + ", ".join(
             f"{m} {info['params']:,}" for m, info in meta["tasks"][name]["models"].items()))
         for seed in args.seeds:
