@@ -228,14 +228,16 @@ def stack_dataset(dataset, limit: int | None = None) -> tuple[Inputs, Tensor]:
 # --- command line -----------------------------------------------------------------------------
 
 
-def base_parser(description: str, *, epochs: int, seeds: Sequence[int],
-                quick_seeds: Sequence[int] = (0,)) -> argparse.ArgumentParser:
+def base_parser(description: str, *, epochs: int | None, seeds: Sequence[int],
+                quick_seeds: Sequence[int] = (0,),
+                epochs_help: str | None = None) -> argparse.ArgumentParser:
     """The options every experiment has; ``--seeds`` defaults to ``seeds`` (``quick_seeds``
     with ``--quick``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true",
                         help="tiny data, tiny models, a few steps: checks the machinery (CI)")
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"(default {epochs})")
+    parser.add_argument("--epochs", type=int, default=epochs,
+                        help=epochs_help or f"training epochs (default {epochs})")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help=f"training seeds (default {' '.join(map(str, seeds))}; with "
                              f"--quick {' '.join(map(str, quick_seeds))})")

@@ -1,11 +1,12 @@
 """One architecture, every modality: the same Perceiver code beside a modality-specific baseline.
 
     python -m experiments.modalities [--quick] [--tasks points spoken moving av] [--epochs N]
+                                     [--seeds 0 1 2]
 
 Each task trains the package's Perceiver preset for that modality (sized and configured as in
 its ``configs/*.yaml``) and a conventional baseline of similar parameter count, with the same
 recipe (the config's batch size, AdamW, warm-up + cosine, label smoothing, clipping), epochs
-and augmentation:
+(default: half the config's ``max_epochs``) and augmentation:
 
 =======  ==========================================  ==================================
 task     Perceivers                                  baseline
@@ -140,7 +141,7 @@ def _limits(quick: bool, train: int | None, test: int | None) -> tuple[int | Non
     return (64, 32) if quick else (train, test)
 
 
-def points_task(*, epochs: int, quick: bool) -> Task:
+def points_task(*, epochs: int | None, quick: bool) -> Task:
     config = common.load_config("pointclouds")
     data = config["data"]["init_args"]
     preset, args = _model_args(config, quick)
@@ -153,7 +154,7 @@ def points_task(*, epochs: int, quick: bool) -> Task:
     task = Task(
         "points", "pointclouds", f"{len(SHAPE_CLASSES)} procedural 3-D shapes, {num_points} "
         "points, random rotations", *sets,
-        common.recipe_from_config(config, epochs=epochs, **_quick(quick)),
+        _recipe(config, epochs, quick),
         augment=lambda x: aug.augment_points(x, jitter=float(data.get("jitter", 0.0)),
                                              scale=tuple(scale) if scale else None))
     classes = len(SHAPE_CLASSES)
@@ -167,7 +168,7 @@ def points_task(*, epochs: int, quick: bool) -> Task:
     return task
 
 
-def spoken_task(*, epochs: int, quick: bool) -> Task:
+def spoken_task(*, epochs: int | None, quick: bool) -> Task:
     config = common.load_config("spoken_digits")
     data = config["data"]["init_args"]
     preset, args = _model_args(config, quick)
@@ -179,7 +180,7 @@ def spoken_task(*, epochs: int, quick: bool) -> Task:
     shift = int(float(data.get("time_shift", 0.0)) * rate)
     task = Task(
         "spoken", "spoken_digits", "spoken digits (espeak-ng voices), 1 s waveforms", *sets,
-        common.recipe_from_config(config, epochs=epochs, **_quick(quick)),
+        _recipe(config, epochs, quick),
         augment=lambda x: _shift_audio(x, shift))
     spectrogram_args = {**args, "frontend": "spectrogram"}
     waveform_args = {k: v for k, v in args.items() if k not in ("n_mels", "hop_length")}
@@ -198,7 +199,7 @@ def spoken_task(*, epochs: int, quick: bool) -> Task:
     return task
 
 
-def moving_task(*, epochs: int, quick: bool) -> Task:
+def moving_task(*, epochs: int | None, quick: bool) -> Task:
     config = common.load_config("moving_digits")
     data = config["data"]["init_args"]
     preset, args = _model_args(config, quick)
@@ -211,7 +212,7 @@ def moving_task(*, epochs: int, quick: bool) -> Task:
     task = Task(
         "moving", "moving_digits", f"one MNIST digit bouncing on a {size}x{size} canvas, "
         f"{frames} frames", *sets,
-        common.recipe_from_config(config, epochs=epochs, **_quick(quick)),
+        _recipe(config, epochs, quick),
         augment=lambda x: aug.random_shift(x, shift))
 
     def perceiver() -> nn.Module:
@@ -222,7 +223,7 @@ def moving_task(*, epochs: int, quick: bool) -> Task:
     return task
 
 
-def av_task(*, epochs: int, quick: bool) -> Task:
+def av_task(*, epochs: int | None, quick: bool) -> Task:
     config = common.load_config("av_digits")
     data = config["data"]["init_args"]
     preset, args = _model_args(config, quick)
@@ -235,7 +236,7 @@ def av_task(*, epochs: int, quick: bool) -> Task:
     shift, time_shift = int(data.get("shift", 0)), int(float(data.get("time_shift", 0)) * rate)
     task = Task(
         "av", "av_digits", "an MNIST digit and a spoken digit of the same class", *sets,
-        common.recipe_from_config(config, epochs=epochs, **_quick(quick)),
+        _recipe(config, epochs, quick),
         augment=lambda x: {"image": aug.random_shift(x["image"], shift),
                            "audio": _shift_audio(x["audio"], time_shift)})
     encoder_keys = ("num_latents", "latent_dim", "num_blocks", "self_attends_per_block",
@@ -268,8 +269,13 @@ def av_task(*, epochs: int, quick: bool) -> Task:
     return task
 
 
-def _quick(quick: bool) -> dict[str, Any]:
-    return dict(max_steps=3) if quick else {}
+def _recipe(config: dict[str, Any], epochs: int | None, quick: bool) -> common.Recipe:
+    """The config's recipe for ``epochs`` (None: half the config's ``max_epochs``)."""
+    if quick:
+        return common.recipe_from_config(config, epochs=1, max_steps=3)
+    if epochs is None:
+        epochs = max(1, int(config.get("trainer", {}).get("max_epochs", 20)) // 2)
+    return common.recipe_from_config(config, epochs=epochs)
 
 
 BUILDERS = {"points": points_task, "spoken": spoken_task, "moving": moving_task, "av": av_task}
@@ -324,11 +330,12 @@ def chart(log: common.RunLog, path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = common.base_parser(__doc__.split("\n\n")[0], epochs=10, seeds=(0,))
+    parser = common.base_parser(
+        __doc__.split("\n\n")[0], epochs=None, seeds=(0,),
+        epochs_help="training epochs of every task (default: half its config's max_epochs: "
+                    "points 20, spoken 20, moving 20, av 7)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     args = common.parse(parser, argv)
-    if args.quick:
-        args.epochs = 1
     out = common.output_folder(args)
     meta = common.provenance(NAME, argv)
     meta.update(quick=args.quick, seeds=args.seeds, tasks={}, skipped={})
