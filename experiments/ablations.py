@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -145,7 +146,7 @@ def chart(log: common.RunLog, path) -> None:
     for axis, variants in log.meta["axes"].items():
         for label, variant in variants:
             if variant in groups:
-                labels.append(f"{axis}\n{label.replace(' (', chr(10) + '(')}")
+                labels.append(f"{axis}\n" + textwrap.fill(label, 12))
                 values.append((groups[variant]["mean"], groups[variant]["std"]))
                 kinds.append("reference" if variant == "{}" else "ablation")
     series = {kind: [v if k == kind else (float("nan"), 0.0) for v, k in
