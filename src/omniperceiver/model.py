@@ -15,21 +15,34 @@ from torch import Tensor, nn
 from .adapters.base import InputAdapter
 from .adapters.grid import GridAdapter
 from .attention import AttentionSpec
-from .decoders import ClassificationDecoder, QueryDecoder, grid_decoder
+from .decoders import (
+    ClassificationDecoder,
+    ClassificationOutput,
+    Decoder,
+    GridOutput,
+    OutputAdapter,
+    QueryDecoder,
+    SequenceOutput,
+    grid_decoder,
+)
 from .encoder import EncoderConfig, PerceiverEncoder
-from .outputs import ClassificationOutput, GridOutput, SequenceOutput
 from .position import FourierPositionEncoding, LearnedPositionEncoding
 
 
 class PerceiverModel(nn.Module):
-    """``output_adapter(decoder(encoder(input_adapter(x))))``.
+    """``output_adapter(decoder(encoder(input_adapter(x))))``: one forward for every task.
 
-    ``forward(inputs, mask=None, queries=None, *, subsample=None, return_latents=False)``;
-    ``decoder=None`` makes a model that returns the latents (batch, num_latents, latent_dim).
+    ``forward(inputs, mask=None, queries=None, *, subsample=None, return_latents=False)``:
+    the input adapter turns ``inputs`` into the input array (batch, num_inputs, channels) and
+    its mask; the latents cross-attend to it and self-attend; the decoder's output queries
+    (``queries``, or what :meth:`~omniperceiver.decoders.Decoder.decoder_query` builds from
+    the adapted inputs; ``subsample`` picks some outputs) cross-attend to the latents; the
+    output adapter shapes the result. ``decoder=None`` makes a model that returns the latents
+    (batch, num_latents, latent_dim).
     """
 
     def __init__(self, *, input_adapter: InputAdapter, encoder: PerceiverEncoder,
-                 decoder: nn.Module | None = None, output_adapter: nn.Module | None = None):
+                 decoder: Decoder | None = None, output_adapter: OutputAdapter | None = None):
         super().__init__()
         if encoder.input_channels != input_adapter.num_channels:
             raise ValueError(
@@ -40,8 +53,8 @@ class PerceiverModel(nn.Module):
         self.decoder = decoder
         self.output_adapter = output_adapter or SequenceOutput()
 
-    def forward(self, inputs, mask: Tensor | None = None, queries: Tensor | None = None, *,
-                subsample: Tensor | None = None, return_latents: bool = False) -> Tensor:
+    def forward(self, inputs, mask=None, queries: Tensor | None = None, *, subsample=None,
+                return_latents: bool = False):
         chunk_size = self.encoder.config.input_chunk_size
         if chunk_size is not None and hasattr(self.input_adapter, "input_chunks"):
             # Inputs built chunk by chunk as the encoder consumes them (huge grids).
@@ -51,7 +64,7 @@ class PerceiverModel(nn.Module):
         latents = self.encoder(adapted.inputs, adapted.mask)
         if return_latents or self.decoder is None:
             return latents
-        outputs = self.decoder(latents, queries, subsample=subsample)
+        outputs = self.decoder(latents, queries, adapted=adapted, subsample=subsample)
         return self.output_adapter(outputs, adapted)
 
 

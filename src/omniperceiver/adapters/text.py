@@ -101,7 +101,8 @@ class TextAdapter(InputAdapter):
             mask = x != self.pad_id
         embedded = self.embedding(x)
         pos = self.position.grid((length,), device=x.device, dtype=embedded.dtype)
-        return AdapterOutput(inputs=embedded + pos, mask=mask, grid_shape=(length,))
+        return AdapterOutput(inputs=embedded + pos, mask=mask, grid_shape=(length,),
+                             token_embedding=self.embedding.weight)
 
 
 __all__ = ["ByteTokenizer", "TextAdapter"]

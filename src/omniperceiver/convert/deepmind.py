@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .. import zoo
-from ..model import ClassificationDecoderConfig, FourierConfig, PerceiverIO, PerceiverIOConfig
-from ..presets import create_model
+from ..config import merge
+from ..registry import create_model
 from ._common import LayerWeights, layer_state, load_converted
 
 FAMILIES = ("vision-perceiver-fourier", "vision-perceiver-learned", "vision-perceiver-conv",
@@ -202,15 +201,6 @@ def _encoder_state(p: Mapping) -> dict[str, Tensor]:
     return ours
 
 
-def _merge(base: dict, override: dict | None) -> dict:
-    """``override`` over ``base``, recursively for dict values."""
-    merged = dict(base)
-    for key, value in (override or {}).items():
-        merged[key] = (_merge(merged[key], value)
-                       if isinstance(value, dict) and isinstance(merged.get(key), dict) else value)
-    return merged
-
-
 _CLASSIFIER = "classification_decoder/~/basic_decoder"
 
 
@@ -232,18 +222,10 @@ def _fourier(p, encoder, decoder, overrides):
     if unknown:
         raise ValueError(f"unknown overrides {unknown} for vision-perceiver-fourier; "
                          "expected num_bands, max_resolution, encoder, decoder")
-    published = dict(zoo.IMAGENET_ENCODER)
-    config = zoo.encoder_config(published, _merge(_encoder_override(p), encoder), "gelu_tanh")
-    spec = zoo.attention_spec(
-        dict(heads=1), _merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder),
-        "gelu_tanh")
-    model = PerceiverIO(PerceiverIOConfig(
-        input_channels=3, input_axis=2, input_shape=(224, 224),  # the training size
-        position=FourierConfig(num_bands=overrides.get("num_bands", 64),
-                               max_resolution=tuple(overrides.get("max_resolution", (224, 224)))),
-        encoder=config,
-        decoder=ClassificationDecoderConfig(num_classes=p[f"{_CLASSIFIER}/output/w"].shape[1],
-                                            pooling="query", cross_attend=spec)))
+    model = create_model("vision-perceiver-fourier", **{
+        "num_classes": p[f"{_CLASSIFIER}/output/w"].shape[1], **overrides,
+        "activation": "gelu_tanh", "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder)})
     return model, {**_encoder_state(p), **_classifier_state(p)}
 
 
@@ -257,8 +239,8 @@ def _learned(p, encoder, decoder, overrides):
         "pixel_channels": conv_w.shape[-1], "position_channels": positions.shape[1],
         "projected_position_channels": p[f"{pre}/position_encoding_projector/linear/w"].shape[1],
         **overrides, "activation": "gelu_tanh",
-        "encoder": _merge(_encoder_override(p), encoder),
-        "decoder": _merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder)})
+        "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder)})
     ours = {"input_adapter.project.weight": _t(conv_w[0, 0]).t(),
             "input_adapter.project.bias": _t(conv_b),
             "input_adapter.grid.position.encoding.embedding": _t(positions)}
@@ -274,8 +256,8 @@ def _conv(p, encoder, decoder, overrides):
     model = create_model("vision-perceiver-conv", **{
         "num_classes": p[f"{_CLASSIFIER}/output/w"].shape[1], "conv_channels": conv_w.shape[-1],
         **overrides, "activation": "gelu_tanh",
-        "encoder": _merge(_encoder_override(p), encoder),
-        "decoder": _merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder)})
+        "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder)})
     scale, offset = _norm(p, f"{stem}/batchnorm")
     ours = {"input_adapter.stem.conv.weight": _t(conv_w).permute(3, 2, 0, 1),
             "input_adapter.stem.norm.weight": scale, "input_adapter.stem.norm.bias": offset,
@@ -294,8 +276,8 @@ def _language(p, encoder, decoder, overrides):
     model = create_model("language-perceiver", **{
         "vocab_size": embedding.shape[0], "max_length": positions.shape[0],
         "num_channels": embedding.shape[1], **overrides, "activation": "gelu_tanh",
-        "encoder": _merge(_encoder_override(p), encoder),
-        "decoder": _merge(_spec_override(p, "basic_decoder/cross_attention"), decoder)})
+        "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, "basic_decoder/cross_attention"), decoder)})
     ours = {"input_adapter.embedding.weight": _t(embedding),
             "input_adapter.position.encoding.embedding": _t(positions),
             "decoder.queries.embedding":
@@ -312,8 +294,8 @@ def _flow(p, encoder, decoder, overrides):
     model = create_model("optical-flow-perceiver", **{
         "input_channels": project_w.shape[1] // 2, "project_channels": project_w.shape[0],
         **overrides, "activation": "gelu_tanh",
-        "encoder": _merge(_encoder_override(p), encoder),
-        "decoder": _merge(_spec_override(p, f"{dec}/cross_attention"), decoder)})
+        "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, f"{dec}/cross_attention"), decoder)})
     ours = {"input_adapter.project.weight": project_w, "input_adapter.project.bias": project_b}
     ours.update(layer_state("decoder.cross_attend", _layer(p, f"{dec}/cross_attention",
                                                            cross=True)))
@@ -331,8 +313,8 @@ def _multimodal(p, encoder, decoder, overrides):
         "samples_per_patch": p[f"{heads['audio']}/w"].shape[1],
         "label_query_channels": label_queries.shape[1],
         "output_channels": p[f"{dec}/output/w"].shape[1], **overrides, "activation": "gelu_tanh",
-        "encoder": _merge(_encoder_override(p), encoder),
-        "decoder": _merge(_spec_override(p, f"{dec}/cross_attention"), decoder)})
+        "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, f"{dec}/cross_attention"), decoder)})
     ours = {"decoder.queries.label.embedding": _t(label_queries)}
     for name, head in heads.items():
         pads = {"input_adapter.adapter.padding": f"multimodal_preprocessor/{name}_padding",

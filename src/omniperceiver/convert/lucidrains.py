@@ -18,8 +18,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from .. import zoo  # noqa: F401  (registers the perceiver-pytorch presets)
-from ..presets import create_model
+from ..registry import create_model
 from ._common import LayerWeights, layer_state, load_converted
 
 

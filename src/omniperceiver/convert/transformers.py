@@ -28,9 +28,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from .. import zoo
-from ..model import ClassificationDecoderConfig, FourierConfig, PerceiverIO, PerceiverIOConfig
-from ..presets import create_model
+from ..registry import create_model
 from ._common import LayerWeights, count_parameters, layer_state, load_converted
 
 SEMANTICS = ("transformers", "deepmind")
@@ -154,16 +152,13 @@ def _classifier_override(state: Mapping[str, Tensor], **kwargs) -> dict:
 
 
 def _fourier(state, cfg, activation, semantics):
-    encoder = zoo.encoder_config({}, _encoder_override(state, cfg), activation)
-    decoder = zoo.attention_spec({}, _classifier_override(state, query_residual=True), activation)
-    num_classes = state["decoder.decoder.final_layer.weight"].shape[0]
     # transformers' Fourier preprocessor: raw pixels, 64 bands, max_resolution fixed at 224.
-    model = PerceiverIO(PerceiverIOConfig(
-        input_channels=3, input_axis=2, input_shape=(224, 224),  # the training size
-        position=FourierConfig(num_bands=64, max_resolution=(224, 224)),
-        encoder=encoder,
-        decoder=ClassificationDecoderConfig(num_classes=num_classes, pooling="query",
-                                            cross_attend=decoder)))
+    model = create_model(
+        "vision-perceiver-fourier",
+        num_classes=state["decoder.decoder.final_layer.weight"].shape[0], image_size=224,
+        num_bands=64, max_resolution=(224, 224), activation=activation,
+        encoder=_encoder_override(state, cfg),
+        decoder=_classifier_override(state, query_residual=True))
     return model, {**_encoder_state(state), **_classifier_state(state)}
 
 
@@ -315,8 +310,8 @@ def from_transformers(model, config=None, *, semantics: str = "deepmind") -> nn.
 
     ``config`` is a ``PerceiverConfig`` or the ``config.json`` dict (needed with a state dict;
     its ``architectures`` entry names the model, else the weights tell). Returns our model in
-    eval mode, in the weights' dtype, built from a preset (``model.recipe``) or a
-    :class:`~omniperceiver.PerceiverIOConfig` so ``save_pretrained``/``from_pretrained`` work.
+    eval mode, in the weights' dtype, built from a registered preset (``model.recipe``) so
+    ``save_pretrained``/``from_pretrained`` work.
     """
     if semantics not in SEMANTICS:
         raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")

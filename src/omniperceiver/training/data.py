@@ -26,8 +26,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import DatasetError, stratified_split
+from ..errors import ConfigError
 from . import augment as aug
-from .errors import ConfigError
 from .inputs import PredictFiles
 from .sampling import ResumableSampler, rank_and_world
 

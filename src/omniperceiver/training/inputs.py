@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import InputFileError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                   ".pgm")
 AUDIO_SUFFIXES = (".wav", ".wave")
@@ -26,10 +28,6 @@ ARRAY_SUFFIXES = (".npy",)
 
 _KIND = {**{s: "an image" for s in IMAGE_SUFFIXES}, **{s: "a WAV audio file" for s in
          AUDIO_SUFFIXES}, ".off": "a mesh (.off)", ".npy": "a NumPy array (.npy)"}
-
-
-class InputFileError(ValueError):
-    """A file given to ``predict`` that the model cannot take (the message names the file)."""
 
 
 def describe_spec(spec: dict[str, Any]) -> str:
@@ -114,10 +112,10 @@ def _load_image(path: Path, spec: dict[str, Any]) -> Tensor:
         raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
     permutation_seed = spec.get("permutation_seed")
     if permutation_seed is not None:
-        from ..data.mnist import mnist_permutation
+        from ..position import pixel_permutation
 
         flat = x.reshape(-1, channels)
-        x = flat[mnist_permutation(permutation_seed, flat.shape[0])].reshape(x.shape)
+        x = flat[pixel_permutation(permutation_seed, flat.shape[0])].reshape(x.shape)
     return x
 
 
