@@ -240,6 +240,13 @@ class PerceiverIO(PerceiverModel):
 # --- perceiver-pytorch's Perceiver -----------------------------------------------------------
 
 
+def lucidrains_attention(heads: int, dim_head: int, **kwargs) -> AttentionSpec:
+    """perceiver-pytorch's attention: ``heads`` x ``dim_head`` channels, no query/key/value
+    biases, GEGLU feed-forward with widening 4; ``kwargs`` are further AttentionSpec fields."""
+    return AttentionSpec(heads=heads, qk_channels=heads * dim_head, v_channels=heads * dim_head,
+                         widening_factor=4, activation="geglu", qkv_bias=False, **kwargs)
+
+
 class Perceiver(PerceiverModel):
     """The Perceiver with perceiver-pytorch 0.11's constructor keywords and forward signature.
 
@@ -291,19 +298,14 @@ class Perceiver(PerceiverModel):
         adapter = input_adapter or GridAdapter(input_channels=input_channels,
                                                input_axis=input_axis, position=position)
 
-        def spec(heads: int, dim_head: int) -> AttentionSpec:
-            return AttentionSpec(heads=heads, qk_channels=heads * dim_head,
-                                 v_channels=heads * dim_head, widening_factor=4,
-                                 activation="geglu", qkv_bias=False, attn_dropout=attn_dropout,
-                                 ff_dropout=ff_dropout)
-
+        dropout = dict(attn_dropout=attn_dropout, ff_dropout=ff_dropout)
         encoder = PerceiverEncoder(adapter.num_channels, EncoderConfig(
             num_latents=num_latents, latent_dim=latent_dim, num_blocks=depth,
             num_cross_attends=depth, self_attends_per_block=self_per_cross_attn,
             cross_attend_sharing="after_first" if weight_tie_layers else "none",
             block_sharing="after_first" if weight_tie_layers else "none",
-            cross_attend=spec(cross_heads, cross_dim_head),
-            self_attend=spec(latent_heads, latent_dim_head)))
+            cross_attend=lucidrains_attention(cross_heads, cross_dim_head, **dropout),
+            self_attend=lucidrains_attention(latent_heads, latent_dim_head, **dropout)))
         decoder = (ClassificationDecoder(latent_dim=latent_dim, num_classes=num_classes,
                                          pooling="mean") if final_classifier_head else None)
         super().__init__(input_adapter=adapter, encoder=encoder, decoder=decoder,
@@ -320,5 +322,5 @@ class Perceiver(PerceiverModel):
 __all__ = [
     "PerceiverModel", "PerceiverIO", "PerceiverIOConfig", "Perceiver", "FourierConfig",
     "LearnedPositionConfig", "ClassificationDecoderConfig", "GridDecoderConfig",
-    "QueryDecoderConfig", "build_decoder",
+    "QueryDecoderConfig", "build_decoder", "lucidrains_attention",
 ]

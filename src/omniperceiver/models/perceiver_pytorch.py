@@ -5,10 +5,9 @@
 from __future__ import annotations
 
 from ..adapters import GridAdapter
-from ..attention import AttentionSpec
 from ..decoders import QueryDecoder, SequenceOutput
 from ..encoder import EncoderConfig, PerceiverEncoder
-from ..model import Perceiver, PerceiverModel
+from ..model import Perceiver, PerceiverModel, lucidrains_attention
 from ..registry import register_model
 
 #: perceiver-pytorch's README model.
@@ -29,12 +28,6 @@ def perceiver_seed(**overrides) -> Perceiver:
                 "constructor keywords (for checkpoints converted with from_lucidrains)")
 def perceiver_pytorch(**kwargs) -> Perceiver:
     return Perceiver(**kwargs)
-
-
-def _lucidrains_spec(heads: int, dim_head: int, **kwargs) -> AttentionSpec:
-    """perceiver-pytorch's attention: no q/k/v biases, GEGLU feed-forward widening 4."""
-    return AttentionSpec(heads=heads, qk_channels=heads * dim_head, v_channels=heads * dim_head,
-                         widening_factor=4, activation="geglu", qkv_bias=False, **kwargs)
 
 
 @register_model("perceiver-pytorch-io", "perceiver-pytorch's PerceiverIO, built from the same "
@@ -68,12 +61,12 @@ def perceiver_pytorch_io(
         num_latents=num_latents, latent_dim=latent_dim, num_blocks=depth,
         self_attends_per_block=1, num_cross_attends=1, cross_attend_sharing="all",
         block_sharing="all" if weight_tie_layers else "none",
-        cross_attend=_lucidrains_spec(cross_heads, cross_dim_head),
-        self_attend=_lucidrains_spec(latent_heads, latent_dim_head)))
+        cross_attend=lucidrains_attention(cross_heads, cross_dim_head),
+        self_attend=lucidrains_attention(latent_heads, latent_dim_head)))
     decoder = QueryDecoder(
         latent_dim=latent_dim, output_channels=logits_dim or queries_dim,
         query_channels=queries_dim, final_project=logits_dim is not None,
-        cross_attend=_lucidrains_spec(cross_heads, cross_dim_head, query_residual=False,
+        cross_attend=lucidrains_attention(cross_heads, cross_dim_head, query_residual=False,
                                       feed_forward=decoder_ff))
     return PerceiverModel(input_adapter=adapter, encoder=encoder, decoder=decoder,
                           output_adapter=SequenceOutput())
