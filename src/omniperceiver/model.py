@@ -8,13 +8,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
 from .adapters.base import InputAdapter
 from .adapters.grid import GridAdapter
 from .attention import AttentionSpec
+from .config import from_dict as config_from_dict
+from .config import to_dict as config_to_dict
 from .decoders import (
     ClassificationDecoder,
     ClassificationOutput,
@@ -133,44 +135,11 @@ class PerceiverIOConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["decoder"]["kind"] = type(self.decoder).__name__
-        if self.position is not None:
-            d["position"]["kind"] = type(self.position).__name__
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> PerceiverIOConfig:
-        d = dict(d)
-        kinds = {c.__name__: c for c in (ClassificationDecoderConfig, GridDecoderConfig,
-                                         QueryDecoderConfig, FourierConfig,
-                                         LearnedPositionConfig)}
-
-        def spec(s):
-            return AttentionSpec(**s)
-
-        dec = dict(d["decoder"])
-        dec_cls = kinds[dec.pop("kind")]
-        dec["cross_attend"] = spec(dec["cross_attend"])
-        for key in ("output_shape",):
-            if key in dec:
-                dec[key] = tuple(dec[key])
-        d["decoder"] = dec_cls(**dec)
-        if d.get("position") is not None:
-            pos = dict(d["position"])
-            pos_cls = kinds[pos.pop("kind")]
-            for key in ("max_resolution", "shape"):
-                if pos.get(key) is not None:
-                    pos[key] = tuple(pos[key])
-            d["position"] = pos_cls(**pos)
-        enc = dict(d.get("encoder", {}))
-        for key in ("cross_attend", "self_attend"):
-            if key in enc:
-                enc[key] = spec(enc[key])
-        d["encoder"] = EncoderConfig(**enc)
-        if d.get("input_shape") is not None:
-            d["input_shape"] = tuple(d["input_shape"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 def _position_encoding(config: PerceiverIOConfig):
