@@ -181,3 +181,18 @@ def test_every_preset_round_trips_through_a_fresh_interpreter(tmp_path):
     assert sorted(got) == sorted(expected)
     for key, want in expected.items():
         torch.testing.assert_close(got[key], want, rtol=0, atol=1e-6, msg=key)
+
+
+def test_every_position_encoding_of_every_preset_has_the_one_interface():
+    from omniperceiver.adapters import InputAdapter
+    from omniperceiver.decoders import Decoder, OutputAdapter
+    from omniperceiver.position import PositionEncoding
+
+    for name, (overrides, _) in SHRUNK.items():
+        model = create_model(name, **overrides)
+        assert isinstance(model.input_adapter, InputAdapter), name
+        assert model.decoder is None or isinstance(model.decoder, Decoder), name
+        assert isinstance(model.output_adapter, OutputAdapter), name
+        for module in model.modules():
+            if callable(getattr(type(module), "grid", None)):  # a grid(shape) method
+                assert isinstance(module, PositionEncoding), (name, type(module).__name__)

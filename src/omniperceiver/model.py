@@ -28,7 +28,7 @@ from .decoders import (
     grid_decoder,
 )
 from .encoder import EncoderConfig, PerceiverEncoder
-from .position import FourierPositionEncoding, LearnedPositionEncoding
+from .position import FourierPositionEncoding, PositionEncoding, build_position_encoding
 
 
 class PerceiverModel(nn.Module):
@@ -142,7 +142,7 @@ class PerceiverIOConfig:
         return config_from_dict(cls, d)
 
 
-def _position_encoding(config: PerceiverIOConfig):
+def _position_encoding(config: PerceiverIOConfig) -> PositionEncoding | None:
     pos = config.position
     if pos is None:
         return None
@@ -150,10 +150,8 @@ def _position_encoding(config: PerceiverIOConfig):
         if len(pos.shape) != config.input_axis:
             raise ValueError(f"learned positions need a shape with {config.input_axis} axes, "
                              f"got {pos.shape}")
-        n = 1
-        for s in pos.shape:
-            n *= s
-        return LearnedPositionEncoding(n, pos.num_channels)
+        return build_position_encoding("learned", grid_shape=pos.shape,
+                                       num_channels=pos.num_channels)
     max_res = pos.max_resolution or config.input_shape
     if max_res is None:
         raise ValueError("FourierConfig needs max_resolution, or the config needs input_shape")

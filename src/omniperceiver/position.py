@@ -162,6 +162,44 @@ class ProjectedPositions(PositionEncoding):
         return self.projection(self.encoding.grid(shape, device=device, dtype=dtype))
 
 
+class PrefixPositions(PositionEncoding):
+    """Positions of a sequence whose length varies up to ``max_length``: the first ``n`` rows of
+    ``encoding.grid((max_length,))``.
+
+    A position's features do not depend on how far the batch was padded, so a padded, masked
+    example gives the same outputs as the example alone. ``grid((n,))`` -> (n, num_channels).
+    """
+
+    def __init__(self, encoding: PositionEncoding, max_length: int):
+        super().__init__()
+        self.encoding = encoding
+        self.max_length = max_length
+        self.num_channels = encoding.num_channels
+
+    def grid(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
+        if len(shape) != 1 or shape[0] > self.max_length:
+            raise ValueError(f"positions cover sequences of up to {self.max_length} inputs, "
+                             f"got a grid of shape {tuple(shape)}")
+        return self.encoding.grid((self.max_length,), device=device, dtype=dtype)[:shape[0]]
+
+
+def build_position_encoding(kind: str | PositionEncoding | None, *, grid_shape: Sequence[int],
+                            num_bands: int = 64, max_resolution: Sequence[float] | None = None,
+                            num_channels: int = 256) -> PositionEncoding | None:
+    """The position encoding of a grid of ``grid_shape``: ``"fourier"`` (``num_bands`` bands,
+    ``max_resolution`` defaulting to ``grid_shape``), ``"learned"`` (``num_channels`` channels
+    per cell), None (no position features), or an encoding passed through as it is."""
+    if kind is None or isinstance(kind, PositionEncoding):
+        return kind
+    if kind == "fourier":
+        return FourierPositionEncoding(num_axes=len(grid_shape), num_bands=num_bands,
+                                       max_resolution=max_resolution or tuple(grid_shape))
+    if kind == "learned":
+        return LearnedPositionEncoding(math.prod(grid_shape), num_channels)
+    raise ValueError(f"position must be 'fourier', 'learned', None or a PositionEncoding, "
+                     f"got {kind!r}")
+
+
 def pixel_permutation(seed: int, num_pixels: int = 28 * 28) -> Tensor:
     """The fixed permutation of ``num_pixels`` positions drawn from ``seed`` (permuted MNIST):
     an int64 tensor (num_pixels,)."""
@@ -194,4 +232,4 @@ class PermutedPositions(PositionEncoding):
 
 __all__ = ["PositionEncoding", "grid_positions", "fourier_features", "FourierPositionEncoding",
            "LearnedPositionEncoding", "ProjectedPositions", "PermutedPositions",
-           "pixel_permutation"]
+           "PrefixPositions", "build_position_encoding", "pixel_permutation"]

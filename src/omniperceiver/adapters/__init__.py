@@ -11,14 +11,14 @@ from .flow import FlowAdapter, flow_patches
 from .grid import GridAdapter
 from .image import ConvStem, ImageAdapter
 from .multimodal import MaskTokens, MultimodalAdapter, split_modalities
-from .patches import Patches, PrefixPositions, StemAdapter, space_to_depth
+from .patches import Patches, StemAdapter, space_to_depth
 from .points import PointCloudAdapter, pad_point_clouds, pad_sequences
 from .text import ByteTokenizer, TextAdapter
 from .video import VideoAdapter
 
 __all__ = [
     "AdapterOutput", "InputAdapter", "GridAdapter",
-    "StemAdapter", "Patches", "PrefixPositions", "space_to_depth",
+    "StemAdapter", "Patches", "space_to_depth",
     "ImageAdapter", "ConvStem", "VideoAdapter", "WaveformAdapter", "SpectrogramAdapter",
     "LogMelSpectrogram", "mel_filter_bank", "PointCloudAdapter", "pad_point_clouds",
     "pad_sequences", "ByteTokenizer", "TextAdapter", "MultimodalAdapter", "MaskTokens",

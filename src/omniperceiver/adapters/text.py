@@ -11,10 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..position import LearnedPositionEncoding
+from ..position import LearnedPositionEncoding, PrefixPositions
 from ..validation import check_mask, check_token_ids, shape_str
 from .base import AdapterOutput, InputAdapter
-from .patches import PrefixPositions
 
 
 class ByteTokenizer:

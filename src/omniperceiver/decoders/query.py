@@ -4,7 +4,6 @@ output channels. They differ only in where the queries come from (:meth:`decoder
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -12,7 +11,11 @@ from torch import Tensor, nn
 
 from ..adapters.base import AdapterOutput
 from ..attention import AttentionLayer, AttentionSpec
-from ..position import FourierPositionEncoding, LearnedPositionEncoding
+from ..position import (
+    FourierPositionEncoding,
+    LearnedPositionEncoding,
+    build_position_encoding,
+)
 from ..validation import shape_str
 from .base import Decoder
 
@@ -175,13 +178,10 @@ def grid_decoder(
     """A dense decoder: one query per cell of ``output_shape`` (Fourier features of the cell's
     coordinates, or a learned embedding per cell)."""
     output_shape = tuple(output_shape)
-    if query == "fourier":
-        queries = FourierPositionEncoding(num_axes=len(output_shape), num_bands=num_bands,
-                                          max_resolution=max_resolution or output_shape)
-    elif query == "learned":
-        queries = LearnedPositionEncoding(math.prod(output_shape), latent_dim)
-    else:
+    if query not in ("fourier", "learned"):
         raise ValueError(f"query must be 'fourier' or 'learned', got {query!r}")
+    queries = build_position_encoding(query, grid_shape=output_shape, num_bands=num_bands,
+                                      max_resolution=max_resolution, num_channels=latent_dim)
     return QueryDecoder(latent_dim=latent_dim, output_channels=output_channels, queries=queries,
                         output_shape=output_shape, cross_attend=cross_attend)
 
