@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..cli import report_user_errors
+from ..errors import ConfigError
 from ..hub import save_pretrained
 
 SOURCES = ("transformers", "deepmind", "lucidrains")
@@ -32,7 +33,7 @@ def _json(text: str | None) -> dict | None:
     path = Path(text)
     value = json.loads(path.read_text() if path.suffix == ".json" and path.exists() else text)
     if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object, got {text!r}")
+        raise ConfigError(f"expected a JSON object, got {text!r}")
     return value
 
 
@@ -89,11 +90,11 @@ def convert(source: str, src: str | Path, *, semantics: str = "deepmind",
         from .lucidrains import from_lucidrains
 
         if kwargs is None:
-            raise ValueError("--from lucidrains needs --kwargs: the constructor keywords that "
-                             "made the checkpoint")
+            raise ConfigError("--from lucidrains needs --kwargs: the constructor keywords that "
+                              "made the checkpoint")
         model = from_lucidrains(_torch_weights(Path(src)), **kwargs)
     else:
-        raise ValueError(f"--from must be one of {SOURCES}, got {source!r}")
+        raise ConfigError(f"--from must be one of {SOURCES}, got {source!r}")
     return model, extra
 
 

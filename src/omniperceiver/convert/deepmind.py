@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import merge
+from ..errors import ConfigError, ModelFileError
 from ..registry import create_model
 from ._common import LayerWeights, layer_state, load_converted
 
@@ -113,7 +114,7 @@ def load_deepmind_params(path: str | os.PathLike, *, trust_pickle: bool = False
     """
     path = Path(path)
     if not trust_pickle:
-        raise ValueError(
+        raise ModelFileError(
             f"{path} is a Python pickle, and reading a pickle can run arbitrary code. Pass "
             f"trust_pickle=True (command line: --trust-pickle) only for a file from a source "
             f"you trust, such as DeepMind's release (storage.googleapis.com/perceiver_io)")
@@ -122,7 +123,8 @@ def load_deepmind_params(path: str | os.PathLike, *, trust_pickle: bool = False
     with open(path, "rb") as f:
         checkpoint = _HaikuUnpickler(io.BytesIO(f.read())).load()
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} does not hold Haiku parameters (got {type(checkpoint).__name__})")
+        raise ModelFileError(f"{path} does not hold Haiku parameters "
+                             f"(got {type(checkpoint).__name__})")
     return flatten_params(checkpoint)
 
 
@@ -177,8 +179,8 @@ def _encoder_name(p: Mapping) -> str:
     for name in ("perceiver_encoder", "encoder"):
         if f"{name}/~/trainable_position_encoding/pos_embs" in p:
             return name
-    raise ValueError("no Perceiver encoder in these parameters (expected "
-                     "'perceiver_encoder/~/trainable_position_encoding/pos_embs')")
+    raise ModelFileError("no Perceiver encoder in these parameters (expected "
+                         "'perceiver_encoder/~/trainable_position_encoding/pos_embs')")
 
 
 def _encoder_override(p: Mapping) -> dict:
@@ -220,8 +222,8 @@ def _classifier_state(p: Mapping) -> dict[str, Tensor]:
 def _fourier(p, encoder, decoder, overrides):
     unknown = sorted(set(overrides) - {"num_bands", "max_resolution"})
     if unknown:
-        raise ValueError(f"unknown overrides {unknown} for vision-perceiver-fourier; "
-                         "expected num_bands, max_resolution, encoder, decoder")
+        raise ConfigError(f"unknown overrides {unknown} for vision-perceiver-fourier; "
+                          "expected num_bands, max_resolution, encoder, decoder")
     model = create_model("vision-perceiver-fourier", **{
         "num_classes": p[f"{_CLASSIFIER}/output/w"].shape[1], **overrides,
         "activation": "gelu_tanh", "encoder": merge(_encoder_override(p), encoder),
@@ -265,8 +267,8 @@ def _conv(p, encoder, decoder, overrides):
     for ours_name, theirs in (("running_mean", "mean_ema"), ("running_var", "var_ema")):
         key = f"{stem}/batchnorm/~/{theirs}/average"
         if key not in p:
-            raise ValueError(f"the conv checkpoint's batch-norm statistics are missing ({key}): "
-                             "load the whole pickle, params and state")
+            raise ModelFileError(f"the conv checkpoint's batch-norm statistics are missing "
+                                 f"({key}): load the whole pickle, params and state")
         ours[f"input_adapter.stem.norm.{ours_name}"] = _t(p[key]).reshape(-1)
     return model, {**ours, **_encoder_state(p), **_classifier_state(p)}
 
@@ -350,8 +352,8 @@ def detect_family(params: Mapping) -> str:
             (f"{_CLASSIFIER}/output/w", "vision-perceiver-fourier")):
         if marker in params:
             return family
-    raise ValueError("cannot tell which Perceiver model these parameters belong to; pass "
-                     f"family= one of {FAMILIES}")
+    raise ModelFileError("cannot tell which Perceiver model these parameters belong to; pass "
+                         f"family= one of {FAMILIES}")
 
 
 def from_deepmind(checkpoint: str | os.PathLike | Mapping, family: str | None = None, *,
@@ -374,12 +376,12 @@ def from_deepmind(checkpoint: str | os.PathLike | Mapping, family: str | None = 
         params = flatten_params(checkpoint)
     family = ALIASES.get(family, family) if family is not None else detect_family(params)
     if family not in _BUILDERS:
-        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+        raise ConfigError(f"unknown family {family!r}; expected one of {FAMILIES}")
     try:
         model, weights = _BUILDERS[family](params, encoder, decoder, overrides)
     except KeyError as error:
-        raise ValueError(f"these parameters lack {error.args[0]!r}: not a complete DeepMind "
-                         f"{family} checkpoint") from None
+        raise ModelFileError(f"these parameters lack {error.args[0]!r}: not a complete DeepMind "
+                             f"{family} checkpoint") from None
     dtype = weights["encoder.latents"].dtype  # the release's float32 (or the arrays' dtype)
     return load_converted(model, weights, source=f"DeepMind {family}", dtype=dtype)
 
