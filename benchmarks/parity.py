@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 warnings.filterwarnings("ignore")
 
-import omniperceiver.zoo  # noqa: E402, F401  (registers the converted families)
+
 from omniperceiver import create_model  # noqa: E402
 from omniperceiver.convert import from_lucidrains, from_transformers  # noqa: E402
 

@@ -495,7 +495,7 @@ def test_haiku_mappings_unpickle_without_haiku(tmp_path, monkeypatch):
 def test_flow_patches_match_deepminds_patches_for_flow():
     """io_processors.patches_for_flow: each pixel's zero-padded 3x3 neighbourhood, ordered
     (row offset, column offset, channel)."""
-    from omniperceiver.zoo import flow_patches
+    from omniperceiver.adapters import flow_patches
 
     frames = RNG.normal(size=(1, 2, 4, 5, 3))
     padded = np.pad(frames, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))

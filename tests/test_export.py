@@ -4,7 +4,6 @@
 import pytest
 import torch
 
-import omniperceiver.zoo  # noqa: F401  (registers the converted families; the lead wires it)
 from omniperceiver import create_model, save_pretrained
 from omniperceiver.export import example_input, export_onnx, export_program, main
 

@@ -150,14 +150,14 @@ def test_cross_attention_weights_of_chosen_latents_and_masks():
 def test_permuted_pixels_with_travelling_positions_give_the_same_outputs():
     """The paper's permuted-input setting: the position features travel with the pixels, and
     a Perceiver (which does not depend on input order) gives the same outputs."""
-    from omniperceiver.data.mnist import mnist_permutation
+    from omniperceiver.position import pixel_permutation
 
     torch.manual_seed(0)
     plain = create_model("mnist-perceiver", **TINY, mode="pixels").eval()
     permuted = create_model("mnist-perceiver", **TINY, mode="pixels", permutation_seed=3).eval()
     permuted.load_state_dict(plain.state_dict())
     x = torch.rand(2, 28, 28, 1)
-    shuffled = x.reshape(2, 784, 1)[:, mnist_permutation(3)].reshape(2, 28, 28, 1)
+    shuffled = x.reshape(2, 784, 1)[:, pixel_permutation(3)].reshape(2, 28, 28, 1)
     with torch.no_grad():
         assert torch.allclose(permuted(shuffled), plain(x), atol=1e-5)
         assert not torch.allclose(plain(shuffled), plain(x), atol=1e-3)

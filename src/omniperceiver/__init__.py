@@ -1,13 +1,17 @@
 """omniperceiver: the Perceiver family (Perceiver, Perceiver IO) for any input.
 
-The model package imports only torch. Training, data loading, conversion and export live in
-their own sub-packages and import their dependencies there.
+The model package imports only torch. Importing it registers every model family
+(:mod:`omniperceiver.models`), so ``create_model(name)`` and ``from_pretrained(folder)`` work
+in a fresh interpreter. Training, data loading, conversion and export live in their own
+sub-packages and import their dependencies there.
 """
 
+from . import models  # noqa: F401  (registers every model family)
 from .adapters import AdapterOutput, GridAdapter, InputAdapter
 from .attention import AttentionLayer, AttentionSpec, attend
-from .decoders import ClassificationDecoder, QueryDecoder, grid_decoder
+from .decoders import ClassificationDecoder, Decoder, OutputAdapter, QueryDecoder, grid_decoder
 from .encoder import EncoderConfig, PerceiverEncoder
+from .errors import OmniPerceiverError
 from .hub import from_pretrained, save_pretrained
 from .model import (
     ClassificationDecoderConfig,
@@ -20,16 +24,22 @@ from .model import (
     PerceiverModel,
     QueryDecoderConfig,
 )
-from .position import FourierPositionEncoding, LearnedPositionEncoding, fourier_features
-from .presets import create_model, describe_model, list_models, register_model
+from .position import (
+    FourierPositionEncoding,
+    LearnedPositionEncoding,
+    PositionEncoding,
+    fourier_features,
+)
+from .registry import create_model, describe_model, list_models, register_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdapterOutput", "GridAdapter", "InputAdapter", "AttentionLayer", "AttentionSpec", "attend",
-    "ClassificationDecoder", "QueryDecoder", "grid_decoder", "EncoderConfig", "PerceiverEncoder",
-    "ClassificationDecoderConfig", "FourierConfig", "GridDecoderConfig", "LearnedPositionConfig",
-    "Perceiver", "PerceiverIO", "PerceiverIOConfig", "PerceiverModel", "QueryDecoderConfig",
-    "FourierPositionEncoding", "LearnedPositionEncoding", "fourier_features", "create_model",
+    "Decoder", "OutputAdapter", "ClassificationDecoder", "QueryDecoder", "grid_decoder",
+    "EncoderConfig", "PerceiverEncoder", "ClassificationDecoderConfig", "FourierConfig",
+    "GridDecoderConfig", "LearnedPositionConfig", "Perceiver", "PerceiverIO", "PerceiverIOConfig",
+    "PerceiverModel", "QueryDecoderConfig", "PositionEncoding", "FourierPositionEncoding",
+    "LearnedPositionEncoding", "fourier_features", "OmniPerceiverError", "create_model",
     "describe_model", "list_models", "register_model", "from_pretrained", "save_pretrained",
 ]

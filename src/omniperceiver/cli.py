@@ -23,7 +23,10 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from .errors import CommandError, ModelFileError, OmniPerceiverError
 
 TRAINING = ("fit", "validate", "test", "predict")
 DISPATCH = {"convert": "omniperceiver.convert.cli", "export": "omniperceiver.export"}
@@ -49,34 +52,32 @@ example:
 """
 
 
-class CommandError(Exception):
-    """A mistake on the command line or in the files it names; printed without a traceback."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that are the user's to fix: printed as one message, exit status 1."""
-    errors: list[type[BaseException]] = [CommandError]
-    for module, name in (("omniperceiver.data", "DatasetError"),
-                         ("omniperceiver.training.errors", "ConfigError"),
-                         ("omniperceiver.training.inputs", "InputFileError"),
-                         ("omniperceiver.training.module", "NonFiniteLossError")):
-        mod = sys.modules.get(module)
-        if mod is not None:
-            errors.append(getattr(mod, name))
-    return tuple(errors)
-
-
-def _user_error(error: BaseException) -> BaseException | None:
-    """The user error in ``error``'s chain of causes (jsonargparse wraps the errors raised
-    while it builds the model and data), or None."""
-    kinds = _user_errors()
+def user_error(error: BaseException | None) -> OmniPerceiverError | None:
+    """The :class:`~omniperceiver.errors.OmniPerceiverError` in ``error``'s chain of causes
+    (jsonargparse wraps the errors raised while it builds the model and data), or None."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, kinds):
+        if isinstance(error, OmniPerceiverError):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def report_user_errors(prog: str, run: Callable[[], int | None], *,
+                       boundary: tuple[type[BaseException], ...] = ()) -> int:
+    """``run()``'s exit status; a user error (an :class:`OmniPerceiverError` anywhere in the
+    chain of causes, or one of the ``boundary`` types raised by ``run`` itself, such as the
+    ValueError of a foreign checkpoint reader) is printed as ``prog: error: message`` without
+    a traceback, exit status 1. Every other exception propagates with its traceback."""
+    try:
+        return int(run() or 0)
+    except Exception as error:  # noqa: BLE001  (user errors are printed, the rest re-raised)
+        cause = user_error(error) or (error if isinstance(error, boundary) else None)
+        if cause is None:
+            raise
+        print(f"{prog}: error: {cause}", file=sys.stderr)
+        return 1
 
 
 def _restart_with_passive_openmp_waits() -> None:
@@ -104,29 +105,27 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
-    try:
-        if command in DISPATCH:
-            return _dispatch(command, rest)
-        if command == "list-models":
-            return list_models_command(rest)
-        if command == "plot-attention":
-            return plot_attention_command(rest)
-        if command == "predict" and rest and not rest[0].startswith("-"):
-            return predict_command(rest)
-        if command in TRAINING:
-            if from_command_line:
-                _restart_with_passive_openmp_waits()
+    if command in DISPATCH:
+        return report_user_errors(f"omniperceiver {command}", lambda: _dispatch(command, rest))
+    if command == "list-models":
+        return list_models_command(rest)
+    if command == "plot-attention":
+        return report_user_errors("omniperceiver plot-attention",
+                                  lambda: plot_attention_command(rest))
+    if command == "predict" and rest and not rest[0].startswith("-"):
+        return report_user_errors("omniperceiver predict", lambda: predict_command(rest))
+    if command in TRAINING:
+        if from_command_line:
+            _restart_with_passive_openmp_waits()
+
+        def train() -> int:
             from .training.lightning_cli import run
 
             # LightningCLI reads sys.argv itself when run from the command line.
             run(None if from_command_line else [command, *rest])
             return 0
-    except Exception as error:  # noqa: BLE001  (user errors are printed, the rest re-raised)
-        cause = _user_error(error)
-        if cause is None:
-            raise
-        print(f"omniperceiver {command}: error: {cause}", file=sys.stderr)
-        return 1
+
+        return report_user_errors(f"omniperceiver {command}", train)
     print(f"omniperceiver: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
@@ -152,12 +151,7 @@ def list_models_command(argv: list[str]) -> int:
                                      description="List the registered model presets.")
     parser.parse_args(argv)
     from . import describe_model, list_models
-    from .training import presets  # noqa: F401  (registers the task presets)
 
-    try:
-        importlib.import_module("omniperceiver.zoo")
-    except ImportError:  # the zoo's optional parts
-        pass
     names = list_models()
     width = max(len(n) for n in names)
     for name in names:
@@ -175,7 +169,6 @@ def load_trained(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise CommandError(f"{path}: no such checkpoint file or model folder")
-    from .training import presets  # noqa: F401  (registers the task presets)
 
     if path.is_dir():
         from .hub import from_pretrained, load_config
@@ -185,16 +178,17 @@ def load_trained(path: str | Path):
         spec = extra.get("input_spec")
         classes = extra.get("classes")
     else:
-        from .presets import create_model
+        from .registry import create_model
         from .training.checkpoint import load_checkpoint_file
 
         try:
             checkpoint = load_checkpoint_file(path)
         except Exception as error:  # noqa: BLE001  (any unreadable file)
-            raise CommandError(f"{path}: not a readable Lightning checkpoint ({error})") from error
+            raise ModelFileError(
+                f"{path}: not a readable Lightning checkpoint ({error})") from error
         h = checkpoint.get("hyper_parameters", {})
         if "model" not in h or "num_classes" not in h:
-            raise CommandError(f"{path}: not an omniperceiver training checkpoint (no model "
+            raise ModelFileError(f"{path}: not an omniperceiver training checkpoint (no model "
                                "hyper-parameters)")
         model = create_model(h["model"], num_classes=h["num_classes"], **(h.get("model_args")
                                                                            or {}))
@@ -204,7 +198,7 @@ def load_trained(path: str | Path):
         model.eval()
         spec, classes = h.get("input_spec"), h.get("class_names")
     if spec is None:
-        raise CommandError(f"{path}: the model has no input_spec, so files cannot be read for "
+        raise ModelFileError(f"{path}: the model has no input_spec, so files cannot be read for "
                            "it (train it with omniperceiver fit)")
     if classes is None:
         classes = [str(i) for i in range(model.decoder.output_channels)]

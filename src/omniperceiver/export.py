@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -169,11 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from . import zoo  # noqa: F401  (registers the converted families' presets)
+    from .cli import report_user_errors
     from .hub import from_pretrained
-    from .training import presets  # noqa: F401  (registers the task presets; torch only)
 
-    try:
+    def run() -> int:
         model = from_pretrained(args.checkpoint)
         example = example_input(model, args.input_shape)
         out = Path(args.out)
@@ -184,13 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             export_onnx(model, out, example=example, opset=args.opset,
                         dynamic_batch=not args.static_batch, verify=not args.no_verify)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
-        print(f"omniperceiver export: error: {error}", file=sys.stderr)
-        return 1
-    shape = "x".join(str(s) for s in example.shape[1:])
-    print(f"exported {args.checkpoint} -> {out} (inputs (batch, {shape}), "
-          f"{math.prod(example.shape[1:]):,} values per example)")
-    return 0
+        shape = "x".join(str(s) for s in example.shape[1:])
+        print(f"exported {args.checkpoint} -> {out} (inputs (batch, {shape}), "
+              f"{math.prod(example.shape[1:]):,} values per example)")
+        return 0
+
+    # ValueError/TypeError: a model or shape torch.export cannot take; ImportError: onnx.
+    return report_user_errors("omniperceiver export", run,
+                              boundary=(ValueError, TypeError, FileNotFoundError, ImportError))
 
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .adapters import GridAdapter
+from .errors import ModelFileError
+from .files import write_atomically, write_text_atomically
 from .model import PerceiverIO, PerceiverIOConfig
-from .presets import create_model
+from .registry import create_model
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -27,9 +29,9 @@ def model_recipe(model: nn.Module) -> dict:
     recipe = getattr(model, "recipe", None)
     if recipe is not None:
         return recipe
-    if isinstance(model, PerceiverIO) and type(model.input_adapter).__name__ == "GridAdapter":
+    if isinstance(model, PerceiverIO) and type(model.input_adapter) is GridAdapter:
         return {"config": model.config.to_dict()}
-    raise ValueError(
+    raise ModelFileError(
         f"cannot save a {type(model).__name__} built by hand: build it with "
         f"omniperceiver.create_model(name, **overrides) or PerceiverIO(config), or register "
         f"a preset for it with omniperceiver.register_model")
@@ -40,18 +42,7 @@ def build_from_recipe(recipe: dict) -> nn.Module:
         return create_model(recipe["preset"], **recipe.get("overrides", {}))
     if "config" in recipe:
         return PerceiverIO(PerceiverIOConfig.from_dict(recipe["config"]))
-    raise ValueError(f"config.json has no 'preset' or 'config' entry: keys {sorted(recipe)}")
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    raise ModelFileError(f"config.json has no 'preset' or 'config' entry: keys {sorted(recipe)}")
 
 
 def save_pretrained(model: nn.Module, path: str | os.PathLike, *,
@@ -59,16 +50,15 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike, *,
     """Write ``config.json`` and ``model.safetensors`` into the folder ``path`` (created if
     needed), each atomically. ``extra`` (JSON-serialisable, e.g. class names) is stored in the
     config under ``"extra"``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     config = {"omniperceiver": recipe_version(), "model": model_recipe(model),
               "extra": extra or {}}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp))
-    _atomic_write(path / CONFIG_NAME,
-                  lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    write_atomically(path / WEIGHTS_NAME, lambda f: f.write(save(state)))
+    write_text_atomically(path / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return path
 
 

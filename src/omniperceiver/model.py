@@ -8,28 +8,43 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
 from .adapters.base import InputAdapter
 from .adapters.grid import GridAdapter
 from .attention import AttentionSpec
-from .decoders import ClassificationDecoder, QueryDecoder, grid_decoder
+from .config import from_dict as config_from_dict
+from .config import to_dict as config_to_dict
+from .decoders import (
+    ClassificationDecoder,
+    ClassificationOutput,
+    Decoder,
+    GridOutput,
+    OutputAdapter,
+    QueryDecoder,
+    SequenceOutput,
+    grid_decoder,
+)
 from .encoder import EncoderConfig, PerceiverEncoder
-from .outputs import ClassificationOutput, GridOutput, SequenceOutput
-from .position import FourierPositionEncoding, LearnedPositionEncoding
+from .position import FourierPositionEncoding, PositionEncoding, build_position_encoding
 
 
 class PerceiverModel(nn.Module):
-    """``output_adapter(decoder(encoder(input_adapter(x))))``.
+    """``output_adapter(decoder(encoder(input_adapter(x))))``: one forward for every task.
 
-    ``forward(inputs, mask=None, queries=None, *, subsample=None, return_latents=False)``;
-    ``decoder=None`` makes a model that returns the latents (batch, num_latents, latent_dim).
+    ``forward(inputs, mask=None, queries=None, *, subsample=None, return_latents=False)``:
+    the input adapter turns ``inputs`` into the input array (batch, num_inputs, channels) and
+    its mask; the latents cross-attend to it and self-attend; the decoder's output queries
+    (``queries``, or what :meth:`~omniperceiver.decoders.Decoder.decoder_query` builds from
+    the adapted inputs; ``subsample`` picks some outputs) cross-attend to the latents; the
+    output adapter shapes the result. ``decoder=None`` makes a model that returns the latents
+    (batch, num_latents, latent_dim).
     """
 
     def __init__(self, *, input_adapter: InputAdapter, encoder: PerceiverEncoder,
-                 decoder: nn.Module | None = None, output_adapter: nn.Module | None = None):
+                 decoder: Decoder | None = None, output_adapter: OutputAdapter | None = None):
         super().__init__()
         if encoder.input_channels != input_adapter.num_channels:
             raise ValueError(
@@ -40,8 +55,8 @@ class PerceiverModel(nn.Module):
         self.decoder = decoder
         self.output_adapter = output_adapter or SequenceOutput()
 
-    def forward(self, inputs, mask: Tensor | None = None, queries: Tensor | None = None, *,
-                subsample: Tensor | None = None, return_latents: bool = False) -> Tensor:
+    def forward(self, inputs, mask=None, queries: Tensor | None = None, *, subsample=None,
+                return_latents: bool = False):
         chunk_size = self.encoder.config.input_chunk_size
         if chunk_size is not None and hasattr(self.input_adapter, "input_chunks"):
             # Inputs built chunk by chunk as the encoder consumes them (huge grids).
@@ -51,7 +66,7 @@ class PerceiverModel(nn.Module):
         latents = self.encoder(adapted.inputs, adapted.mask)
         if return_latents or self.decoder is None:
             return latents
-        outputs = self.decoder(latents, queries, subsample=subsample)
+        outputs = self.decoder(latents, queries, adapted=adapted, subsample=subsample)
         return self.output_adapter(outputs, adapted)
 
 
@@ -120,47 +135,14 @@ class PerceiverIOConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["decoder"]["kind"] = type(self.decoder).__name__
-        if self.position is not None:
-            d["position"]["kind"] = type(self.position).__name__
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> PerceiverIOConfig:
-        d = dict(d)
-        kinds = {c.__name__: c for c in (ClassificationDecoderConfig, GridDecoderConfig,
-                                         QueryDecoderConfig, FourierConfig,
-                                         LearnedPositionConfig)}
-
-        def spec(s):
-            return AttentionSpec(**s)
-
-        dec = dict(d["decoder"])
-        dec_cls = kinds[dec.pop("kind")]
-        dec["cross_attend"] = spec(dec["cross_attend"])
-        for key in ("output_shape",):
-            if key in dec:
-                dec[key] = tuple(dec[key])
-        d["decoder"] = dec_cls(**dec)
-        if d.get("position") is not None:
-            pos = dict(d["position"])
-            pos_cls = kinds[pos.pop("kind")]
-            for key in ("max_resolution", "shape"):
-                if pos.get(key) is not None:
-                    pos[key] = tuple(pos[key])
-            d["position"] = pos_cls(**pos)
-        enc = dict(d.get("encoder", {}))
-        for key in ("cross_attend", "self_attend"):
-            if key in enc:
-                enc[key] = spec(enc[key])
-        d["encoder"] = EncoderConfig(**enc)
-        if d.get("input_shape") is not None:
-            d["input_shape"] = tuple(d["input_shape"])
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
-def _position_encoding(config: PerceiverIOConfig):
+def _position_encoding(config: PerceiverIOConfig) -> PositionEncoding | None:
     pos = config.position
     if pos is None:
         return None
@@ -168,10 +150,8 @@ def _position_encoding(config: PerceiverIOConfig):
         if len(pos.shape) != config.input_axis:
             raise ValueError(f"learned positions need a shape with {config.input_axis} axes, "
                              f"got {pos.shape}")
-        n = 1
-        for s in pos.shape:
-            n *= s
-        return LearnedPositionEncoding(n, pos.num_channels)
+        return build_position_encoding("learned", grid_shape=pos.shape,
+                                       num_channels=pos.num_channels)
     max_res = pos.max_resolution or config.input_shape
     if max_res is None:
         raise ValueError("FourierConfig needs max_resolution, or the config needs input_shape")
@@ -227,6 +207,13 @@ class PerceiverIO(PerceiverModel):
 # --- perceiver-pytorch's Perceiver -----------------------------------------------------------
 
 
+def lucidrains_attention(heads: int, dim_head: int, **kwargs) -> AttentionSpec:
+    """perceiver-pytorch's attention: ``heads`` x ``dim_head`` channels, no query/key/value
+    biases, GEGLU feed-forward with widening 4; ``kwargs`` are further AttentionSpec fields."""
+    return AttentionSpec(heads=heads, qk_channels=heads * dim_head, v_channels=heads * dim_head,
+                         widening_factor=4, activation="geglu", qkv_bias=False, **kwargs)
+
+
 class Perceiver(PerceiverModel):
     """The Perceiver with perceiver-pytorch 0.11's constructor keywords and forward signature.
 
@@ -278,19 +265,14 @@ class Perceiver(PerceiverModel):
         adapter = input_adapter or GridAdapter(input_channels=input_channels,
                                                input_axis=input_axis, position=position)
 
-        def spec(heads: int, dim_head: int) -> AttentionSpec:
-            return AttentionSpec(heads=heads, qk_channels=heads * dim_head,
-                                 v_channels=heads * dim_head, widening_factor=4,
-                                 activation="geglu", qkv_bias=False, attn_dropout=attn_dropout,
-                                 ff_dropout=ff_dropout)
-
+        dropout = dict(attn_dropout=attn_dropout, ff_dropout=ff_dropout)
         encoder = PerceiverEncoder(adapter.num_channels, EncoderConfig(
             num_latents=num_latents, latent_dim=latent_dim, num_blocks=depth,
             num_cross_attends=depth, self_attends_per_block=self_per_cross_attn,
             cross_attend_sharing="after_first" if weight_tie_layers else "none",
             block_sharing="after_first" if weight_tie_layers else "none",
-            cross_attend=spec(cross_heads, cross_dim_head),
-            self_attend=spec(latent_heads, latent_dim_head)))
+            cross_attend=lucidrains_attention(cross_heads, cross_dim_head, **dropout),
+            self_attend=lucidrains_attention(latent_heads, latent_dim_head, **dropout)))
         decoder = (ClassificationDecoder(latent_dim=latent_dim, num_classes=num_classes,
                                          pooling="mean") if final_classifier_head else None)
         super().__init__(input_adapter=adapter, encoder=encoder, decoder=decoder,
@@ -307,5 +289,5 @@ class Perceiver(PerceiverModel):
 __all__ = [
     "PerceiverModel", "PerceiverIO", "PerceiverIOConfig", "Perceiver", "FourierConfig",
     "LearnedPositionConfig", "ClassificationDecoderConfig", "GridDecoderConfig",
-    "QueryDecoderConfig", "build_decoder",
+    "QueryDecoderConfig", "build_decoder", "lucidrains_attention",
 ]

@@ -11,12 +11,25 @@ perceiver-pytorch uses one ``max_freq`` for every axis and orders each axis as
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 LAYOUTS = ("deepmind", "lucidrains")
+
+
+class PositionEncoding(nn.Module, ABC):
+    """The interface of every position encoding: ``num_channels`` features per position, and
+    ``grid(shape, *, device, dtype)`` the features of every cell of a grid of ``shape``,
+    row-major: (prod(shape), num_channels)."""
+
+    num_channels: int
+
+    @abstractmethod
+    def grid(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
+        """(prod(shape), num_channels)."""
 
 
 def grid_positions(shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
@@ -62,7 +75,7 @@ def fourier_features(
     raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
 
-class FourierPositionEncoding(nn.Module):
+class FourierPositionEncoding(PositionEncoding):
     """Fourier position features for grids or per-example coordinates.
 
     ``grid(shape, ...)`` returns (prod(shape), num_channels), computed once per
@@ -117,7 +130,7 @@ class FourierPositionEncoding(nn.Module):
         return ", ".join(f"{k}={v}" for k, v in self.options.items())
 
 
-class LearnedPositionEncoding(nn.Module):
+class LearnedPositionEncoding(PositionEncoding):
     """A learned embedding per position: (num_positions, num_channels), init trunc-normal 0.02."""
 
     def __init__(self, num_positions: int, num_channels: int, *, init_std: float = 0.02):
@@ -135,5 +148,88 @@ class LearnedPositionEncoding(nn.Module):
         return self.embedding.to(dtype)
 
 
-__all__ = ["grid_positions", "fourier_features", "FourierPositionEncoding",
-           "LearnedPositionEncoding"]
+class ProjectedPositions(PositionEncoding):
+    """Learned positions followed by a linear layer (DeepMind's ``PositionEncodingProjector``,
+    transformers' ``positions_projection``): ``grid(shape)`` -> (prod(shape), num_channels)."""
+
+    def __init__(self, num_positions: int, channels: int, num_channels: int):
+        super().__init__()
+        self.encoding = LearnedPositionEncoding(num_positions, channels)
+        self.projection = nn.Linear(channels, num_channels)
+        self.num_channels = num_channels
+
+    def grid(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
+        return self.projection(self.encoding.grid(shape, device=device, dtype=dtype))
+
+
+class PrefixPositions(PositionEncoding):
+    """Positions of a sequence whose length varies up to ``max_length``: the first ``n`` rows of
+    ``encoding.grid((max_length,))``.
+
+    A position's features do not depend on how far the batch was padded, so a padded, masked
+    example gives the same outputs as the example alone. ``grid((n,))`` -> (n, num_channels).
+    """
+
+    def __init__(self, encoding: PositionEncoding, max_length: int):
+        super().__init__()
+        self.encoding = encoding
+        self.max_length = max_length
+        self.num_channels = encoding.num_channels
+
+    def grid(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
+        if len(shape) != 1 or shape[0] > self.max_length:
+            raise ValueError(f"positions cover sequences of up to {self.max_length} inputs, "
+                             f"got a grid of shape {tuple(shape)}")
+        return self.encoding.grid((self.max_length,), device=device, dtype=dtype)[:shape[0]]
+
+
+def build_position_encoding(kind: str | PositionEncoding | None, *, grid_shape: Sequence[int],
+                            num_bands: int = 64, max_resolution: Sequence[float] | None = None,
+                            num_channels: int = 256) -> PositionEncoding | None:
+    """The position encoding of a grid of ``grid_shape``: ``"fourier"`` (``num_bands`` bands,
+    ``max_resolution`` defaulting to ``grid_shape``), ``"learned"`` (``num_channels`` channels
+    per cell), None (no position features), or an encoding passed through as it is."""
+    if kind is None or isinstance(kind, PositionEncoding):
+        return kind
+    if kind == "fourier":
+        return FourierPositionEncoding(num_axes=len(grid_shape), num_bands=num_bands,
+                                       max_resolution=max_resolution or tuple(grid_shape))
+    if kind == "learned":
+        return LearnedPositionEncoding(math.prod(grid_shape), num_channels)
+    raise ValueError(f"position must be 'fourier', 'learned', None or a PositionEncoding, "
+                     f"got {kind!r}")
+
+
+def pixel_permutation(seed: int, num_pixels: int = 28 * 28) -> Tensor:
+    """The fixed permutation of ``num_pixels`` positions drawn from ``seed`` (permuted MNIST):
+    an int64 tensor (num_pixels,)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(num_pixels, generator=generator)
+
+
+class PermutedPositions(PositionEncoding):
+    """Position features that travel with permuted inputs.
+
+    Permuted MNIST shuffles the pixels with a fixed permutation ``perm`` (input ``i`` is the
+    original pixel ``perm[i]``). Giving input ``i`` the features of position ``perm[i]`` is the
+    Perceiver paper's permuted-ImageNet setting: the features are attached before the shuffle,
+    so a model that does not depend on input order is unaffected by it.
+    """
+
+    def __init__(self, encoding: PositionEncoding, permutation: Tensor):
+        super().__init__()
+        self.encoding = encoding
+        self.num_channels = encoding.num_channels
+        self.register_buffer("permutation", permutation.clone(), persistent=False)
+
+    def grid(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
+        features = self.encoding.grid(shape, device=device, dtype=dtype)
+        if features.shape[0] != self.permutation.numel():
+            raise ValueError(f"the permutation covers {self.permutation.numel()} positions, "
+                             f"the image has {features.shape[0]} (grid {tuple(shape)})")
+        return features[self.permutation.to(features.device)]
+
+
+__all__ = ["PositionEncoding", "grid_positions", "fourier_features", "FourierPositionEncoding",
+           "LearnedPositionEncoding", "ProjectedPositions", "PermutedPositions",
+           "PrefixPositions", "build_position_encoding", "pixel_permutation"]

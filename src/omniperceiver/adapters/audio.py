@@ -14,9 +14,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..position import PrefixPositions, build_position_encoding
 from ..validation import mask_lengths
 from .base import AdapterOutput
-from .patches import Patches, PrefixPositions, StemAdapter, make_position
+from .patches import Patches, StemAdapter
 
 MEL_SCALES = ("htk", "slaney")
 
@@ -161,8 +162,8 @@ class LogMelSpectrogram(nn.Module):
 
 def _sequence_position(position, *, length: int, num_bands: int, position_channels: int):
     """1D positions of the first inputs of a ``length``-long sequence (or None)."""
-    position = make_position(position, grid_shape=(length,), num_bands=num_bands,
-                             position_channels=position_channels)
+    position = build_position_encoding(position, grid_shape=(length,), num_bands=num_bands,
+                                       num_channels=position_channels)
     return PrefixPositions(position, length) if position is not None else None
 
 

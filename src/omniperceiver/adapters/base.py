@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from torch import Tensor, nn
@@ -9,24 +10,29 @@ from torch import Tensor, nn
 
 @dataclass
 class AdapterOutput:
-    """What an input adapter hands to the encoder (and, through the model, to the decoder).
+    """What an input adapter hands to the encoder (and, through the model, to the decoder and
+    the output adapter).
 
     ``inputs`` (batch, num_inputs, channels); ``mask`` (batch, num_inputs) bool, True = keep,
     or None; ``grid_shape`` the axes the inputs were flattened from (to map outputs back);
-    ``modality_sizes`` the number of inputs of each modality, in order, for multimodal inputs.
+    ``modality_sizes`` the number of inputs of each modality, in order, for multimodal inputs;
+    ``token_embedding`` the (vocab_size, channels) embedding of token inputs, for an output
+    layer tied to it.
     """
 
     inputs: Tensor
     mask: Tensor | None = None
     grid_shape: tuple[int, ...] | None = None
     modality_sizes: dict[str, int] | None = field(default=None)
+    token_embedding: Tensor | None = None
 
 
-class InputAdapter(nn.Module):
+class InputAdapter(nn.Module, ABC):
     """Base class: ``num_channels`` is the channel count of the inputs it produces;
     ``forward(x, mask=None) -> AdapterOutput`` validates ``x`` and adds position features."""
 
     num_channels: int
 
-    def forward(self, x, mask: Tensor | None = None) -> AdapterOutput:  # pragma: no cover
-        raise TypeError(f"{type(self).__name__} must implement forward")
+    @abstractmethod
+    def forward(self, x, mask: Tensor | None = None) -> AdapterOutput:
+        """(batch, ...) modality tensor -> inputs (batch, num_inputs, num_channels) + mask."""

@@ -95,23 +95,3 @@ def _position_chunk(position: FourierPositionEncoding | LearnedPositionEncoding,
         index = index // n
     pos = torch.stack(coords[::-1], dim=-1)  # as grid_positions(shape)[start:stop]
     return fourier_features(pos, **position.options).to(dtype)
-
-
-def fourier_grid_adapter(
-    *,
-    input_channels: int,
-    input_axis: int,
-    num_bands: int,
-    max_resolution: float | Sequence[float],
-    layout: str = "deepmind",
-    concat_pos: bool = True,
-    sine_only: bool = False,
-    **kwargs,
-) -> GridAdapter:
-    """A :class:`GridAdapter` with Fourier position features."""
-    position = FourierPositionEncoding(num_axes=input_axis, num_bands=num_bands,
-                                       max_resolution=max_resolution, layout=layout,
-                                       concat_pos=concat_pos, sine_only=sine_only)
-    return GridAdapter(input_channels=input_channels, input_axis=input_axis,
-                       position=position, **kwargs)
-

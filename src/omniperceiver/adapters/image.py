@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..position import PositionEncoding, build_position_encoding
 from ..validation import check_divisible
-from .patches import Patches, Position, StemAdapter, make_position
+from .patches import Patches, StemAdapter
 
 IMAGE_MODES = ("pixels", "patches", "conv")
 PADDINGS = ("same", "transformers")
@@ -93,7 +94,7 @@ class ImageAdapter(StemAdapter):
         input_channels: int = 3,
         mode: str = "pixels",
         patch_size: int | None = None,
-        position: str | Position | None = "fourier",
+        position: str | PositionEncoding | None = "fourier",
         num_bands: int = 64,
         max_resolution: Sequence[float] | None = None,
         position_channels: int = 256,
@@ -122,9 +123,10 @@ class ImageAdapter(StemAdapter):
         self.image_shape = image_shape
         super().__init__(
             input_channels=input_channels, input_axis=2, stem=stem,
-            position=make_position(position, grid_shape=stem.out_shape(image_shape),
-                                   num_bands=num_bands, max_resolution=max_resolution,
-                                   position_channels=position_channels),
+            position=build_position_encoding(position, grid_shape=stem.out_shape(image_shape),
+                                             num_bands=num_bands,
+                                             max_resolution=max_resolution,
+                                             num_channels=position_channels),
             project_channels=project_channels, channels_last=channels_last,
             check_finite=check_finite)
 

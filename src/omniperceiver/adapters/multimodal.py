@@ -102,4 +102,36 @@ def split_modalities(outputs: Tensor, modality_sizes: Mapping[str, int]) -> dict
     return dict(zip(modality_sizes, parts, strict=True))
 
 
-__all__ = ["MultimodalAdapter", "split_modalities"]
+class MaskTokens(InputAdapter):
+    """Wraps a :class:`MultimodalAdapter`: the inputs of modality ``name`` are replaced by a
+    learned mask token with probability ``mask_probs[name]``.
+
+    Probability 1 replaces them always (the published multimodal autoencoder never sees the
+    label it reconstructs); 0 never; in between, only in training mode (never random in eval
+    mode).
+    """
+
+    def __init__(self, adapter: MultimodalAdapter, mask_probs: Mapping[str, float]):
+        super().__init__()
+        self.adapter = adapter
+        self.mask_probs = dict(mask_probs)
+        self.num_channels = adapter.num_channels
+        self.tokens = nn.ParameterDict({
+            name: nn.Parameter(torch.zeros(adapter.num_channels)) for name in sorted(mask_probs)})
+        for token in self.tokens.values():
+            nn.init.trunc_normal_(token, std=0.02, a=-0.04, b=0.04)
+
+    def forward(self, x: Mapping[str, Tensor], mask=None) -> AdapterOutput:
+        out = self.adapter(x, mask)
+        parts = split_modalities(out.inputs, out.modality_sizes)
+        for name, p in self.mask_probs.items():
+            if p >= 1 or (self.training and p > 0):
+                inputs = parts[name]
+                drop = torch.rand(inputs.shape[:2], device=inputs.device) < p
+                token = self.tokens[name].to(inputs.dtype)
+                parts[name] = torch.where(drop[..., None], token, inputs)
+        return AdapterOutput(inputs=torch.cat(list(parts.values()), dim=1), mask=out.mask,
+                             modality_sizes=out.modality_sizes)
+
+
+__all__ = ["MultimodalAdapter", "MaskTokens", "split_modalities"]

@@ -18,10 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from ..position import FourierPositionEncoding, LearnedPositionEncoding
+from ..position import PositionEncoding
 from ..validation import check_divisible, check_grid_input
 from .base import AdapterOutput, InputAdapter
 from .grid import GridAdapter
@@ -95,48 +94,6 @@ class Patches(nn.Module):
         return f"patch_shape={self.patch_shape}, pad={self.pad}"
 
 
-class PrefixPositions(nn.Module):
-    """Positions of a sequence whose length varies up to ``max_length``: the first ``n`` rows of
-    ``encoding.grid((max_length,))``.
-
-    A position's features do not depend on how far the batch was padded, so a padded, masked
-    example gives the same outputs as the example alone. ``grid((n,))`` -> (n, num_channels).
-    """
-
-    def __init__(self, encoding: FourierPositionEncoding | LearnedPositionEncoding,
-                 max_length: int):
-        super().__init__()
-        self.encoding = encoding
-        self.max_length = max_length
-        self.num_channels = encoding.num_channels
-
-    def grid(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
-        if len(shape) != 1 or shape[0] > self.max_length:
-            raise ValueError(f"positions cover sequences of up to {self.max_length} inputs, "
-                             f"got a grid of shape {tuple(shape)}")
-        return self.encoding.grid((self.max_length,), device=device, dtype=dtype)[:shape[0]]
-
-
-Position = FourierPositionEncoding | LearnedPositionEncoding | PrefixPositions
-
-
-def make_position(position: str | Position | None, *, grid_shape: Sequence[int],
-                  num_bands: int = 64, max_resolution: Sequence[float] | None = None,
-                  position_channels: int = 256) -> Position | None:
-    """Position features for a grid of ``grid_shape``: ``"fourier"`` (``num_bands`` bands,
-    ``max_resolution`` defaulting to ``grid_shape``), ``"learned"`` (``position_channels``
-    channels per cell), None, or an encoding passed through as it is."""
-    if position is None or isinstance(position, nn.Module):
-        return position
-    if position == "fourier":
-        return FourierPositionEncoding(num_axes=len(grid_shape), num_bands=num_bands,
-                                       max_resolution=max_resolution or tuple(grid_shape))
-    if position == "learned":
-        return LearnedPositionEncoding(math.prod(grid_shape), position_channels)
-    raise ValueError(f"position must be 'fourier', 'learned', None or an encoding, "
-                     f"got {position!r}")
-
-
 class StemAdapter(InputAdapter):
     """(batch, *axes, input_channels) -> stem -> [linear projection] -> position features ->
     (batch, prod(stem grid), channels + position channels).
@@ -154,7 +111,7 @@ class StemAdapter(InputAdapter):
         input_channels: int,
         input_axis: int,
         stem: nn.Module,
-        position: Position | None,
+        position: PositionEncoding | None,
         project_channels: int | None = None,
         channels_last: bool = True,
         check_finite: bool = True,
@@ -172,7 +129,7 @@ class StemAdapter(InputAdapter):
         self.num_channels = self.grid.num_channels
 
     @property
-    def position(self) -> Position | None:
+    def position(self) -> PositionEncoding | None:
         return self.grid.position
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> AdapterOutput:
@@ -187,4 +144,4 @@ class StemAdapter(InputAdapter):
         return self.grid(x, mask)
 
 
-__all__ = ["space_to_depth", "Patches", "PrefixPositions", "make_position", "StemAdapter"]
+__all__ = ["space_to_depth", "Patches", "StemAdapter"]

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..position import LearnedPositionEncoding
+from ..position import LearnedPositionEncoding, PrefixPositions
 from ..validation import check_mask, check_token_ids, shape_str
 from .base import AdapterOutput, InputAdapter
-from .patches import PrefixPositions
 
 
 class ByteTokenizer:
@@ -101,7 +100,8 @@ class TextAdapter(InputAdapter):
             mask = x != self.pad_id
         embedded = self.embedding(x)
         pos = self.position.grid((length,), device=x.device, dtype=embedded.dtype)
-        return AdapterOutput(inputs=embedded + pos, mask=mask, grid_shape=(length,))
+        return AdapterOutput(inputs=embedded + pos, mask=mask, grid_shape=(length,),
+                             token_embedding=self.embedding.weight)
 
 
 __all__ = ["ByteTokenizer", "TextAdapter"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..position import PositionEncoding, build_position_encoding
 from ..validation import check_divisible
-from .patches import Patches, Position, StemAdapter, make_position
+from .patches import Patches, StemAdapter
 
 _AXES = ("frames", "height", "width")
 
@@ -29,7 +30,7 @@ class VideoAdapter(StemAdapter):
         video_shape: Sequence[int],
         input_channels: int = 3,
         patch_shape: Sequence[int] = (2, 8, 8),
-        position: str | Position | None = "fourier",
+        position: str | PositionEncoding | None = "fourier",
         num_bands: int = 64,
         max_resolution: Sequence[float] | None = None,
         position_channels: int = 256,
@@ -46,9 +47,10 @@ class VideoAdapter(StemAdapter):
         self.video_shape = video_shape
         super().__init__(
             input_channels=input_channels, input_axis=3, stem=stem,
-            position=make_position(position, grid_shape=stem.out_shape(video_shape),
-                                   num_bands=num_bands, max_resolution=max_resolution,
-                                   position_channels=position_channels),
+            position=build_position_encoding(position, grid_shape=stem.out_shape(video_shape),
+                                             num_bands=num_bands,
+                                             max_resolution=max_resolution,
+                                             num_channels=position_channels),
             project_channels=project_channels, channels_last=channels_last,
             check_finite=check_finite)
 

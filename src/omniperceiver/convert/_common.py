@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import ModelFileError
+
 Pair = tuple[Tensor, Tensor | None]  # (weight, bias)
 
 
@@ -52,7 +54,7 @@ def layer_state(prefix: str, w: LayerWeights) -> dict[str, Tensor]:
 
     if w.kv is None:
         if w.k is None or w.v is None:
-            raise ValueError(f"{prefix}: need either kv or both k and v")
+            raise ModelFileError(f"{prefix}: need either kv or both k and v")
         k_bias, v_bias = w.k[1], w.v[1]
         kv_bias = None if k_bias is None else torch.cat([k_bias, v_bias])
         kv = (torch.cat([w.k[0], w.v[0]]), kv_bias)
@@ -78,7 +80,7 @@ def load_converted(model: nn.Module, state: Mapping[str, Tensor], *, source: str
     missing = sorted(set(ours) - set(state))
     unexpected = sorted(set(state) - set(ours))
     if missing or unexpected:
-        raise ValueError(
+        raise ModelFileError(
             f"converting {source}: the converted weights do not cover the model"
             + (f"; missing {missing[:8]}{' ...' if len(missing) > 8 else ''}" if missing else "")
             + (f"; unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
@@ -86,8 +88,8 @@ def load_converted(model: nn.Module, state: Mapping[str, Tensor], *, source: str
     wrong = [f"{k}: ours {tuple(ours[k].shape)}, theirs {tuple(state[k].shape)}"
              for k in ours if tuple(ours[k].shape) != tuple(state[k].shape)]
     if wrong:
-        raise ValueError(f"converting {source}: shape mismatch (check the configuration): "
-                         + "; ".join(wrong[:6]))
+        raise ModelFileError(f"converting {source}: shape mismatch (check the configuration): "
+                             + "; ".join(wrong[:6]))
     model.load_state_dict({k: v.detach().to(ours[k].dtype) for k, v in state.items()})
     return model.eval()
 

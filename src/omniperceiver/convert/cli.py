@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
+from ..cli import report_user_errors
+from ..errors import ConfigError
 from ..hub import save_pretrained
 
 SOURCES = ("transformers", "deepmind", "lucidrains")
@@ -32,7 +33,7 @@ def _json(text: str | None) -> dict | None:
     path = Path(text)
     value = json.loads(path.read_text() if path.suffix == ".json" and path.exists() else text)
     if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object, got {text!r}")
+        raise ConfigError(f"expected a JSON object, got {text!r}")
     return value
 
 
@@ -89,11 +90,11 @@ def convert(source: str, src: str | Path, *, semantics: str = "deepmind",
         from .lucidrains import from_lucidrains
 
         if kwargs is None:
-            raise ValueError("--from lucidrains needs --kwargs: the constructor keywords that "
-                             "made the checkpoint")
+            raise ConfigError("--from lucidrains needs --kwargs: the constructor keywords that "
+                              "made the checkpoint")
         model = from_lucidrains(_torch_weights(Path(src)), **kwargs)
     else:
-        raise ValueError(f"--from must be one of {SOURCES}, got {source!r}")
+        raise ConfigError(f"--from must be one of {SOURCES}, got {source!r}")
     return model, extra
 
 
@@ -128,20 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What the converters raise for a checkpoint they cannot read (a foreign library's file).
+CHECKPOINT_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, NotImplementedError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> int:
         model, extra = convert(
             args.source, args.src, semantics=args.semantics, trust_pickle=args.trust_pickle,
             family=args.family, kwargs=_json(args.kwargs), encoder=_json(args.encoder),
             decoder=_json(args.decoder), overrides=_json(args.overrides))
         out = save_pretrained(model, args.out, extra=extra)
-    except (ValueError, TypeError, FileNotFoundError, KeyError, NotImplementedError) as error:
-        print(f"omniperceiver convert: error: {error}", file=sys.stderr)
-        return 1
-    params = sum(p.numel() for p in model.parameters())
-    print(f"converted {args.source} {args.src} -> {out} ({params:,} parameters)")
-    return 0
+        params = sum(p.numel() for p in model.parameters())
+        print(f"converted {args.source} {args.src} -> {out} ({params:,} parameters)")
+        return 0
+
+    return report_user_errors("omniperceiver convert", run, boundary=CHECKPOINT_ERRORS)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .. import zoo
-from ..model import ClassificationDecoderConfig, FourierConfig, PerceiverIO, PerceiverIOConfig
-from ..presets import create_model
+from ..config import merge
+from ..errors import ConfigError, ModelFileError
+from ..registry import create_model
 from ._common import LayerWeights, layer_state, load_converted
 
 FAMILIES = ("vision-perceiver-fourier", "vision-perceiver-learned", "vision-perceiver-conv",
@@ -114,7 +114,7 @@ def load_deepmind_params(path: str | os.PathLike, *, trust_pickle: bool = False
     """
     path = Path(path)
     if not trust_pickle:
-        raise ValueError(
+        raise ModelFileError(
             f"{path} is a Python pickle, and reading a pickle can run arbitrary code. Pass "
             f"trust_pickle=True (command line: --trust-pickle) only for a file from a source "
             f"you trust, such as DeepMind's release (storage.googleapis.com/perceiver_io)")
@@ -123,7 +123,8 @@ def load_deepmind_params(path: str | os.PathLike, *, trust_pickle: bool = False
     with open(path, "rb") as f:
         checkpoint = _HaikuUnpickler(io.BytesIO(f.read())).load()
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} does not hold Haiku parameters (got {type(checkpoint).__name__})")
+        raise ModelFileError(f"{path} does not hold Haiku parameters "
+                             f"(got {type(checkpoint).__name__})")
     return flatten_params(checkpoint)
 
 
@@ -178,8 +179,8 @@ def _encoder_name(p: Mapping) -> str:
     for name in ("perceiver_encoder", "encoder"):
         if f"{name}/~/trainable_position_encoding/pos_embs" in p:
             return name
-    raise ValueError("no Perceiver encoder in these parameters (expected "
-                     "'perceiver_encoder/~/trainable_position_encoding/pos_embs')")
+    raise ModelFileError("no Perceiver encoder in these parameters (expected "
+                         "'perceiver_encoder/~/trainable_position_encoding/pos_embs')")
 
 
 def _encoder_override(p: Mapping) -> dict:
@@ -202,15 +203,6 @@ def _encoder_state(p: Mapping) -> dict[str, Tensor]:
     return ours
 
 
-def _merge(base: dict, override: dict | None) -> dict:
-    """``override`` over ``base``, recursively for dict values."""
-    merged = dict(base)
-    for key, value in (override or {}).items():
-        merged[key] = (_merge(merged[key], value)
-                       if isinstance(value, dict) and isinstance(merged.get(key), dict) else value)
-    return merged
-
-
 _CLASSIFIER = "classification_decoder/~/basic_decoder"
 
 
@@ -230,20 +222,12 @@ def _classifier_state(p: Mapping) -> dict[str, Tensor]:
 def _fourier(p, encoder, decoder, overrides):
     unknown = sorted(set(overrides) - {"num_bands", "max_resolution"})
     if unknown:
-        raise ValueError(f"unknown overrides {unknown} for vision-perceiver-fourier; "
-                         "expected num_bands, max_resolution, encoder, decoder")
-    published = dict(zoo.IMAGENET_ENCODER)
-    config = zoo.encoder_config(published, _merge(_encoder_override(p), encoder), "gelu_tanh")
-    spec = zoo.attention_spec(
-        dict(heads=1), _merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder),
-        "gelu_tanh")
-    model = PerceiverIO(PerceiverIOConfig(
-        input_channels=3, input_axis=2, input_shape=(224, 224),  # the training size
-        position=FourierConfig(num_bands=overrides.get("num_bands", 64),
-                               max_resolution=tuple(overrides.get("max_resolution", (224, 224)))),
-        encoder=config,
-        decoder=ClassificationDecoderConfig(num_classes=p[f"{_CLASSIFIER}/output/w"].shape[1],
-                                            pooling="query", cross_attend=spec)))
+        raise ConfigError(f"unknown overrides {unknown} for vision-perceiver-fourier; "
+                          "expected num_bands, max_resolution, encoder, decoder")
+    model = create_model("vision-perceiver-fourier", **{
+        "num_classes": p[f"{_CLASSIFIER}/output/w"].shape[1], **overrides,
+        "activation": "gelu_tanh", "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder)})
     return model, {**_encoder_state(p), **_classifier_state(p)}
 
 
@@ -257,8 +241,8 @@ def _learned(p, encoder, decoder, overrides):
         "pixel_channels": conv_w.shape[-1], "position_channels": positions.shape[1],
         "projected_position_channels": p[f"{pre}/position_encoding_projector/linear/w"].shape[1],
         **overrides, "activation": "gelu_tanh",
-        "encoder": _merge(_encoder_override(p), encoder),
-        "decoder": _merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder)})
+        "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder)})
     ours = {"input_adapter.project.weight": _t(conv_w[0, 0]).t(),
             "input_adapter.project.bias": _t(conv_b),
             "input_adapter.grid.position.encoding.embedding": _t(positions)}
@@ -274,8 +258,8 @@ def _conv(p, encoder, decoder, overrides):
     model = create_model("vision-perceiver-conv", **{
         "num_classes": p[f"{_CLASSIFIER}/output/w"].shape[1], "conv_channels": conv_w.shape[-1],
         **overrides, "activation": "gelu_tanh",
-        "encoder": _merge(_encoder_override(p), encoder),
-        "decoder": _merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder)})
+        "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, f"{_CLASSIFIER}/cross_attention"), decoder)})
     scale, offset = _norm(p, f"{stem}/batchnorm")
     ours = {"input_adapter.stem.conv.weight": _t(conv_w).permute(3, 2, 0, 1),
             "input_adapter.stem.norm.weight": scale, "input_adapter.stem.norm.bias": offset,
@@ -283,8 +267,8 @@ def _conv(p, encoder, decoder, overrides):
     for ours_name, theirs in (("running_mean", "mean_ema"), ("running_var", "var_ema")):
         key = f"{stem}/batchnorm/~/{theirs}/average"
         if key not in p:
-            raise ValueError(f"the conv checkpoint's batch-norm statistics are missing ({key}): "
-                             "load the whole pickle, params and state")
+            raise ModelFileError(f"the conv checkpoint's batch-norm statistics are missing "
+                                 f"({key}): load the whole pickle, params and state")
         ours[f"input_adapter.stem.norm.{ours_name}"] = _t(p[key]).reshape(-1)
     return model, {**ours, **_encoder_state(p), **_classifier_state(p)}
 
@@ -294,8 +278,8 @@ def _language(p, encoder, decoder, overrides):
     model = create_model("language-perceiver", **{
         "vocab_size": embedding.shape[0], "max_length": positions.shape[0],
         "num_channels": embedding.shape[1], **overrides, "activation": "gelu_tanh",
-        "encoder": _merge(_encoder_override(p), encoder),
-        "decoder": _merge(_spec_override(p, "basic_decoder/cross_attention"), decoder)})
+        "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, "basic_decoder/cross_attention"), decoder)})
     ours = {"input_adapter.embedding.weight": _t(embedding),
             "input_adapter.position.encoding.embedding": _t(positions),
             "decoder.queries.embedding":
@@ -312,8 +296,8 @@ def _flow(p, encoder, decoder, overrides):
     model = create_model("optical-flow-perceiver", **{
         "input_channels": project_w.shape[1] // 2, "project_channels": project_w.shape[0],
         **overrides, "activation": "gelu_tanh",
-        "encoder": _merge(_encoder_override(p), encoder),
-        "decoder": _merge(_spec_override(p, f"{dec}/cross_attention"), decoder)})
+        "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, f"{dec}/cross_attention"), decoder)})
     ours = {"input_adapter.project.weight": project_w, "input_adapter.project.bias": project_b}
     ours.update(layer_state("decoder.cross_attend", _layer(p, f"{dec}/cross_attention",
                                                            cross=True)))
@@ -331,8 +315,8 @@ def _multimodal(p, encoder, decoder, overrides):
         "samples_per_patch": p[f"{heads['audio']}/w"].shape[1],
         "label_query_channels": label_queries.shape[1],
         "output_channels": p[f"{dec}/output/w"].shape[1], **overrides, "activation": "gelu_tanh",
-        "encoder": _merge(_encoder_override(p), encoder),
-        "decoder": _merge(_spec_override(p, f"{dec}/cross_attention"), decoder)})
+        "encoder": merge(_encoder_override(p), encoder),
+        "decoder": merge(_spec_override(p, f"{dec}/cross_attention"), decoder)})
     ours = {"decoder.queries.label.embedding": _t(label_queries)}
     for name, head in heads.items():
         pads = {"input_adapter.adapter.padding": f"multimodal_preprocessor/{name}_padding",
@@ -368,8 +352,8 @@ def detect_family(params: Mapping) -> str:
             (f"{_CLASSIFIER}/output/w", "vision-perceiver-fourier")):
         if marker in params:
             return family
-    raise ValueError("cannot tell which Perceiver model these parameters belong to; pass "
-                     f"family= one of {FAMILIES}")
+    raise ModelFileError("cannot tell which Perceiver model these parameters belong to; pass "
+                         f"family= one of {FAMILIES}")
 
 
 def from_deepmind(checkpoint: str | os.PathLike | Mapping, family: str | None = None, *,
@@ -392,12 +376,12 @@ def from_deepmind(checkpoint: str | os.PathLike | Mapping, family: str | None = 
         params = flatten_params(checkpoint)
     family = ALIASES.get(family, family) if family is not None else detect_family(params)
     if family not in _BUILDERS:
-        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+        raise ConfigError(f"unknown family {family!r}; expected one of {FAMILIES}")
     try:
         model, weights = _BUILDERS[family](params, encoder, decoder, overrides)
     except KeyError as error:
-        raise ValueError(f"these parameters lack {error.args[0]!r}: not a complete DeepMind "
-                         f"{family} checkpoint") from None
+        raise ModelFileError(f"these parameters lack {error.args[0]!r}: not a complete DeepMind "
+                             f"{family} checkpoint") from None
     dtype = weights["encoder.latents"].dtype  # the release's float32 (or the arrays' dtype)
     return load_converted(model, weights, source=f"DeepMind {family}", dtype=dtype)
 

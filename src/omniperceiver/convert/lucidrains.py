@@ -18,8 +18,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from .. import zoo  # noqa: F401  (registers the perceiver-pytorch presets)
-from ..presets import create_model
+from ..errors import ModelFileError
+from ..registry import create_model
 from ._common import LayerWeights, layer_state, load_converted
 
 
@@ -48,7 +48,7 @@ def _check_tied(state: Mapping[str, Tensor], depth: int) -> None:
             if key.startswith("layers.1."):
                 other = state.get(f"layers.{i}.{key[len('layers.1.'):]}")
                 if other is not None and not torch.equal(other, value):
-                    raise ValueError(
+                    raise ModelFileError(
                         f"weight_tie_layers=True but the checkpoint's layer {i} differs from "
                         f"layer 1 ({key}): it was made with weight_tie_layers=False")
 
@@ -100,20 +100,20 @@ def from_lucidrains(checkpoint: nn.Module | Mapping[str, Tensor], **kwargs) -> n
     state = checkpoint.state_dict() if isinstance(checkpoint, nn.Module) else dict(checkpoint)
     state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel checkpoints
     if any(k.startswith("perceiver_io.") for k in state):
-        raise ValueError("perceiver-pytorch's PerceiverLM is not supported; convert its "
-                         "perceiver_io.* weights with from_lucidrains as a PerceiverIO")
+        raise ModelFileError("perceiver-pytorch's PerceiverLM is not supported; convert its "
+                             "perceiver_io.* weights with from_lucidrains as a PerceiverIO")
     if any(k.startswith("cross_attend_block.") for k in state):
         convert = _convert_perceiver_io
     elif any(k.startswith("layers.0.cross_attn.") for k in state):
         convert = _convert_perceiver
     else:
-        raise ValueError("not a perceiver-pytorch Perceiver or PerceiverIO state dict "
-                         f"(keys start {sorted(state)[:4]})")
+        raise ModelFileError("not a perceiver-pytorch Perceiver or PerceiverIO state dict "
+                             f"(keys start {sorted(state)[:4]})")
     try:
         return convert(state, kwargs)
     except KeyError as error:  # a missing weight, or a missing constructor keyword
-        raise ValueError(f"missing {error.args[0]!r}: check the checkpoint and that kwargs are "
-                         "the constructor keywords that made it") from None
+        raise ModelFileError(f"missing {error.args[0]!r}: check the checkpoint and that kwargs are "
+                             "the constructor keywords that made it") from None
 
 
 __all__ = ["from_lucidrains"]

@@ -28,9 +28,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from .. import zoo
-from ..model import ClassificationDecoderConfig, FourierConfig, PerceiverIO, PerceiverIOConfig
-from ..presets import create_model
+from ..errors import ConfigError, ModelFileError
+from ..registry import create_model
 from ._common import LayerWeights, count_parameters, layer_state, load_converted
 
 SEMANTICS = ("transformers", "deepmind")
@@ -154,16 +153,13 @@ def _classifier_override(state: Mapping[str, Tensor], **kwargs) -> dict:
 
 
 def _fourier(state, cfg, activation, semantics):
-    encoder = zoo.encoder_config({}, _encoder_override(state, cfg), activation)
-    decoder = zoo.attention_spec({}, _classifier_override(state, query_residual=True), activation)
-    num_classes = state["decoder.decoder.final_layer.weight"].shape[0]
     # transformers' Fourier preprocessor: raw pixels, 64 bands, max_resolution fixed at 224.
-    model = PerceiverIO(PerceiverIOConfig(
-        input_channels=3, input_axis=2, input_shape=(224, 224),  # the training size
-        position=FourierConfig(num_bands=64, max_resolution=(224, 224)),
-        encoder=encoder,
-        decoder=ClassificationDecoderConfig(num_classes=num_classes, pooling="query",
-                                            cross_attend=decoder)))
+    model = create_model(
+        "vision-perceiver-fourier",
+        num_classes=state["decoder.decoder.final_layer.weight"].shape[0], image_size=224,
+        num_bands=64, max_resolution=(224, 224), activation=activation,
+        encoder=_encoder_override(state, cfg),
+        decoder=_classifier_override(state, query_residual=True))
     return model, {**_encoder_state(state), **_classifier_state(state)}
 
 
@@ -286,8 +282,8 @@ def _family(architecture: str | None, state: Mapping[str, Tensor]) -> str:
     if architecture in ARCHITECTURES:
         return ARCHITECTURES[architecture]
     if architecture is not None:
-        raise ValueError(f"unsupported transformers architecture {architecture!r}; supported: "
-                         f"{', '.join(ARCHITECTURES)}")
+        raise ModelFileError(f"unsupported transformers architecture {architecture!r}; supported: "
+                             f"{', '.join(ARCHITECTURES)}")
     keys = set(state)
     for marker, family in (("input_preprocessor.convnet_1x1.weight", "learned"),
                            ("input_preprocessor.convnet.conv.weight", "conv"),
@@ -297,8 +293,8 @@ def _family(architecture: str | None, state: Mapping[str, Tensor]) -> str:
                            ("decoder.decoder.final_layer.weight", "fourier")):
         if marker in keys:
             return family
-    raise ValueError("cannot tell which Perceiver model these weights belong to; pass a config "
-                     "with 'architectures'")
+    raise ModelFileError("cannot tell which Perceiver model these weights belong to; pass a config "
+                         "with 'architectures'")
 
 
 def _activation(cfg: _Config, semantics: str) -> str:
@@ -306,7 +302,7 @@ def _activation(cfg: _Config, semantics: str) -> str:
         return "gelu_tanh"
     act = cfg.hidden_act
     if act not in _ACTIVATIONS:
-        raise ValueError(f"hidden_act={act!r} is not supported; supported: {sorted(_ACTIVATIONS)}")
+        raise ConfigError(f"hidden_act={act!r} is not supported; supported: {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[act]
 
 
@@ -315,11 +311,11 @@ def from_transformers(model, config=None, *, semantics: str = "deepmind") -> nn.
 
     ``config`` is a ``PerceiverConfig`` or the ``config.json`` dict (needed with a state dict;
     its ``architectures`` entry names the model, else the weights tell). Returns our model in
-    eval mode, in the weights' dtype, built from a preset (``model.recipe``) or a
-    :class:`~omniperceiver.PerceiverIOConfig` so ``save_pretrained``/``from_pretrained`` work.
+    eval mode, in the weights' dtype, built from a registered preset (``model.recipe``) so
+    ``save_pretrained``/``from_pretrained`` work.
     """
     if semantics not in SEMANTICS:
-        raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
+        raise ConfigError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
     reference_count = None
     if isinstance(model, nn.Module):
         config = model.config if config is None else config
@@ -328,8 +324,8 @@ def from_transformers(model, config=None, *, semantics: str = "deepmind") -> nn.
         state = model.state_dict()
     else:
         if config is None:
-            raise ValueError("converting a state dict needs its config (PerceiverConfig or the "
-                             "config.json dict)")
+            raise ModelFileError("converting a state dict needs its config (PerceiverConfig or the "
+                                 "config.json dict)")
         state = dict(model)
         archs = (config.get("architectures") if isinstance(config, Mapping)
                  else getattr(config, "architectures", None)) or [None]
@@ -341,13 +337,13 @@ def from_transformers(model, config=None, *, semantics: str = "deepmind") -> nn.
     try:
         ours, weights = _BUILDERS[family](state, cfg, _activation(cfg, semantics), semantics)
     except KeyError as error:
-        raise ValueError(f"these weights lack {error.args[0]!r}: not a complete transformers "
-                         f"{architecture or family} checkpoint") from None
+        raise ModelFileError(f"these weights lack {error.args[0]!r}: not a complete transformers "
+                             f"{architecture or family} checkpoint") from None
     ours = load_converted(ours, weights, source=f"transformers {architecture or family}",
                           dtype=dtype)
     if reference_count is not None and count_parameters(ours) != reference_count:
-        raise ValueError(f"parameter count differs: transformers {reference_count:,}, ours "
-                         f"{count_parameters(ours):,}")
+        raise ModelFileError(f"parameter count differs: transformers {reference_count:,}, ours "
+                             f"{count_parameters(ours):,}")
     return ours
 
 

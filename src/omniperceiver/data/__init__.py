@@ -19,7 +19,7 @@ Optional dependencies (mlxtend, scikit-learn, Pillow) are imported only when use
 """
 
 from ._common import DatasetError, stratified_split
-from .audio import fix_length, load_waveform, read_wav, resample
+from .audio import fix_length, read_wav, resample
 from .folders import ImageFolder, ModelNetFolder, NpyVideoFolder, WavFolder, find_classes
 from .generated import SHAPE_CLASSES, MovingDigits, ProceduralPointClouds, shape_mesh
 from .mnist import MNIST, SklearnDigits, load_mnist_arrays, load_sklearn_digits_arrays
@@ -54,7 +54,6 @@ __all__ = [
     "fix_length",
     "load_mnist_arrays",
     "load_sklearn_digits_arrays",
-    "load_waveform",
     "normalize_points",
     "parse_off",
     "read_off",

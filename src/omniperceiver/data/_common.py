@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..errors import DatasetError
+
 __all__ = [
     "DatasetError",
     "OnError",
@@ -26,10 +28,6 @@ OnError = Literal["raise", "skip"]
 
 #: Environment variable that overrides the root cache folder (default ``~/.cache/omniperceiver``).
 CACHE_ENV_VAR = "OMNIPERCEIVER_CACHE"
-
-
-class DatasetError(ValueError):
-    """A data file or folder cannot be used; the message names the offending path."""
 
 
 def check_split(split: str, allowed: Sequence[str] = ("train", "test", "all")) -> str:

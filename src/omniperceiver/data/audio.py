@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ._common import DatasetError
 
-__all__ = ["fix_length", "read_wav", "read_wav_info", "resample", "load_waveform"]
+__all__ = ["fix_length", "read_wav", "read_wav_info", "resample"]
 
 
 def read_wav_info(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
@@ -111,27 +111,3 @@ def fix_length(waveform: torch.Tensor, num_samples: int) -> torch.Tensor:
         return waveform[:num_samples].contiguous()
     pad = waveform.new_zeros((num_samples - n, *waveform.shape[1:]))
     return torch.cat([waveform, pad], dim=0)
-
-
-def load_waveform(
-    path: str | os.PathLike[str],
-    *,
-    sample_rate: int | None = None,
-    num_samples: int | None = None,
-    mono: bool = True,
-) -> tuple[torch.Tensor, int]:
-    """Read a WAV file as a float32 tensor, optionally resampled and padded/cropped.
-
-    Returns ``(waveform, sample_rate)`` where ``waveform`` is ``(num_samples,)`` when ``mono``
-    (channels averaged) or ``(num_samples, C)`` otherwise.
-    """
-    data, rate = read_wav(path)
-    x = torch.from_numpy(data)
-    if mono:
-        x = x.mean(dim=1)
-    if sample_rate is not None and sample_rate != rate:
-        x = resample(x, rate, sample_rate)
-        rate = sample_rate
-    if num_samples is not None:
-        x = fix_length(x, num_samples)
-    return x.clamp_(-1.0, 1.0), rate

@@ -20,13 +20,12 @@ All four folder datasets share the same layout rules and bad-data policy:
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ._common import (
@@ -37,26 +36,20 @@ from ._common import (
     handle_bad_file,
     item_rng,
 )
-from .audio import fix_length, read_wav, read_wav_info, resample
-from .offmesh import normalize_points, read_off, sample_surface
-
-__all__ = ["ImageFolder", "ModelNetFolder", "NpyVideoFolder", "WavFolder", "find_classes"]
-
-IMAGE_EXTENSIONS = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".gif",
-    ".webp",
-    ".tif",
-    ".tiff",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-    ".tga",
+from .audio import read_wav_info
+from .readers import (
+    AUDIO_SUFFIXES,
+    IMAGE_SUFFIXES,
+    MESH_SUFFIXES,
+    check_video_array,
+    mesh_points,
+    read_array,
+    read_image,
+    read_video_array,
+    read_waveform,
 )
 
+__all__ = ["ImageFolder", "ModelNetFolder", "NpyVideoFolder", "WavFolder", "find_classes"]
 
 def find_classes(root: str | os.PathLike[str]) -> list[str]:
     """Sorted names of the non-hidden sub-folders of ``root`` (raises if there are none)."""
@@ -85,17 +78,6 @@ def _list_files(folder: Path, extensions: Iterable[str]) -> list[Path]:
     return found
 
 
-def _resize_hw(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear (antialiased) resize of a channels-last ``(..., H, W, C)`` tensor to ``size``."""
-    if tuple(x.shape[-3:-1]) == tuple(size):
-        return x
-    lead = x.shape[:-3]
-    c = x.shape[-1]
-    y = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2)
-    y = F.interpolate(y, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return y.permute(0, 2, 3, 1).reshape(*lead, *size, c).contiguous()
-
-
 def _check_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if size is None:
         return None
@@ -105,7 +87,7 @@ def _check_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return (int(hw[0]), int(hw[1]))
 
 
-class _FolderDataset(Dataset):
+class _FolderDataset(Dataset, ABC):
     """Base class: class discovery, file listing, probing and the ``on_error`` policy."""
 
     extensions: tuple[str, ...] = ()
@@ -170,8 +152,9 @@ class _FolderDataset(Dataset):
     def _probe(self, path: Path) -> None:
         self._load(path, 0)
 
+    @abstractmethod
     def _load(self, path: Path, index: int) -> Any:
-        raise TypeError(f"{type(self).__name__} must define `_load` (read one file)")
+        """Read one file (with :mod:`omniperceiver.data.readers`)."""
 
     # --- Dataset API ----------------------------------------------------------------------
     @property
@@ -209,7 +192,7 @@ class ImageFolder(_FolderDataset):
     See the module docstring for the layout and the ``on_error``/``validate`` policy.
     """
 
-    extensions = IMAGE_EXTENSIONS
+    extensions = IMAGE_SUFFIXES
     kind = "image"
 
     def __init__(
@@ -232,42 +215,7 @@ class ImageFolder(_FolderDataset):
         )
 
     def _load(self, path: Path, index: int) -> torch.Tensor:
-        try:
-            from PIL import Image, UnidentifiedImageError
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("ImageFolder needs Pillow (pip install pillow)") from exc
-        try:
-            with Image.open(path) as img:
-                img.load()
-                arr = self._to_array(img)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
-        x = torch.from_numpy(arr)
-        if self.size is not None:
-            x = _resize_hw(x, self.size)
-        return x
-
-    def _to_array(self, img: Any) -> np.ndarray:
-        if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-            # 16-bit greyscale: scale by the 16-bit range instead of clipping to 8 bits.
-            grey = np.asarray(img, dtype=np.float64).clip(0, 65535) / 65535.0
-            arr = np.repeat(grey[..., None], self.channels, axis=-1)
-            if self.channels == 4:
-                arr[..., 3] = 1.0
-            return arr.astype(np.float32)
-        if img.mode == "F":
-            grey = np.asarray(img, dtype=np.float32).clip(0.0, 1.0)
-            arr = np.repeat(grey[..., None], self.channels, axis=-1)
-            if self.channels == 4:
-                arr[..., 3] = 1.0
-            return arr.astype(np.float32)
-        mode = {1: "L", 3: "RGB", 4: "RGBA"}[self.channels]
-        if img.mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")
-        arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
-        if arr.ndim == 2:
-            arr = arr[..., None]
-        return arr
+        return read_image(path, channels=self.channels, size=self.size)
 
 
 class WavFolder(_FolderDataset):
@@ -283,7 +231,7 @@ class WavFolder(_FolderDataset):
     See the module docstring for the layout and the ``on_error``/``validate`` policy.
     """
 
-    extensions = (".wav", ".wave")
+    extensions = AUDIO_SUFFIXES
     kind = "WAV"
 
     def __init__(
@@ -325,15 +273,8 @@ class WavFolder(_FolderDataset):
         self.sample_rate = next(iter(rates))
 
     def _load(self, path: Path, index: int) -> torch.Tensor:
-        data, rate = read_wav(path)
-        x = torch.from_numpy(data)
-        if self.mono:
-            x = x.mean(dim=1)
-        if self.sample_rate is not None and rate != self.sample_rate:
-            x = resample(x, rate, self.sample_rate)
-        if self.num_samples is not None:
-            x = fix_length(x, self.num_samples)
-        return x.clamp(-1.0, 1.0).contiguous()
+        return read_waveform(path, sample_rate=self.sample_rate, num_samples=self.num_samples,
+                             mono=self.mono)
 
 
 class ModelNetFolder(_FolderDataset):
@@ -353,7 +294,7 @@ class ModelNetFolder(_FolderDataset):
     layout and the ``on_error``/``validate`` policy (probing parses every mesh).
     """
 
-    extensions = (".off",)
+    extensions = MESH_SUFFIXES
     kind = "OFF"
 
     def __init__(
@@ -395,19 +336,8 @@ class ModelNetFolder(_FolderDataset):
         self._load(path, 0)
 
     def _load(self, path: Path, index: int) -> torch.Tensor:
-        mesh = read_off(path)
-        try:
-            out = sample_surface(
-                mesh, self.num_points, item_rng(self.seed, index), return_normals=self.normals
-            )
-        except ValueError as exc:
-            raise DatasetError(f"{path}: {exc}") from exc
-        if self.normals:
-            points, normals = out
-            x = np.concatenate([normalize_points(points), normals], axis=1)
-        else:
-            x = normalize_points(out)
-        return torch.from_numpy(x.astype(np.float32))
+        return mesh_points(path, self.num_points, item_rng(self.seed, index),
+                           normals=self.normals)
 
 
 class NpyVideoFolder(_FolderDataset):
@@ -445,49 +375,9 @@ class NpyVideoFolder(_FolderDataset):
         self.channels = channels
         super().__init__(root, on_error=on_error, validate=validate, transform=transform)
 
-    def _open(self, path: Path, mmap: bool) -> np.ndarray:
-        try:
-            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise DatasetError(f"{path}: cannot read .npy array ({exc})") from exc
-        if not isinstance(arr, np.ndarray):
-            raise DatasetError(f"{path}: expected a single .npy array, got {type(arr).__name__}")
-        if arr.ndim != 4:
-            raise DatasetError(
-                f"{path}: expected a video array of shape (T, H, W, C) with 4 dimensions, "
-                f"got shape {tuple(arr.shape)} with {arr.ndim} dimensions"
-            )
-        if self.channels is not None and arr.shape[-1] != self.channels:
-            raise DatasetError(
-                f"{path}: expected shape (T, H, W, {self.channels}) with {self.channels} "
-                f"channels, got shape {tuple(arr.shape)}"
-            )
-        if min(arr.shape) == 0:
-            raise DatasetError(f"{path}: empty video array of shape {tuple(arr.shape)}")
-        if not (
-            arr.dtype in (np.uint8, np.uint16, np.bool_) or np.issubdtype(arr.dtype, np.floating)
-        ):
-            raise DatasetError(
-                f"{path}: unsupported dtype {arr.dtype} (expected uint8, uint16, bool or float)"
-            )
-        return arr
-
     def _probe(self, path: Path) -> None:
-        self._open(path, mmap=True)
+        check_video_array(read_array(path, mmap=True), path, channels=self.channels)
 
     def _load(self, path: Path, index: int) -> torch.Tensor:
-        arr = self._open(path, mmap=False)
-        if arr.dtype == np.uint8:
-            x = arr.astype(np.float32) / 255.0
-        elif arr.dtype == np.uint16:
-            x = arr.astype(np.float32) / 65535.0
-        else:
-            x = arr.astype(np.float32)
-            if not np.isfinite(x).all():
-                raise DatasetError(f"{path}: video contains NaN or infinite values")
-        v = torch.from_numpy(np.ascontiguousarray(x))
-        if self.num_frames is not None:
-            v = fix_length(v, self.num_frames)
-        if self.size is not None:
-            v = _resize_hw(v, self.size)
-        return v
+        return read_video_array(path, channels=self.channels, num_frames=self.num_frames,
+                                size=self.size)

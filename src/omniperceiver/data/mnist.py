@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..position import pixel_permutation
 from ._common import apply_transform, check_split, stratified_split
 
 __all__ = ["MNIST", "SklearnDigits", "load_mnist_arrays", "load_sklearn_digits_arrays"]
@@ -90,12 +91,6 @@ def mnist_split_indices(split: str) -> np.ndarray:
     return _split_indices("mnist_split", labels, MNIST_NUM_TEST, split)
 
 
-def mnist_permutation(seed: int, num_pixels: int = 28 * 28) -> torch.Tensor:
-    """The fixed pixel permutation used by permuted MNIST: a ``(784,)`` int64 tensor."""
-    generator = torch.Generator().manual_seed(int(seed))
-    return torch.randperm(num_pixels, generator=generator)
-
-
 class _ImageTensors(Dataset):
     """Images held as one tensor ``self.images`` (N, H, W, C) with ``self.targets`` (N,)."""
 
@@ -152,7 +147,7 @@ class MNIST(_ImageTensors):
         x = torch.from_numpy(images[self.indices].astype(np.float32) / 255.0)
         x = x.reshape(len(self.indices), 28 * 28)
         if self.permuted:
-            self.permutation: torch.Tensor | None = mnist_permutation(self.permutation_seed)
+            self.permutation: torch.Tensor | None = pixel_permutation(self.permutation_seed)
             self.inverse_permutation: torch.Tensor | None = torch.argsort(self.permutation)
             x = x[:, self.permutation]
         else:

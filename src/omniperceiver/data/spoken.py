@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import MissingProgramError
+from ..files import write_atomically
 from ._common import (
     DatasetError,
     apply_transform,
@@ -57,7 +59,7 @@ _INSTALL_HINT = (
 )
 
 
-class EspeakNotFoundError(RuntimeError):
+class EspeakNotFoundError(MissingProgramError):
     """``espeak-ng`` is not installed (the message says how to install it)."""
 
 
@@ -87,7 +89,8 @@ def _clip_filename(word: str, voice: str, speed: int, pitch: int) -> str:
 
 
 def _synthesise(program: str, text: str, voice: str, speed: int, pitch: int, out: Path) -> None:
-    """Render one clip to ``out`` atomically (write a temporary file, then rename)."""
+    """Render one clip to ``out``: espeak-ng writes a scratch file, which is then written to
+    ``out`` atomically."""
     fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=".tmp-", dir=out.parent)
     os.close(fd)
     try:
@@ -98,7 +101,8 @@ def _synthesise(program: str, text: str, voice: str, speed: int, pitch: int, out
                 f"espeak-ng failed (exit code {result.returncode}) for voice {voice!r}, "
                 f"speed {speed}, pitch {pitch}, text {text!r}: {result.stderr.strip()[:300]}"
             )
-        os.replace(tmp, out)
+        wav = Path(tmp).read_bytes()
+        write_atomically(out, lambda f: f.write(wav))
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

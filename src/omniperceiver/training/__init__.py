@@ -1,20 +1,19 @@
 """Training: a Lightning module for classification, data modules, callbacks, plots and the
 ``omniperceiver`` command line (fit / validate / test / predict).
 
-Needs the ``train`` extra (``pip install "omniperceiver[train]"``). Importing this package
-registers the task presets (:mod:`omniperceiver.training.presets`, torch only); Lightning is
-imported only when one of the names below is used.
+Needs the ``train`` extra (``pip install "omniperceiver[train]"``). Lightning is imported only
+when one of the names below is used; the models the configs build by name are registered by
+``import omniperceiver`` (:mod:`omniperceiver.models.classifiers`).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from . import presets  # noqa: F401  (registers the task presets)
+from ..errors import ConfigError, NonFiniteLossError
 
 _LAZY = {
     "ClassificationModule": "module",
-    "NonFiniteLossError": "module",
     "ClassificationData": "data",
     "MNISTData": "data",
     "DigitsData": "data",
@@ -25,11 +24,10 @@ _LAZY = {
     "MovingDigitsData": "data",
     "AVDigitsData": "data",
     "AtomicCheckpointIO": "checkpoint",
-    "ConfigError": "errors",
     "RunReport": "callbacks",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = ["ConfigError", "NonFiniteLossError", *sorted(_LAZY)]
 
 
 def __getattr__(name: str):

@@ -23,7 +23,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from .checkpoint import write_atomically
+from ..files import write_atomically
 
 
 class RunReport(Callback):
@@ -165,7 +165,7 @@ def default_latents(num_latents: int, count: int = 4) -> list[int]:
 def standalone_model(pl_module: LightningModule, state: dict[str, torch.Tensor]):
     """A fresh copy of the module's model (same preset and overrides) on the CPU, in eval
     mode, with the weights of ``state`` (the module's state dict)."""
-    from ..presets import create_model
+    from ..registry import create_model
 
     h = pl_module.hparams
     model = create_model(h.model, num_classes=h.num_classes, **(h.model_args or {}))

@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, and loading without unpickling code.
+"""Checkpoint files: atomic writes (:func:`omniperceiver.files.write_atomically`), and loading
+without unpickling code.
 
 Lightning's default writer streams the checkpoint into its final path (through a temporary file
 in the system temp folder, then a copy), so a run killed during a save can leave a truncated
@@ -10,46 +11,13 @@ until the new one is.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not supported on this platform/filesystem
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it and rename it to
-    ``path``. If ``write`` fails (or the process dies) the previous ``path`` is untouched; the
-    temporary file (``.<name>.<random>.tmp``) is removed on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
+from ..files import write_atomically
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -75,4 +43,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(path, map_location)
 
 
-__all__ = ["AtomicCheckpointIO", "write_atomically", "load_checkpoint_file"]
+__all__ = ["AtomicCheckpointIO", "load_checkpoint_file"]

@@ -15,6 +15,7 @@ generator reseeded per batch.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import DatasetError, stratified_split
+from ..errors import ConfigError
 from . import augment as aug
-from .errors import ConfigError
 from .inputs import PredictFiles
 from .sampling import ResumableSampler, rank_and_world
 
 # --- the base data module ---------------------------------------------------------------------
 
 
-class ClassificationData(LightningDataModule):
+class ClassificationData(LightningDataModule, ABC):
     """Train / validation / test / predict loaders for a classification dataset.
 
     Args:
@@ -75,18 +76,19 @@ class ClassificationData(LightningDataModule):
 
     # --- what subclasses provide ---
     @property
+    @abstractmethod
     def classes(self) -> list[str]:
-        raise TypeError(f"{type(self).__name__} must define `classes`")
+        """The class names; label ``i`` is ``classes[i]``."""
 
     @property
+    @abstractmethod
     def input_spec(self) -> dict[str, Any]:
         """The modality and shape of one input, e.g. ``{"modality": "image", "image_size":
         [28, 28], "channels": 1}`` (stored with the model; used to read predict files)."""
-        raise TypeError(f"{type(self).__name__} must define `input_spec`")
 
+    @abstractmethod
     def make_dataset(self, split: str) -> Dataset:
         """The ``"train"`` or ``"test"`` dataset (validation is carved out of train)."""
-        raise TypeError(f"{type(self).__name__} must define `make_dataset`")
 
     def make_val_dataset(self) -> Dataset | None:
         """A separate validation dataset, if the data has one (else carved out of train)."""

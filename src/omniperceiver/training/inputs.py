@@ -1,35 +1,43 @@
 """Reading user files for ``predict`` and ``plot-attention``: images, WAV, ``.off`` meshes,
 ``.npy`` arrays, turned into the input a model was trained on.
 
-The model's ``input_spec`` (saved with it) says which modality and shape it takes, e.g.
-``{"modality": "image", "image_size": [28, 28], "channels": 1}``. A file of another modality
-or an array of the wrong shape raises :class:`InputFileError` naming the file, what the model
-takes and what the file holds.
+The files are read with the data sets' readers (:mod:`omniperceiver.data.readers`), so a file
+becomes the same tensor here as in training. The model's ``input_spec`` (saved with it) says
+which modality and shape it takes, e.g. ``{"modality": "image", "image_size": [28, 28],
+"channels": 1}``. A file of another modality or an array of the wrong shape raises
+:class:`~omniperceiver.errors.InputFileError` naming the file, what the model takes and what
+the file holds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                  ".pgm")
-AUDIO_SUFFIXES = (".wav", ".wave")
-MESH_SUFFIXES = (".off",)
-ARRAY_SUFFIXES = (".npy",)
+from ..data.audio import fix_length
+from ..data.readers import (
+    ARRAY_SUFFIXES,
+    AUDIO_SUFFIXES,
+    IMAGE_SUFFIXES,
+    MESH_SUFFIXES,
+    mesh_points,
+    read_array,
+    read_image,
+    read_video_array,
+    read_waveform,
+    unit_float,
+)
+from ..errors import DatasetError, InputFileError
+from ..position import pixel_permutation
 
 _KIND = {**{s: "an image" for s in IMAGE_SUFFIXES}, **{s: "a WAV audio file" for s in
          AUDIO_SUFFIXES}, ".off": "a mesh (.off)", ".npy": "a NumPy array (.npy)"}
-
-
-class InputFileError(ValueError):
-    """A file given to ``predict`` that the model cannot take (the message names the file)."""
 
 
 def describe_spec(spec: dict[str, Any]) -> str:
@@ -58,133 +66,71 @@ def _wrong(path: Path, spec: dict[str, Any], got: str) -> InputFileError:
     return InputFileError(f"{path}: this model takes {describe_spec(spec)}; got {got}")
 
 
-def _read_array(path: Path) -> np.ndarray:
+def _read(reader: Callable[..., Any], path: Path, *args, **kwargs) -> Any:
+    """``reader(path, ...)`` with its DatasetError reported as an InputFileError."""
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputFileError(f"{path}: cannot read the .npy array ({exc})") from exc
-    if not isinstance(arr, np.ndarray) or not (np.issubdtype(arr.dtype, np.number)
-                                               or arr.dtype == np.bool_):
-        raise InputFileError(f"{path}: expected a numeric .npy array, got {arr.dtype}")
-    return arr
-
-
-def _to_unit_float(arr: np.ndarray) -> Tensor:
-    if arr.dtype == np.uint8:
-        return torch.from_numpy(arr.astype(np.float32) / 255.0)
-    if arr.dtype == np.uint16:
-        return torch.from_numpy(arr.astype(np.float32) / 65535.0)
-    return torch.from_numpy(arr.astype(np.float32))
-
-
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """(..., H, W, C) -> (..., size[0], size[1], C), antialiased bilinear."""
-    if tuple(x.shape[-3:-1]) == tuple(size):
-        return x
-    lead = x.shape[:-3]
-    flat = x.reshape(-1, *x.shape[-3:]).movedim(-1, 1)
-    out = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False,
-                        antialias=True).clamp(0, 1)
-    return out.movedim(1, -1).reshape(*lead, *size, x.shape[-1])
+        return reader(path, *args, **kwargs)
+    except DatasetError as exc:
+        raise InputFileError(str(exc)) from exc
 
 
 def _load_image(path: Path, spec: dict[str, Any]) -> Tensor:
     size, channels = tuple(spec["image_size"]), spec["channels"]
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as img:
-                mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
-                arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputFileError(f"{path}: cannot decode the image ({exc})") from exc
-        x = torch.from_numpy(arr).reshape(arr.shape[0], arr.shape[1], channels)
-        x = _resize(x, size)
+        x = _read(read_image, path, channels=channels, size=size)
     elif suffix in ARRAY_SUFFIXES:
-        arr = _read_array(path)
+        arr = _read(read_array, path)
         shape = arr.shape
         if arr.ndim == 2 and channels == 1:
             arr = arr[..., None]
         if arr.shape != (*size, channels):
             raise _wrong(path, spec, f"an array of shape {shape}")
-        x = _to_unit_float(arr)
+        x = _read(unit_float, arr, path)
     else:
         raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
     permutation_seed = spec.get("permutation_seed")
     if permutation_seed is not None:
-        from ..data.mnist import mnist_permutation
-
         flat = x.reshape(-1, channels)
-        x = flat[mnist_permutation(permutation_seed, flat.shape[0])].reshape(x.shape)
+        x = flat[pixel_permutation(permutation_seed, flat.shape[0])].reshape(x.shape)
     return x
 
 
 def _load_audio(path: Path, spec: dict[str, Any]) -> Tensor:
-    from ..data import fix_length, read_wav, resample
-
     rate, num_samples = spec["sample_rate"], spec["num_samples"]
     suffix = path.suffix.lower()
     if suffix in AUDIO_SUFFIXES:
-        try:
-            data, file_rate = read_wav(path)
-        except (ValueError, OSError) as exc:
-            raise InputFileError(f"{path}: cannot read the WAV file ({exc})") from exc
-        x = torch.from_numpy(np.asarray(data, dtype=np.float32))
-        x = x.mean(dim=1) if x.ndim == 2 else x
-        if file_rate != rate:
-            x = resample(x, file_rate, rate)
-    elif suffix in ARRAY_SUFFIXES:
-        arr = _read_array(path)
+        return _read(read_waveform, path, sample_rate=rate, num_samples=num_samples)
+    if suffix in ARRAY_SUFFIXES:
+        arr = _read(read_array, path)
         if arr.ndim != 1:
             raise _wrong(path, spec, f"an array of shape {arr.shape}")
-        x = torch.from_numpy(arr.astype(np.float32))
-    else:
-        raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
-    return fix_length(x, num_samples).clamp(-1, 1)
+        return fix_length(torch.from_numpy(arr.astype(np.float32)), num_samples).clamp(-1, 1)
+    raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
 
 
 def _load_points(path: Path, spec: dict[str, Any]) -> Tensor:
-    from ..data import normalize_points, read_off, sample_surface
-
     n, features = spec["num_points"], spec.get("num_features", 0)
     rng = np.random.default_rng(0)
     suffix = path.suffix.lower()
     if suffix in MESH_SUFFIXES:
-        try:
-            mesh = read_off(path)
-            out = sample_surface(mesh, n, rng, return_normals=features == 3)
-        except ValueError as exc:
-            raise InputFileError(f"{path}: {exc}" if str(path) not in str(exc)
-                                 else str(exc)) from exc
-        if features == 3:
-            points, normals = out
-            arr = np.concatenate([normalize_points(points), normals], axis=1)
-        else:
-            arr = normalize_points(out)
-    elif suffix in ARRAY_SUFFIXES:
-        arr = _read_array(path).astype(np.float64)
+        return _read(mesh_points, path, n, rng, normals=features == 3)
+    if suffix in ARRAY_SUFFIXES:
+        arr = _read(read_array, path).astype(np.float64)
         if arr.ndim != 2 or arr.shape[1] != 3 + features or len(arr) == 0:
             raise _wrong(path, spec, f"an array of shape {arr.shape}")
         if len(arr) != n:  # resample to the number of points the model was trained on
             arr = arr[rng.choice(len(arr), n, replace=len(arr) < n)]
-    else:
-        raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
-    return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+        return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+    raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
 
 
 def _load_video(path: Path, spec: dict[str, Any]) -> Tensor:
-    from ..data import fix_length
-
     suffix = path.suffix.lower()
     if suffix not in ARRAY_SUFFIXES:
         raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
-    arr = _read_array(path)
-    if arr.ndim != 4 or arr.shape[-1] != spec["channels"]:
-        raise _wrong(path, spec, f"an array of shape {arr.shape}")
-    x = fix_length(_to_unit_float(arr), spec["num_frames"])
-    return _resize(x, tuple(spec["image_size"]))
+    return _read(read_video_array, path, channels=spec["channels"],
+                 num_frames=spec["num_frames"], size=tuple(spec["image_size"]))
 
 
 def load_input_file(path: str | Path, spec: dict[str, Any]) -> Any:
@@ -223,4 +169,4 @@ class PredictFiles(Dataset):
         return self.inputs[index], index
 
 
-__all__ = ["load_input_file", "describe_spec", "InputFileError", "PredictFiles"]
+__all__ = ["load_input_file", "describe_spec", "PredictFiles"]

@@ -32,10 +32,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from ..errors import ConfigError
 from .callbacks import RunReport
 from .checkpoint import AtomicCheckpointIO
 from .data import ClassificationData, MNISTData
-from .errors import ConfigError
 from .module import ClassificationModule
 
 #: Trainer settings of the default (MNIST) recipe; configs/mnist.yaml spells them out.

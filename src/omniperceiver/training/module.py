@@ -11,13 +11,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from ..presets import create_model
+from ..errors import ConfigError, NonFiniteLossError
+from ..registry import create_model
 from .augment import SpecAugment, attach_spec_augment
-from .errors import ConfigError
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; the message names the step and likely causes."""
 
 
 class WarmupSchedule:

@@ -64,9 +64,9 @@ def _unpermute(values: Tensor, spec: dict | None, axis: int) -> Tensor:
     """Permuted MNIST: put values along ``axis`` back into the original pixel order."""
     if not spec or spec.get("permutation_seed") is None:
         return values
-    from ..data.mnist import mnist_permutation
+    from ..position import pixel_permutation
 
-    perm = mnist_permutation(spec["permutation_seed"], values.shape[axis])
+    perm = pixel_permutation(spec["permutation_seed"], values.shape[axis])
     return torch.zeros_like(values).index_copy_(axis, perm, values)
 
 
@@ -244,7 +244,7 @@ def _pyplot():
 
 
 def _save(fig, path: str | Path) -> Path:
-    from .checkpoint import write_atomically
+    from ..files import write_atomically
 
     plt = _pyplot()
     path = Path(path)

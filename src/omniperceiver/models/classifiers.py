@@ -1,4 +1,4 @@
-"""Task presets: the classifiers the training configs build by name.
+"""Task classifiers: the models the training configs build by name.
 
 Each preset is an input adapter for one modality in front of a small Perceiver IO encoder and a
 classification decoder. Every keyword is an override, so a config (or the command line) can
@@ -15,16 +15,14 @@ video-perceiver        video (T, H, W, C): space-time patches + 3D Fourier featu
 av-perceiver           {"image": (H, W, C), "audio": (T,)}: the multimodal adapter
 =====================  ==========================================================
 
-This module imports only torch and the model package (no Lightning), so
-``omniperceiver.from_pretrained`` can rebuild an exported model after importing it.
+Their keywords are the training configs' ``model_args``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..adapters import (
     ImageAdapter,
@@ -38,8 +36,8 @@ from ..adapters import (
 from ..attention import AttentionSpec
 from ..encoder import EncoderConfig
 from ..model import ClassificationDecoderConfig, PerceiverIO, PerceiverIOConfig
-from ..position import FourierPositionEncoding
-from ..presets import register_model
+from ..position import FourierPositionEncoding, PermutedPositions, pixel_permutation
+from ..registry import register_model
 
 
 def perceiver_classifier(
@@ -85,29 +83,6 @@ def perceiver_classifier(
     return PerceiverIO(config, input_adapter=adapter)
 
 
-class PermutedPositions(nn.Module):
-    """Position features that travel with permuted inputs.
-
-    Permuted MNIST shuffles the pixels with a fixed permutation ``perm`` (input ``i`` is the
-    original pixel ``perm[i]``). Giving input ``i`` the features of position ``perm[i]`` is the
-    Perceiver paper's permuted-ImageNet setting: the features are attached before the shuffle,
-    so a model that does not depend on input order is unaffected by it.
-    """
-
-    def __init__(self, encoding: FourierPositionEncoding, permutation: Tensor):
-        super().__init__()
-        self.encoding = encoding
-        self.num_channels = encoding.num_channels
-        self.register_buffer("permutation", permutation.clone(), persistent=False)
-
-    def grid(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
-        features = self.encoding.grid(shape, device=device, dtype=dtype)
-        if features.shape[0] != self.permutation.numel():
-            raise ValueError(f"the permutation covers {self.permutation.numel()} positions, "
-                             f"the image has {features.shape[0]} (grid {tuple(shape)})")
-        return features[self.permutation.to(features.device)]
-
-
 def _image_adapter(*, image_size: Sequence[int], channels: int, mode: str,
                    patch_size: int | None, num_bands: int, project_channels: int | None,
                    permutation_seed: int | None) -> ImageAdapter:
@@ -117,11 +92,9 @@ def _image_adapter(*, image_size: Sequence[int], channels: int, mode: str,
         if mode != "pixels":
             raise ValueError("permutation_seed (permuted pixels) needs mode='pixels': patches "
                              "of shuffled pixels mix unrelated positions")
-        from ..data.mnist import mnist_permutation
-
         base = FourierPositionEncoding(num_axes=2, num_bands=num_bands,
                                        max_resolution=image_shape)
-        position = PermutedPositions(base, mnist_permutation(permutation_seed,
+        position = PermutedPositions(base, pixel_permutation(permutation_seed,
                                                              image_shape[0] * image_shape[1]))
     return ImageAdapter(image_shape=image_shape, input_channels=channels, mode=mode,
                         patch_size=patch_size, position=position, num_bands=num_bands,
@@ -214,7 +187,5 @@ def av_perceiver(*, num_classes: int = 10, image_size: Sequence[int] = (28, 28),
     return perceiver_classifier(adapter, num_classes=num_classes, **encoder)
 
 
-TASK_PRESETS = ("image-perceiver", "mnist-perceiver", "pointcloud-perceiver", "audio-perceiver",
-                "video-perceiver", "av-perceiver")
-
-__all__ = ["perceiver_classifier", "PermutedPositions", "TASK_PRESETS"]
+__all__ = ["perceiver_classifier", "image_perceiver", "mnist_perceiver", "pointcloud_perceiver",
+           "audio_perceiver", "video_perceiver", "av_perceiver"]

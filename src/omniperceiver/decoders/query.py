@@ -1,28 +1,26 @@
-"""Decoders: output queries cross-attend to the latents.
-
-Every decoder has the same small interface (after DeepMind's reference):
-
-* ``build_queries(batch, *, subsample=None, device=None, dtype=None)`` returns the output
-  queries (batch, num_outputs, query_channels), or None when the caller must supply them;
-* ``output_shape`` the grid the outputs map back to (or None);
-* ``forward(latents, queries=None, *, subsample=None)`` returns
-  (batch, num_outputs, output_channels).
+"""Query decoders: output queries cross-attend to the latents, a linear layer maps them to the
+output channels. They differ only in where the queries come from (:meth:`decoder_query`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .attention import AttentionLayer, AttentionSpec
-from .position import FourierPositionEncoding, LearnedPositionEncoding
-from .validation import shape_str
+from ..adapters.base import AdapterOutput
+from ..attention import AttentionLayer, AttentionSpec
+from ..position import (
+    FourierPositionEncoding,
+    LearnedPositionEncoding,
+    build_position_encoding,
+)
+from ..validation import shape_str
+from .base import Decoder
 
 
-class QueryDecoder(nn.Module):
+class QueryDecoder(Decoder):
     """Queries (batch, num_outputs, query_channels) cross-attend to latents
     (batch, num_latents, latent_dim); a final linear layer maps to ``output_channels``.
 
@@ -63,21 +61,20 @@ class QueryDecoder(nn.Module):
                       else nn.Identity())
         self.output_channels = output_channels if final_project else query_channels
 
-    def build_queries(self, batch: int, *, subsample: Tensor | None = None, device=None,
-                      dtype=torch.float32) -> Tensor | None:
+    def decoder_query(self, latents: Tensor, adapted: AdapterOutput | None = None, *,
+                      subsample: Tensor | None = None) -> Tensor | None:
         if self.queries is None:
             return None
-        q = self.queries.grid(self.output_shape, device=device, dtype=dtype)
+        q = self.queries.grid(self.output_shape, device=latents.device, dtype=latents.dtype)
         if subsample is not None:
             q = q[subsample]
-        return q.expand(batch, -1, -1)
+        return q.expand(latents.shape[0], -1, -1)
 
     def forward(self, latents: Tensor, queries: Tensor | None = None, *,
-                subsample: Tensor | None = None) -> Tensor:
+                adapted: AdapterOutput | None = None, subsample: Tensor | None = None) -> Tensor:
         batch = latents.shape[0]
         if queries is None:
-            queries = self.build_queries(batch, subsample=subsample, device=latents.device,
-                                         dtype=latents.dtype)
+            queries = self.decoder_query(latents, adapted, subsample=subsample)
             if queries is None:
                 raise ValueError(
                     f"this decoder has no queries of its own: pass queries of shape "
@@ -91,7 +88,46 @@ class QueryDecoder(nn.Module):
         return self.final(self.cross_attend(queries, latents))
 
 
-class ClassificationDecoder(nn.Module):
+class InputQueryDecoder(QueryDecoder):
+    """The encoder's inputs (batch, num_inputs, query_channels), position features included,
+    are the queries: one output per input (DeepMind's optical-flow decoder). ``subsample``
+    (flat input indices) decodes only those inputs."""
+
+    def __init__(self, *, latent_dim: int, output_channels: int, query_channels: int,
+                 cross_attend: AttentionSpec | None = None):
+        super().__init__(latent_dim=latent_dim, output_channels=output_channels,
+                         query_channels=query_channels, cross_attend=cross_attend)
+
+    def decoder_query(self, latents: Tensor, adapted: AdapterOutput | None = None, *,
+                      subsample: Tensor | None = None) -> Tensor:
+        if adapted is None:
+            raise ValueError("this decoder's queries are the encoder inputs: pass the input "
+                             "adapter's output as adapted=")
+        return adapted.inputs if subsample is None else adapted.inputs[:, subsample]
+
+
+class TokenQueryDecoder(QueryDecoder):
+    """One learned query per input position (masked language modelling): the first
+    ``num_inputs`` of ``queries``' ``max_length`` positions, so outputs line up with the input
+    tokens; ``subsample`` (positions) picks others."""
+
+    def __init__(self, *, latent_dim: int, output_channels: int,
+                 queries: LearnedPositionEncoding, cross_attend: AttentionSpec | None = None,
+                 final_project: bool = True):
+        super().__init__(latent_dim=latent_dim, output_channels=output_channels,
+                         queries=queries, cross_attend=cross_attend,
+                         final_project=final_project)
+
+    def decoder_query(self, latents: Tensor, adapted: AdapterOutput | None = None, *,
+                      subsample: Tensor | None = None) -> Tensor:
+        if subsample is None and adapted is not None:
+            num_inputs = adapted.inputs.shape[1]
+            if num_inputs != self.output_shape[0]:
+                subsample = torch.arange(num_inputs, device=latents.device)
+        return super().decoder_query(latents, adapted, subsample=subsample)
+
+
+class ClassificationDecoder(Decoder):
     """Latents (batch, num_latents, latent_dim) -> logits (batch, 1, num_classes).
 
     ``pooling="query"``: one learned query cross-attends to the latents (Perceiver IO);
@@ -116,12 +152,16 @@ class ClassificationDecoder(nn.Module):
             self.norm = nn.LayerNorm(latent_dim)
             self.final = nn.Linear(latent_dim, num_classes)
 
-    def build_queries(self, batch: int, **kwargs) -> Tensor | None:
-        return self.query.build_queries(batch, **kwargs) if self.pooling == "query" else None
-
-    def forward(self, latents: Tensor, queries: Tensor | None = None, **kwargs) -> Tensor:
+    def decoder_query(self, latents: Tensor, adapted: AdapterOutput | None = None, *,
+                      subsample: Tensor | None = None) -> Tensor | None:
         if self.pooling == "query":
-            return self.query(latents, queries, **kwargs)
+            return self.query.decoder_query(latents, adapted, subsample=subsample)
+        return None
+
+    def forward(self, latents: Tensor, queries: Tensor | None = None, *,
+                adapted: AdapterOutput | None = None, subsample: Tensor | None = None) -> Tensor:
+        if self.pooling == "query":
+            return self.query(latents, queries, adapted=adapted, subsample=subsample)
         return self.final(self.norm(latents.mean(dim=1, keepdim=True)))
 
 
@@ -138,15 +178,13 @@ def grid_decoder(
     """A dense decoder: one query per cell of ``output_shape`` (Fourier features of the cell's
     coordinates, or a learned embedding per cell)."""
     output_shape = tuple(output_shape)
-    if query == "fourier":
-        queries = FourierPositionEncoding(num_axes=len(output_shape), num_bands=num_bands,
-                                          max_resolution=max_resolution or output_shape)
-    elif query == "learned":
-        queries = LearnedPositionEncoding(math.prod(output_shape), latent_dim)
-    else:
+    if query not in ("fourier", "learned"):
         raise ValueError(f"query must be 'fourier' or 'learned', got {query!r}")
+    queries = build_position_encoding(query, grid_shape=output_shape, num_bands=num_bands,
+                                      max_resolution=max_resolution, num_channels=latent_dim)
     return QueryDecoder(latent_dim=latent_dim, output_channels=output_channels, queries=queries,
                         output_shape=output_shape, cross_attend=cross_attend)
 
 
-__all__ = ["QueryDecoder", "ClassificationDecoder", "grid_decoder"]
+__all__ = ["QueryDecoder", "InputQueryDecoder", "TokenQueryDecoder", "ClassificationDecoder",
+           "grid_decoder"]

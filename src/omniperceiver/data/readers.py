@@ -1,0 +1,190 @@
+"""One reader per file format, shared by the data sets (training) and ``predict``, so a file
+becomes the same tensor in both.
+
+=================  =================================================================
+reader             result
+=================  =================================================================
+read_image         float32 (H, W, C) in [0, 1], C = 1, 3 or 4; 16-bit images keep their
+                   range; optionally resized (antialiased bilinear)
+read_waveform      float32 (num_samples,) in [-1, 1] (channels averaged), optionally
+                   resampled and padded/cropped
+read_array         a numeric ``.npy`` array (never unpickled)
+read_video_array   float32 (T, H, W, C) in [0, 1] from a ``.npy`` array
+mesh_points        points (N, 3) [+ normals (N, 3)] sampled on an ``.off`` mesh
+=================  =================================================================
+
+Every reader raises :class:`~omniperceiver.errors.DatasetError` naming the file when it
+cannot be read. Pillow is imported only when an image is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DatasetError
+from .audio import fix_length, read_wav, resample
+from .offmesh import normalize_points, read_off, sample_surface
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                  ".pgm", ".pbm", ".tga")
+AUDIO_SUFFIXES = (".wav", ".wave")
+MESH_SUFFIXES = (".off",)
+ARRAY_SUFFIXES = (".npy",)
+
+_GREY_16 = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def resize_image(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Antialiased bilinear resize of channels-last ``(..., H, W, C)`` to ``size`` (H, W)."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-3:-1]) == size:
+        return x
+    lead, c = x.shape[:-3], x.shape[-1]
+    y = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2)
+    y = F.interpolate(y, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return y.permute(0, 2, 3, 1).reshape(*lead, *size, c).contiguous()
+
+
+def _image_array(img: Any, channels: int) -> np.ndarray:
+    """A decoded Pillow image -> float32 (H, W, channels) in [0, 1]."""
+    if img.mode in _GREY_16 or img.mode == "F":
+        # 16-bit (or float) greyscale: scale by its own range instead of clipping to 8 bits.
+        scale = 1.0 if img.mode == "F" else 65535.0
+        grey = np.asarray(img, dtype=np.float64).clip(0, scale) / scale
+        arr = np.repeat(grey[..., None], channels, axis=-1)
+        if channels == 4:
+            arr[..., 3] = 1.0
+        return arr.astype(np.float32)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    arr = np.asarray(img.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels]),
+                     dtype=np.float32) / 255.0
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def read_image(path: str | os.PathLike, *, channels: int = 3,
+               size: Sequence[int] | None = None) -> torch.Tensor:
+    """An image file -> float32 (H, W, channels) in [0, 1] (1: greyscale, 3: RGB, 4: RGBA;
+    animated images: the first frame), resized to ``size`` (H, W) when given."""
+    if channels not in (1, 3, 4):
+        raise ValueError(f"channels must be 1, 3 or 4, got {channels!r}")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            arr = _image_array(img, channels)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
+    x = torch.from_numpy(arr)
+    return x if size is None else resize_image(x, size)
+
+
+def read_waveform(path: str | os.PathLike, *, sample_rate: int | None = None,
+                  num_samples: int | None = None, mono: bool = True) -> torch.Tensor:
+    """A PCM WAV file -> float32 in [-1, 1]: (num_samples,) with the channels averaged when
+    ``mono``, else (num_samples, channels); linearly resampled to ``sample_rate`` and
+    zero-padded or cropped at the end to ``num_samples`` when given."""
+    data, rate = read_wav(path)
+    x = torch.from_numpy(data)
+    if mono:
+        x = x.mean(dim=1)
+    if sample_rate is not None and rate != sample_rate:
+        x = resample(x, rate, sample_rate)
+    if num_samples is not None:
+        x = fix_length(x, num_samples)
+    return x.clamp(-1.0, 1.0).contiguous()
+
+
+def read_array(path: str | os.PathLike, *, mmap: bool = False) -> np.ndarray:
+    """A numeric (or bool) ``.npy`` array; pickled objects are refused."""
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DatasetError(f"{path}: cannot read .npy array ({exc})") from exc
+    if not isinstance(arr, np.ndarray):
+        raise DatasetError(f"{path}: expected a single .npy array, got {type(arr).__name__}")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise DatasetError(f"{path}: expected a numeric .npy array, got dtype {arr.dtype}")
+    return arr
+
+
+def unit_float(arr: np.ndarray, path: str | os.PathLike = "array") -> torch.Tensor:
+    """uint8 / 255, uint16 / 65535, bool as 0/1, floats as they are (they must be finite):
+    float32."""
+    if arr.dtype == np.uint8:
+        x = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        x = arr.astype(np.float32) / 65535.0
+    elif arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.floating):
+        x = arr.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise DatasetError(f"{path}: contains NaN or infinite values")
+    else:
+        raise DatasetError(f"{path}: unsupported dtype {arr.dtype} (expected uint8, uint16, "
+                           "bool or float)")
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def check_video_array(arr: np.ndarray, path: str | os.PathLike, *,
+                      channels: int | None = None) -> np.ndarray:
+    """``arr`` if it is a (T, H, W, C) video with ``channels`` channels (when given)."""
+    if arr.ndim != 4:
+        raise DatasetError(f"{path}: expected a video array of shape (T, H, W, C) with 4 "
+                           f"dimensions, got shape {tuple(arr.shape)} with {arr.ndim} dimensions")
+    if channels is not None and arr.shape[-1] != channels:
+        raise DatasetError(f"{path}: expected shape (T, H, W, {channels}) with {channels} "
+                           f"channels, got shape {tuple(arr.shape)}")
+    if min(arr.shape) == 0:
+        raise DatasetError(f"{path}: empty video array of shape {tuple(arr.shape)}")
+    if not (arr.dtype in (np.uint8, np.uint16, np.bool_)
+            or np.issubdtype(arr.dtype, np.floating)):
+        raise DatasetError(f"{path}: unsupported dtype {arr.dtype} (expected uint8, uint16, "
+                           "bool or float)")
+    return arr
+
+
+def read_video_array(path: str | os.PathLike, *, channels: int | None = None,
+                     num_frames: int | None = None,
+                     size: Sequence[int] | None = None) -> torch.Tensor:
+    """A ``.npy`` video (T, H, W, C) -> float32 in [0, 1] (see :func:`unit_float`), T
+    cropped or zero-padded to ``num_frames`` and frames resized to ``size`` when given."""
+    arr = check_video_array(read_array(path), path, channels=channels)
+    v = unit_float(arr, path)
+    if num_frames is not None:
+        v = fix_length(v, num_frames)
+    return v if size is None else resize_image(v, size)
+
+
+def mesh_points(path: str | os.PathLike, num_points: int, rng: np.random.Generator, *,
+                normals: bool = False) -> torch.Tensor:
+    """``num_points`` points drawn uniformly on the surface of an ``.off`` mesh, centred and
+    scaled to unit radius: float32 (num_points, 3), or (num_points, 6) with the unit normals
+    of their faces."""
+    mesh = read_off(path)
+    try:
+        out = sample_surface(mesh, num_points, rng, return_normals=normals)
+    except ValueError as exc:
+        raise DatasetError(f"{path}: {exc}") from exc
+    if normals:
+        points, face_normals = out
+        x = np.concatenate([normalize_points(points), face_normals], axis=1)
+    else:
+        x = normalize_points(out)
+    return torch.from_numpy(x.astype(np.float32))
+
+
+def suffix_of(path: str | os.PathLike) -> str:
+    return Path(path).suffix.lower()
+
+
+__all__ = ["IMAGE_SUFFIXES", "AUDIO_SUFFIXES", "MESH_SUFFIXES", "ARRAY_SUFFIXES",
+           "resize_image", "read_image", "read_waveform", "read_array", "unit_float",
+           "check_video_array", "read_video_array", "mesh_points", "suffix_of"]

@@ -1,0 +1,68 @@
+"""The model registry: a paper configuration is one name.
+
+Every family module in :mod:`omniperceiver.models` registers its presets with
+:func:`register_model`; ``import omniperceiver`` imports them all, so every name resolves in a
+fresh interpreter. A preset is a factory that takes keyword arguments only (its overrides, all
+with defaults) and returns an ``nn.Module``. ``create_model(name, **overrides)`` builds one and
+records ``{"preset": name, "overrides": overrides}`` as ``model.recipe``, which
+:func:`omniperceiver.save_pretrained` stores so that :func:`omniperceiver.from_pretrained` can
+rebuild the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from .errors import ConfigError, UnknownModelError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    factory: Callable[..., nn.Module]
+    description: str
+
+
+_REGISTRY: dict[str, Preset] = {}
+
+
+def register_model(name: str, description: str):
+    """Decorator adding a preset factory to the registry under ``name``."""
+
+    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ConfigError(f"a model named {name!r} is already registered "
+                              f"(by {_REGISTRY[name].factory.__module__})")
+        _REGISTRY[name] = Preset(name, factory, description)
+        return factory
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """The registered preset names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_preset(name: str) -> Preset:
+    if name not in _REGISTRY:
+        raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def describe_model(name: str) -> str:
+    return get_preset(name).description
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build the preset ``name``; ``overrides`` are passed to its factory."""
+    model = get_preset(name).factory(**overrides)
+    model.recipe = {"preset": name, "overrides": dict(overrides)}
+    return model
+
+
+__all__ = ["Preset", "register_model", "list_models", "get_preset", "describe_model",
+           "create_model"]
