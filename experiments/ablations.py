@@ -42,7 +42,6 @@ from omniperceiver import PerceiverIO, create_model
 from omniperceiver.adapters import ImageAdapter
 from omniperceiver.data import MNIST
 from omniperceiver.training import augment as aug
-from omniperceiver.training import presets as _task_presets  # noqa: F401  (registers presets)
 
 from . import common
 

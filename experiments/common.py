@@ -117,20 +117,6 @@ def num_examples(x: Inputs) -> int:
     return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: not on biases, norms, latents, embeddings or padding
-    vectors (the training module's rule)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        if p.ndim < 2 or leaf in ("latents", "embedding") or ".padding." in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
 
@@ -148,7 +134,7 @@ def train_and_test(model: nn.Module, train: tuple[Inputs, Tensor], test: tuple[I
     building it). Returns ``test_accuracy``, ``train_seconds`` (the loop alone), ``steps`` and
     ``final_loss`` (mean of the last epoch).
     """
-    from omniperceiver.training.module import WarmupSchedule
+    from omniperceiver.training.module import WarmupSchedule, weight_decay_groups
 
     inputs, labels = train
     n = len(labels)
@@ -156,7 +142,7 @@ def train_and_test(model: nn.Module, train: tuple[Inputs, Tensor], test: tuple[I
     total = recipe.epochs * per_epoch
     if recipe.max_steps is not None:
         total = min(total, recipe.max_steps)
-    optimizer = torch.optim.AdamW(parameter_groups(model, recipe.weight_decay), lr=recipe.lr)
+    optimizer = torch.optim.AdamW(weight_decay_groups(model, recipe.weight_decay), lr=recipe.lr)
     schedule = WarmupSchedule("cosine", total_steps=total,
                               warmup_steps=int(recipe.warmup * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -53,8 +53,7 @@ from omniperceiver.data import (
     espeak_available,
 )
 from omniperceiver.training import augment as aug
-from omniperceiver.training import presets as _task_presets  # noqa: F401  (registers presets)
-from omniperceiver.training.data import _shift_audio
+from omniperceiver.training.augment import random_time_shift
 
 from . import common
 from .baselines import LateFusion, PointNet, SpectrogramCNN, VideoCNN
@@ -181,7 +180,7 @@ def spoken_task(*, epochs: int | None, quick: bool) -> Task:
     task = Task(
         "spoken", "spoken_digits", "spoken digits (espeak-ng voices), 1 s waveforms", *sets,
         _recipe(config, epochs, quick),
-        augment=lambda x: _shift_audio(x, shift))
+        augment=lambda x: random_time_shift(x, shift))
     spectrogram_args = {**args, "frontend": "spectrogram"}
     waveform_args = {k: v for k, v in args.items() if k not in ("n_mels", "hop_length")}
     waveform_args["frontend"] = "waveform"
@@ -238,7 +237,7 @@ def av_task(*, epochs: int | None, quick: bool) -> Task:
         "av", "av_digits", "an MNIST digit and a spoken digit of the same class", *sets,
         _recipe(config, epochs, quick),
         augment=lambda x: {"image": aug.random_shift(x["image"], shift),
-                           "audio": _shift_audio(x["audio"], time_shift)})
+                           "audio": random_time_shift(x["audio"], time_shift)})
     encoder_keys = ("num_latents", "latent_dim", "num_blocks", "self_attends_per_block",
                     "num_cross_attends", "cross_heads", "self_heads", "widening_factor",
                     "dropout", "pooling", "cross_qk_channels")

@@ -38,9 +38,8 @@ from torch import Tensor, nn
 
 from omniperceiver import create_model
 from omniperceiver.data import MNIST, SklearnDigits
-from omniperceiver.data.mnist import mnist_permutation
+from omniperceiver.position import pixel_permutation
 from omniperceiver.training import augment as aug
-from omniperceiver.training import presets as _task_presets  # noqa: F401  (registers presets)
 
 from . import common
 from .baselines import ResNet, ViT
@@ -85,7 +84,7 @@ class ImageTask:
         """The fixed pixel permutation: output pixel ``i`` is input pixel ``permutation[i]``
         (as :class:`omniperceiver.data.MNIST` permutes)."""
         batch, h, w, c = x.shape
-        permutation = mnist_permutation(self.permutation_seed, h * w)
+        permutation = pixel_permutation(self.permutation_seed, h * w)
         return x.reshape(batch, h * w, c)[:, permutation].reshape(batch, h, w, c)
 
 

@@ -38,6 +38,16 @@ def random_shift(x: Tensor, max_shift: int) -> Tensor:
     return padded[b, t, rows, cols].reshape(x.shape)
 
 
+def random_time_shift(x: Tensor, max_shift: int) -> Tensor:
+    """Circularly shift each waveform (batch, T) by up to ``max_shift`` samples either way."""
+    if max_shift <= 0:
+        return x
+    t = x.shape[1]
+    shifts = torch.randint(-max_shift, max_shift + 1, (x.shape[0],), device=x.device)
+    idx = (torch.arange(t, device=x.device)[None] - shifts[:, None]) % t
+    return torch.gather(x, 1, idx)
+
+
 def random_hflip(x: Tensor, p: float = 0.5) -> Tensor:
     """Mirror each image (batch, H, W, C) left-right with probability ``p``."""
     flip = torch.rand(x.shape[0], device=x.device) < p

@@ -546,17 +546,7 @@ class SpokenDigitsData(ClassificationData):
                             num_samples=self.num_train if split == "train" else self.num_test)
 
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return _shift_audio(x, int(self.time_shift * self.sample_rate)), y
-
-
-def _shift_audio(x: Tensor, max_shift: int) -> Tensor:
-    """Circularly shift each waveform (batch, T) by up to ``max_shift`` samples either way."""
-    if max_shift <= 0:
-        return x
-    t = x.shape[1]
-    shifts = torch.randint(-max_shift, max_shift + 1, (x.shape[0],), device=x.device)
-    idx = (torch.arange(t, device=x.device)[None] - shifts[:, None]) % t
-    return torch.gather(x, 1, idx)
+        return aug.random_time_shift(x, int(self.time_shift * self.sample_rate)), y
 
 
 def _spoken_cache_exists() -> bool:
@@ -644,7 +634,8 @@ class AVDigitsData(SpokenDigitsData):
 
     def augment(self, x: dict[str, Tensor], y: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         return {"image": aug.random_shift(x["image"], self.shift),
-                "audio": _shift_audio(x["audio"], int(self.time_shift * self.sample_rate))}, y
+                "audio": aug.random_time_shift(x["audio"],
+                                               int(self.time_shift * self.sample_rate))}, y
 
 
 __all__ = ["ClassificationData", "ImageData", "MNISTData", "DigitsData", "ImageFolderData",

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from ..errors import ConfigError, NonFiniteLossError
@@ -43,6 +43,22 @@ class WarmupSchedule:
         if self.kind == "step":
             return self.gamma ** sum(step >= m for m in self.milestones)
         return 1.0
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups with weight decay on weight matrices only: not on biases,
+    norms, latents, embeddings or padding vectors (frozen parameters are left out)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        if p.ndim < 2 or leaf in ("latents", "embedding") or ".padding." in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
 
 
 class ClassificationModule(LightningModule):
@@ -190,28 +206,15 @@ class ClassificationModule(LightningModule):
         return {"index": index, "probs": self.model(x).float().softmax(-1)}
 
     # --- optimisation ---
-    def _param_groups(self) -> list[dict]:
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            leaf = name.rsplit(".", 1)[-1]
-            if p.ndim < 2 or leaf in ("latents", "embedding") or ".padding." in name:
-                no_decay.append(p)
-            else:
-                decay.append(p)
-        return [{"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0}]
-
     def configure_optimizers(self):
         h = self.hparams
+        groups = weight_decay_groups(self.model, h.weight_decay)
         if h.optimizer == "lamb":
             from pytorch_optimizer import Lamb
 
-            optimizer = Lamb(self._param_groups(), lr=h.lr, betas=tuple(h.betas),
-                             weight_decay=h.weight_decay)
+            optimizer = Lamb(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
         else:
-            optimizer = torch.optim.AdamW(self._param_groups(), lr=h.lr, betas=tuple(h.betas),
+            optimizer = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas),
                                           weight_decay=h.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(h.warmup * total) if h.warmup < 1 else int(h.warmup)
