@@ -53,14 +53,55 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout:
                    None if mask is None else mask[:, i:i + size])
                   for i in range(0, num_keys, size))
         return attend_chunks(q, chunks, dropout=dropout, scale=scale)
+    explicit = _explicit_scores_pay_off(q, k, v)
     if mask is None:
+        if explicit:
+            return _attend_explicit(q, k, v, None, dropout, scale)
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
     has_keys = mask.any(dim=-1)  # (batch,)
     # Examples with no valid key attend to everything, then their output is zeroed.
-    attn_mask = (mask | ~has_keys[:, None])[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout,
-                                         scale=scale)
+    keep = (mask | ~has_keys[:, None])[:, None, None, :]
+    if explicit:
+        out = _attend_explicit(q, k, v, keep, dropout, scale)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout,
+                                             scale=scale)
     return out * has_keys[:, None, None, None].to(out.dtype)
+
+
+#: The largest (batch x heads x queries x keys) float32 score array, in bytes, that
+#: :func:`attend` builds itself on a CPU when the keys and values need no gradient.
+CPU_EXPLICIT_SCORES_MAX_BYTES = 64 * 2**20
+
+
+def _explicit_scores_pay_off(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether :func:`attend` should build the score matrix itself instead of calling the
+    fused kernel: on a CPU, in training, when only the queries need a gradient.
+
+    PyTorch's CPU flash-attention backward always computes the key and value gradients too.
+    A cross-attend to raw inputs in context space (the keys and values are the standardised
+    inputs themselves) needs neither, and built explicitly, autograd computes only the query
+    gradient (docs/performance.md, "Cross-attends on a CPU"). The scores must stay small.
+    """
+    if q.device.type != "cpu" or not (torch.is_grad_enabled() and q.requires_grad):
+        return False
+    if k.requires_grad or v.requires_grad:
+        return False
+    return q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * 4 <= CPU_EXPLICIT_SCORES_MAX_BYTES
+
+
+def _attend_explicit(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout: float,
+                     scale: float | None) -> Tensor:
+    """softmax(q k^T * scale) v with the scores built as a tensor; ``keep`` (batch, 1, 1,
+    num_keys) bool, True = attend, with at least one True per example."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q * scale) @ k.transpose(-1, -2)  # (batch, heads, queries, keys)
+    if keep is not None:
+        scores = scores.masked_fill(~keep, float("-inf"))
+    weights = scores.to(torch.promote_types(scores.dtype, torch.float32)).softmax(-1).to(v.dtype)
+    if dropout:
+        weights = F.dropout(weights, dropout)
+    return weights @ v
 
 
 #: Keys per chunk when :func:`attend` splits a long key array on a GPU (see below), and the

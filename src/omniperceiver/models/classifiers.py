@@ -55,6 +55,7 @@ def perceiver_classifier(
     widening_factor: int = 1,
     dropout: float = 0.0,
     pooling: str = "mean",
+    latent_init_std: float = 0.02,
 ) -> PerceiverIO:
     """A Perceiver IO classifier behind ``adapter``.
 
@@ -65,6 +66,8 @@ def perceiver_classifier(
     channels, DeepMind's choice; it must be divisible by ``cross_heads``).
     ``pooling="mean"`` averages the latents (the Perceiver), ``"query"`` decodes with one
     learned query (Perceiver IO). ``dropout`` applies to attention weights and MLP outputs.
+    ``latent_init_std``: the latents start truncated-normal with this standard deviation
+    (DeepMind's 0.02; perceiver-pytorch's standard normal is 1.0).
     """
     spec = dict(widening_factor=widening_factor, attn_dropout=dropout, ff_dropout=dropout)
     config = PerceiverIOConfig(
@@ -75,6 +78,7 @@ def perceiver_classifier(
             num_latents=num_latents, latent_dim=latent_dim, num_blocks=num_blocks,
             self_attends_per_block=self_attends_per_block, num_cross_attends=num_cross_attends,
             cross_attend_sharing="after_first", block_sharing="all",
+            latent_init_std=latent_init_std,
             cross_attend=AttentionSpec(heads=cross_heads, qk_channels=cross_qk_channels,
                                        **spec),
             self_attend=AttentionSpec(heads=self_heads, **spec)),
