@@ -153,14 +153,37 @@ def test_permuted_pixels_with_travelling_positions_give_the_same_outputs():
     from omniperceiver.position import pixel_permutation
 
     torch.manual_seed(0)
-    plain = create_model("mnist-perceiver", **TINY, mode="pixels").eval()
-    permuted = create_model("mnist-perceiver", **TINY, mode="pixels", permutation_seed=3).eval()
+    # small latents: the random model's outputs depend clearly on its inputs
+    plain = create_model("mnist-perceiver", **TINY, latent_init_std=0.02).eval()
+    permuted = create_model("mnist-perceiver", **TINY, latent_init_std=0.02,
+                            permutation_seed=3).eval()
     permuted.load_state_dict(plain.state_dict())
     x = torch.rand(2, 28, 28, 1)
     shuffled = x.reshape(2, 784, 1)[:, pixel_permutation(3)].reshape(2, 28, 28, 1)
     with torch.no_grad():
         assert torch.allclose(permuted(shuffled), plain(x), atol=1e-5)
         assert not torch.allclose(plain(shuffled), plain(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+def test_permuted_mnist_augments_the_image_before_permuting(shift):
+    """Permuted MNIST's training batches are the unpermuted batches, augmented by the same
+    random draws, then shuffled by the permutation (the paper's order)."""
+    from omniperceiver.position import pixel_permutation
+    from omniperceiver.training.data import MNISTData
+
+    order = pixel_permutation(5)
+    images = torch.rand(6, 28, 28, 1)
+    y = torch.arange(6)
+    permuted_input = images.reshape(6, 784, 1)[:, order].reshape(6, 28, 28, 1)
+    torch.manual_seed(1)
+    got, _ = MNISTData(permuted=True, permutation_seed=5, shift=shift).augment(permuted_input, y)
+    torch.manual_seed(1)
+    expected, _ = MNISTData(shift=shift).augment(images, y)
+    expected = expected.reshape(6, 784, 1)[:, order].reshape(6, 28, 28, 1)
+    assert torch.equal(got, expected)
+    if shift:
+        assert not torch.equal(got, permuted_input)
 
 
 # --- predict input files ----------------------------------------------------------------------

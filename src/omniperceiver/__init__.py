@@ -32,7 +32,7 @@ from .position import (
 )
 from .registry import create_model, describe_model, list_models, register_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AdapterOutput", "GridAdapter", "InputAdapter", "AttentionLayer", "AttentionSpec", "attend",

@@ -37,9 +37,33 @@ def model_recipe(model: nn.Module) -> dict:
         f"a preset for it with omniperceiver.register_model")
 
 
-def build_from_recipe(recipe: dict) -> nn.Module:
+#: Preset defaults that changed in a release: ``{preset: (release, defaults before it)}``.
+#: A model folder stores only the keywords its preset was given, so a folder written before
+#: that release is rebuilt with the defaults it was built with.
+CHANGED_DEFAULTS: dict[str, tuple[str, dict]] = {
+    # 0.2.0: the main job reads raw pixels (it read a conv stem's 7x7 grid)
+    "mnist-perceiver": ("0.2.0", {"mode": "conv", "num_bands": 8, "widening_factor": 1,
+                                  "latent_init_std": 0.02}),
+}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split(".")[:3])
+    except ValueError as error:
+        raise ModelFileError(f"config.json: 'omniperceiver' must be a release such as "
+                             f"'0.2.0', got {version!r}") from error
+
+
+def build_from_recipe(recipe: dict, version: str | None = None) -> nn.Module:
+    """The model a recipe describes; ``version``: the release that wrote it (default: this
+    one)."""
     if "preset" in recipe:
-        return create_model(recipe["preset"], **recipe.get("overrides", {}))
+        overrides = recipe.get("overrides", {})
+        changed = CHANGED_DEFAULTS.get(recipe["preset"])
+        if changed and version is not None and _release(version) < _release(changed[0]):
+            overrides = {**changed[1], **overrides}
+        return create_model(recipe["preset"], **overrides)
     if "config" in recipe:
         return PerceiverIO(PerceiverIOConfig.from_dict(recipe["config"]))
     raise ModelFileError(f"config.json has no 'preset' or 'config' entry: keys {sorted(recipe)}")
@@ -80,7 +104,7 @@ def from_pretrained(path: str | os.PathLike, *, map_location: str | torch.device
     weights = path / WEIGHTS_NAME
     if not weights.exists():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-    model = build_from_recipe(config["model"])
+    model = build_from_recipe(config["model"], str(config.get("omniperceiver", "0.1.0")))
     model.load_state_dict(load_file(str(weights), device=str(map_location)), strict=strict)
     return model.eval()
 

@@ -8,7 +8,7 @@ shrink a model: ``--model.model_args '{num_latents: 8, latent_dim: 16}'``.
 preset                 input
 =====================  ==========================================================
 image-perceiver        images (H, W, C): pixels, patches or a conv stem + 2D Fourier features
-mnist-perceiver        image-perceiver for 28x28 greyscale digits (conv stem by default)
+mnist-perceiver        image-perceiver for 28x28 greyscale digits (raw pixels by default)
 pointcloud-perceiver   point clouds (N, 3 [+ features]): 3D Fourier features
 audio-perceiver        waveforms (T,): log-mel frames or raw-sample patches
 video-perceiver        video (T, H, W, C): space-time patches + 3D Fourier features
@@ -119,22 +119,24 @@ def image_perceiver(*, num_classes: int = 10, image_size: Sequence[int] = (32, 3
     return perceiver_classifier(adapter, num_classes=num_classes, **encoder)
 
 
-@register_model("mnist-perceiver", "28x28 greyscale digits through Perceiver IO's conv stem "
-                "(7x7 grid of 64 features + 2D Fourier features), 32x128 latents, 2 "
-                "cross-attends, 2 blocks of 2 self-attends (~0.36M parameters); mode='pixels' "
-                "makes every pixel an input")
+@register_model("mnist-perceiver", "28x28 greyscale digits as 784 raw pixels with 2D Fourier "
+                "features (16 bands), 32x128 latents, 2 cross-attends, 2 blocks of 2 "
+                "self-attends (~0.72M parameters): the main job; mode='conv' reads Perceiver "
+                "IO's conv stem instead")
 def mnist_perceiver(*, num_classes: int = 10, image_size: Sequence[int] = (28, 28),
-                    channels: int = 1, mode: str = "conv", patch_size: int | None = None,
-                    num_bands: int = 8, permutation_seed: int | None = None,
+                    channels: int = 1, mode: str = "pixels", patch_size: int | None = None,
+                    num_bands: int = 16, permutation_seed: int | None = None,
                     num_latents: int = 32, latent_dim: int = 128, num_blocks: int = 2,
                     self_attends_per_block: int = 2, num_cross_attends: int = 2,
+                    widening_factor: int = 4, latent_init_std: float = 1.0,
                     **encoder) -> PerceiverIO:
     return image_perceiver(num_classes=num_classes, image_size=image_size, channels=channels,
                            mode=mode, patch_size=patch_size, num_bands=num_bands,
                            permutation_seed=permutation_seed, num_latents=num_latents,
                            latent_dim=latent_dim, num_blocks=num_blocks,
                            self_attends_per_block=self_attends_per_block,
-                           num_cross_attends=num_cross_attends, **encoder)
+                           num_cross_attends=num_cross_attends, widening_factor=widening_factor,
+                           latent_init_std=latent_init_std, **encoder)
 
 
 @register_model("pointcloud-perceiver", "point clouds (N, 3 + features) with 3D Fourier "
