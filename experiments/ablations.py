@@ -162,7 +162,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = common.parse(parser, argv)
     config = common.load_config("mnist")
     preset, model_args = config["model"]["model"], dict(config["model"].get("model_args") or {})
-    data = config.get("data", {}).get("init_args", {})
     if args.quick:
         model_args.update(TINY_PERCEIVER)
     recipe = common.recipe_from_config(
@@ -172,8 +171,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     train, test = MNIST("train"), MNIST("test")
     train_set = (train.images[:limit_train], train.targets[:limit_train])
     test_set = (test.images[:limit_test], test.targets[:limit_test])
-    shift, rotate = int(data.get("shift", 2)), float(data.get("rotate", 10.0))
-    scale = tuple(data["scale"]) if data.get("scale", (0.9, 1.1)) else None
+    shift, rotate, scale = common.augmentation(config).values()
 
     def augment(x):
         if rotate or scale:

@@ -117,6 +117,18 @@ def num_examples(x: Inputs) -> int:
     return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
 
 
+def augmentation(config: dict[str, Any]) -> dict[str, Any]:
+    """The augmentation a config's data module applies (its class's defaults where the config
+    says nothing): ``shift``, ``rotate`` and ``scale``."""
+    from omniperceiver.training import data as data_modules
+
+    spec = config["data"]
+    module = getattr(data_modules, spec["class_path"].rsplit(".", 1)[-1])(
+        **{k: v for k, v in spec.get("init_args", {}).items() if k != "permuted"})
+    return dict(shift=int(module.shift), rotate=float(module.rotate),
+                scale=tuple(module.scale) if module.scale else None)
+
+
 def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
 

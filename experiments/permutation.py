@@ -112,22 +112,18 @@ def image_tasks(*, epochs: int, digits_epochs: int, quick: bool,
         epochs = digits_epochs = 1
     tasks = []
 
-    data = mnist_config.get("data", {}).get("init_args", {})
     args = pixel_perceiver_args(mnist_config)
     if quick:
         args.update(TINY_PERCEIVER)
-    scale = data.get("scale", (0.9, 1.1))
     train, test = MNIST("train"), MNIST("test")
     tasks.append(ImageTask(
         name="mnist", train=(train.images[:limits["train"]], train.targets[:limits["train"]]),
         test=(test.images[:limits["test"]], test.targets[:limits["test"]]),
         preset=mnist_config["model"]["model"], perceiver_args=args,
         recipe=common.recipe_from_config(mnist_config, epochs=epochs, **quick_recipe),
-        shift=int(data.get("shift", 2)), rotate=float(data.get("rotate", 10.0)),
-        scale=tuple(scale) if scale else None, vit_patch=4, resnet_stem_stride=2,
+        **common.augmentation(mnist_config), vit_patch=4, resnet_stem_stride=2,
         permutation_seed=permutation_seed))
 
-    data = digits_config.get("data", {}).get("init_args", {})
     args = pixel_perceiver_args(digits_config, drop=("patch_size", "project_channels"),
                                 note=False)
     if quick:
@@ -138,8 +134,7 @@ def image_tasks(*, epochs: int, digits_epochs: int, quick: bool,
         test=(test.images[:limits["test"]], test.targets[:limits["test"]]),
         preset=digits_config["model"]["model"], perceiver_args=args,
         recipe=common.recipe_from_config(digits_config, epochs=digits_epochs, **quick_recipe),
-        shift=int(data.get("shift", 1)), rotate=float(data.get("rotate", 0.0)),
-        scale=tuple(data["scale"]) if data.get("scale") else None, vit_patch=2,
+        **common.augmentation(digits_config), vit_patch=2,
         permutation_seed=permutation_seed))
     return tasks
 
