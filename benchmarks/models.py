@@ -183,7 +183,7 @@ class PointCloudEncoder(nn.Module):
             self_attend=AttentionSpec(heads=8)))
 
     def forward(self, points: Tensor) -> Tensor:
-        from omniperceiver.attention import InputChunks
+        from omniperceiver.chunks import InputChunks
 
         chunk_size = self.encoder.config.input_chunk_size
         if chunk_size is None:

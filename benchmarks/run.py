@@ -21,6 +21,8 @@ as ``<device>-<sections>.json`` and ``.md``. Sections:
 * ``scaling``: forward time and memory from 32x32 to 1024x1024 images, against a plain
   Transformer encoder over the same inputs.
 * ``chunked``: a 4096x4096 image and a 10M-point cloud encoded chunk by chunk.
+* ``raw_pixels``: training on raw pixels on a CPU: the cross-attend kernel, and the main job's
+  step beside perceiver-pytorch's.
 
 FLOPs come from torch's FlopCounterMode (plus the CPU flash-attention kernels, which it does not
 know), counted at batch 1 and scaled by the batch (every operation is per example).
@@ -52,7 +54,7 @@ from common import Table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECTIONS = ["peak", "forward", "train", "vpf", "memory"]
-ALL_SECTIONS = DEFAULT_SECTIONS + ["compile", "scaling", "chunked"]
+ALL_SECTIONS = DEFAULT_SECTIONS + ["compile", "scaling", "chunked", "raw_pixels"]
 
 BASELINE_NAMES = {"perceiver-pytorch-seed": "perceiver-pytorch", "transformers-vpf": "transformers"}
 # The targets: speed-up = baseline time / omniperceiver time; memory = omni / baseline.
@@ -327,9 +329,16 @@ def section_chunked(run: Run) -> list[Table]:
     return chunked.run_chunked(run)
 
 
+def section_raw_pixels(run: Run) -> list[Table]:
+    import raw_pixels
+
+    return raw_pixels.run_raw_pixels(run)
+
+
 SECTIONS = {"peak": section_peak, "forward": section_forward, "train": section_train,
             "vpf": section_vpf, "memory": section_memory, "compile": section_compile,
-            "scaling": section_scaling, "chunked": section_chunked}
+            "scaling": section_scaling, "chunked": section_chunked,
+            "raw_pixels": section_raw_pixels}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

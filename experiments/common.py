@@ -135,7 +135,7 @@ def _autocast(precision: str):
 
 def train_and_test(model: nn.Module, train: tuple[Inputs, Tensor], test: tuple[Inputs, Tensor],
                    recipe: Recipe, *, seed: int, augment: Batch | None = None,
-                   transform: Batch | None = None) -> dict[str, float]:
+                   transform: Batch | None = None, curve: bool = False) -> dict[str, Any]:
     """Train ``model`` on ``train = (inputs, labels)`` and return its accuracy on ``test``.
 
     Each step takes a batch (a fresh shuffle per epoch, incomplete last batch dropped), applies
@@ -144,7 +144,8 @@ def train_and_test(model: nn.Module, train: tuple[Inputs, Tensor], test: tuple[I
     an AdamW step under a linear warm-up + cosine schedule. The shuffles, the augmentation and
     dropout draw from generators seeded by ``seed`` (seed the model's initialisation before
     building it). Returns ``test_accuracy``, ``train_seconds`` (the loop alone), ``steps`` and
-    ``final_loss`` (mean of the last epoch).
+    ``final_loss`` (mean of the last epoch); ``curve=True`` also tests after every epoch and
+    returns ``curve``: [epoch, training seconds so far, test accuracy] (testing not timed).
     """
     from omniperceiver.training.module import WarmupSchedule, weight_decay_groups
 
@@ -161,9 +162,15 @@ def train_and_test(model: nn.Module, train: tuple[Inputs, Tensor], test: tuple[I
     order_generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # augmentation, modality dropout, dropout
     model.train()
-    step, losses = 0, []
+    step, losses, points, testing = 0, [], [], 0.0
     start = time.perf_counter()
     while step < total:
+        if curve and step and step % per_epoch == 0:
+            pause = time.perf_counter()
+            points.append([step // per_epoch, round(pause - start - testing, 2),
+                           _accuracy(model, test, transform, recipe.precision)])
+            model.train()
+            testing += time.perf_counter() - pause
         order = torch.randperm(n, generator=order_generator)
         losses = []
         for i in range(per_epoch):
@@ -188,12 +195,19 @@ def train_and_test(model: nn.Module, train: tuple[Inputs, Tensor], test: tuple[I
             scheduler.step()
             losses.append(loss.item())
             step += 1
-    seconds = time.perf_counter() - start
-    logits = predict(model, test[0], transform=transform, batch_size=256,
-                     precision=recipe.precision)
-    accuracy = (logits.argmax(-1) == test[1]).float().mean().item()
-    return {"test_accuracy": accuracy, "train_seconds": round(seconds, 2), "steps": step,
-            "final_loss": round(statistics.fmean(losses), 4) if losses else None}
+    seconds = time.perf_counter() - start - testing
+    accuracy = _accuracy(model, test, transform, recipe.precision)
+    result = {"test_accuracy": accuracy, "train_seconds": round(seconds, 2), "steps": step,
+              "final_loss": round(statistics.fmean(losses), 4) if losses else None}
+    if curve:
+        result["curve"] = points + [[-(-step // per_epoch), round(seconds, 2), accuracy]]
+    return result
+
+
+def _accuracy(model: nn.Module, test: tuple[Inputs, Tensor], transform: Batch | None,
+              precision: str) -> float:
+    logits = predict(model, test[0], transform=transform, batch_size=256, precision=precision)
+    return (logits.argmax(-1) == test[1]).float().mean().item()
 
 
 @torch.no_grad()

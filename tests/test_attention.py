@@ -177,7 +177,7 @@ def test_composition_checks_channel_agreement():
 def test_explicit_cpu_scores_match_the_fused_kernel(with_mask):
     """Training a cross-attend whose keys and values need no gradient (raw inputs) builds
     the scores explicitly on a CPU: same outputs and query gradients as the fused kernel."""
-    from omniperceiver import attention
+    from omniperceiver import kernels
 
     torch.manual_seed(0)
     q = torch.randn(3, 2, 5, 8, dtype=torch.float64, requires_grad=True)
@@ -186,17 +186,17 @@ def test_explicit_cpu_scores_match_the_fused_kernel(with_mask):
     mask = torch.rand(3, 17) > 0.3 if with_mask else None
     if with_mask:
         mask[1] = False  # an example without any key gets zeros on both paths
-    assert attention._explicit_scores_pay_off(q, k, v)
-    out = attention.attend(q, k, v, mask)
+    assert kernels._explicit_scores_pay_off(q, k, v)
+    out = kernels.attend(q, k, v, mask)
     (grad,) = torch.autograd.grad(out.square().sum(), q)
-    limit = attention.CPU_EXPLICIT_SCORES_MAX_BYTES
+    limit = kernels.CPU_EXPLICIT_SCORES_MAX_BYTES
     try:
-        attention.CPU_EXPLICIT_SCORES_MAX_BYTES = 0  # force the fused kernel
-        assert not attention._explicit_scores_pay_off(q, k, v)
-        fused = attention.attend(q, k, v, mask)
+        kernels.CPU_EXPLICIT_SCORES_MAX_BYTES = 0  # force the fused kernel
+        assert not kernels._explicit_scores_pay_off(q, k, v)
+        fused = kernels.attend(q, k, v, mask)
         (fused_grad,) = torch.autograd.grad(fused.square().sum(), q)
     finally:
-        attention.CPU_EXPLICIT_SCORES_MAX_BYTES = limit
+        kernels.CPU_EXPLICIT_SCORES_MAX_BYTES = limit
     torch.testing.assert_close(out, fused)
     torch.testing.assert_close(grad, fused_grad)
     if with_mask:

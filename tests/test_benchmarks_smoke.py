@@ -60,3 +60,11 @@ def test_quick_scaling_and_chunked_sections(tmp_path):
     assert (tmp_path / "scaling.png").stat().st_size > 0
     assert any("linearity" in note for note in tables["scaling"]["notes"])
     assert all("error" not in str(row) for row in tables["chunked"]["rows"])
+
+
+def test_quick_raw_pixels_section(tmp_path):
+    _, results, markdown = _run(tmp_path, "raw_pixels")
+    tables = _check_tables(results, markdown)
+    assert {"raw_pixels_kernel", "raw_pixels_step"} <= set(tables)
+    labels = [row[0] for row in tables["raw_pixels_step"]["rows"]]
+    assert any("perceiver-pytorch" in label for label in labels)

@@ -20,7 +20,9 @@ from omniperceiver import (
     attend,
 )
 from omniperceiver.adapters import PointCloudAdapter
-from omniperceiver.attention import Attention, InputChunks, attend_chunks
+from omniperceiver.attention import Attention
+from omniperceiver.chunks import InputChunks
+from omniperceiver.kernels import attend_chunks
 
 F64 = torch.float64
 

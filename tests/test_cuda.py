@@ -101,7 +101,7 @@ def textbook_attention(q, k, v, mask=None):
 def test_few_queries_over_many_keys(dtype):
     """A cross-attend at a small batch (few thread blocks for the fused kernels) takes the
     key-chunked path on the GPU: same values and gradients as the float64 formula."""
-    from omniperceiver.attention import _fused_kernel_underfills_gpu
+    from omniperceiver.kernels import _fused_kernel_underfills_gpu
 
     torch.manual_seed(0)
     q = torch.randn(2, 1, 256, 64, device=CUDA, dtype=dtype, requires_grad=True)

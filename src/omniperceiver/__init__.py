@@ -8,11 +8,12 @@ sub-packages and import their dependencies there.
 
 from . import models  # noqa: F401  (registers every model family)
 from .adapters import AdapterOutput, GridAdapter, InputAdapter
-from .attention import AttentionLayer, AttentionSpec, attend
+from .attention import AttentionLayer, AttentionSpec
 from .decoders import ClassificationDecoder, Decoder, OutputAdapter, QueryDecoder, grid_decoder
 from .encoder import EncoderConfig, PerceiverEncoder
 from .errors import OmniPerceiverError
 from .hub import from_pretrained, save_pretrained
+from .kernels import attend
 from .model import (
     ClassificationDecoderConfig,
     FourierConfig,

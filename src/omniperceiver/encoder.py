@@ -16,9 +16,9 @@ its own weights), ``"after_first"`` (the first has its own, all others share one
   both ``"after_first"`` (``weight_tie_layers=True``).
 
 ``input_chunk_size`` (None = off) makes the cross-attends visit the inputs that many at a time
-(online softmax, :func:`~omniperceiver.attention.attend_chunks`): the same result up to
+(online softmax, :func:`~omniperceiver.kernels.attend_chunks`): the same result up to
 rounding, with memory bounded by one chunk instead of growing with the number of inputs.
-The inputs may also be :class:`~omniperceiver.attention.InputChunks`, built chunk by chunk
+The inputs may also be :class:`~omniperceiver.chunks.InputChunks`, built chunk by chunk
 (an input adapter's ``input_chunks``), for inputs too large to exist whole.
 """
 
@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionLayer, AttentionSpec, InputChunks, self_attention_block
+from .attention import AttentionLayer, AttentionSpec, self_attention_block
+from .chunks import InputChunks
 
 WEIGHT_SHARING = ("none", "after_first", "all")
 

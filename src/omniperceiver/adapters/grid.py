@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..attention import InputChunks
+from ..chunks import InputChunks
 from ..position import FourierPositionEncoding, LearnedPositionEncoding, fourier_features
 from ..validation import check_float_tensor, check_layout, check_mask
 from .base import AdapterOutput, InputAdapter
