@@ -367,9 +367,9 @@ class RunLog:
 
 
 def write_text(path: Path, text: str) -> Path:
-    from omniperceiver.training.checkpoint import write_atomically
+    from omniperceiver.files import write_text_atomically
 
-    return write_atomically(path, lambda f: f.write(text.encode()))
+    return write_text_atomically(path, text)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # experiments/ is a top-level package of the repository
     sys.path.insert(0, str(ROOT))
 
-from experiments import ablations, common, modalities, permutation  # noqa: E402
+from experiments import ablations, common, curve, modalities, permutation  # noqa: E402
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("mlxtend")
@@ -98,3 +98,15 @@ def test_ablations_quick(tmp_path):
             assert f"| {axis} | {label} |" in markdown
     assert {"Fourier (reference)", "learned", "none"} <= {
         label for label, _ in data["meta"]["axes"]["position"]}
+
+
+def test_curve_quick(tmp_path):
+    pytest.importorskip("perceiver_pytorch")
+    paths = curve.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    data = _check_files(paths)
+    assert [r["model"] for r in data["runs"]] == ["omniperceiver (main job)",
+                                                  "perceiver-pytorch 0.11"]
+    for run in data["runs"]:
+        epochs = [point[0] for point in run["curve"]]
+        assert epochs == list(range(1, run["epochs"] + 1))
+        assert run["curve"][-1][2] == run["test_accuracy"]
