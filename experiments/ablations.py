@@ -212,14 +212,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(f"  {variant:60s} seed={seed}: {100 * result['test_accuracy']:.2f}% "
                   f"({common.count_parameters(model):,} parameters, "
                   f"{result['train_seconds']:.0f} s)", flush=True)
-    log.meta["wall_seconds"] = round(time.perf_counter() - start, 1)
-    log.save()
-    markdown = common.write_text(out / f"{NAME}.md", report(log))
-    chart(log, out / f"{NAME}.png")
-    print(report(log))
-    print(f"wrote {log.path}, {markdown} and {out / f'{NAME}.png'}")
-    return {"json": log.path, "markdown": markdown, "chart": out / f"{NAME}.png"}
-
+    return common.finish(log, out, NAME, started=start, report=report, chart=chart)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -366,6 +366,23 @@ class RunLog:
                                           "extra": self.extra}, indent=1) + "\n")
 
 
+def finish(log: RunLog, out: Path, name: str, *, started: float,
+           report: Callable[[RunLog], str],
+           chart: Callable[[RunLog, Path], object] | None) -> dict[str, Path]:
+    """Record the wall time, write ``<name>.json``, ``<name>.md`` (``report(log)``) and, when
+    there are runs, ``<name>.png`` (``chart``); print the report; return the paths."""
+    log.meta["wall_seconds"] = round(time.perf_counter() - started, 1)
+    log.save()
+    text = report(log)
+    paths = {"json": log.path, "markdown": write_text(out / f"{name}.md", text)}
+    if chart is not None and log.runs:
+        paths["chart"] = out / f"{name}.png"
+        chart(log, paths["chart"])
+    print(text)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return paths
+
+
 def write_text(path: Path, text: str) -> Path:
     from omniperceiver.files import write_text_atomically
 

@@ -16,6 +16,7 @@ commit and machine), ``curve.md`` (epoch times and accuracies) and ``curve.png``
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any
@@ -113,12 +114,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="perceiver-pytorch's epochs (default 25)")
     args = common.parse(parser, argv)
     args.argv = argv
+    start = time.perf_counter()
     log = run(args)
-    out = common.output_folder(args)
-    markdown = common.write_text(out / f"{NAME}.md", report(log))
-    chart(log, out / f"{NAME}.png")
-    print(report(log))
-    return {"json": log.path, "markdown": markdown, "chart": out / f"{NAME}.png"}
+    return common.finish(log, common.output_folder(args), NAME, started=start, report=report,
+                         chart=chart)
 
 
 if __name__ == "__main__":

@@ -379,17 +379,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          "params": common.count_parameters(model), **result})
                 print(f"  {model_name:45s} seed={seed}: {100 * result['test_accuracy']:.2f}% "
                       f"({result['train_seconds']:.0f} s, {result['steps']} steps)", flush=True)
-    log.meta["wall_seconds"] = round(time.perf_counter() - start, 1)
-    log.save()
-    markdown = common.write_text(out / f"{NAME}.md", report(log))
-    paths = {"json": log.path, "markdown": markdown}
-    if log.runs:
-        paths["chart"] = out / f"{NAME}.png"
-        chart(log, paths["chart"])
-    print(report(log))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return paths
-
+    return common.finish(log, out, NAME, started=start, report=report, chart=chart)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -295,14 +295,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     log = common.RunLog(out, NAME, meta, resume=args.resume)
     start = time.perf_counter()
     run_study(tasks, args.seeds, log)
-    log.meta["wall_seconds"] = round(time.perf_counter() - start, 1)
-    log.save()
-    markdown = common.write_text(out / f"{NAME}.md", report(log))
-    chart(log, out / f"{NAME}.png")
-    print(report(log))
-    print(f"wrote {log.path}, {markdown} and {out / f'{NAME}.png'}")
-    return {"json": log.path, "markdown": markdown, "chart": out / f"{NAME}.png"}
-
+    return common.finish(log, out, NAME, started=start, report=report, chart=chart)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -1,6 +1,6 @@
 """Measure the README's main job as a new user meets it: a fresh clone, a brand-new virtualenv.
 
-    python scripts/measure_main_job.py [--config mnist] [--out benchmarks/results/main-job-cpu]
+    python scripts/measure_main_job.py [--config mnist] [--out benchmarks/results/fit-mnist-cpu]
 
 Clones this repository's HEAD into a temporary folder, times ``python3 -m venv .venv`` plus
 ``pip install -c constraints.txt -e ".[train]"``, then times ``omniperceiver fit --config
@@ -60,8 +60,10 @@ def timed(command: list[str], cwd: Path, log: Path) -> tuple[float, list[float]]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="mnist")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "main-job-cpu"))
+    parser.add_argument("--out", help="result files without suffix (default "
+                        "benchmarks/results/fit-<config>-cpu)")
     args = parser.parse_args(argv)
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / f"fit-{args.config}-cpu")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="omniperceiver-fresh-") as tmp:
