@@ -14,7 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # experiments/ is a top-level package of the repository
     sys.path.insert(0, str(ROOT))
 
-from experiments import ablations, common, curve, modalities, permutation  # noqa: E402
+from experiments import (  # noqa: E402
+    ablations,
+    common,
+    curve,
+    modalities,
+    permutation,
+    results_page,
+)
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("mlxtend")
@@ -110,3 +117,12 @@ def test_curve_quick(tmp_path):
         epochs = [point[0] for point in run["curve"]]
         assert epochs == list(range(1, run["epochs"] + 1))
         assert run["curve"][-1][2] == run["test_accuracy"]
+
+
+def test_results_page_has_every_study():
+    """docs/results.md is assembled from the result files: every study has its section,
+    with its table or the command that makes it."""
+    page = results_page.build()
+    for name, title in results_page.STUDIES:
+        assert f"## {title}" in page
+        assert f"python -m experiments.{name}" in page

@@ -1,0 +1,116 @@
+"""Assemble docs/results.md from the committed result files.
+
+    python -m experiments.results_page
+
+Reads ``benchmarks/results/fit-mnist-cpu.json`` (the main job in a fresh virtualenv) and each
+study's ``experiments/results/<name>.md`` / ``.json`` / ``.png`` (written by ``python -m
+experiments.<name>``), and writes ``docs/results.md``: every table with the command, commit and
+machine that produced it. A study without results is listed with the command that makes them.
+The sentences that quote numbers compute them from the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from . import common
+
+ROOT = common.ROOT
+DOCS = ROOT / "docs" / "results.md"
+STUDIES = [  # (name, what it shows)
+    ("curve", "The main job's accuracy against training time, beside perceiver-pytorch"),
+    ("permutation", "Permutation: the raw-pixel Perceiver, a CNN and a ViT on shuffled pixels"),
+    ("ablations", "Ablations of the main job's model, one axis at a time"),
+    ("modalities", "One architecture, every modality"),
+]
+
+
+def _load(name: str) -> dict | None:
+    path = common.RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _demote(markdown: str) -> str:
+    """A study's page as a section of this one: its headings one level down."""
+    return "\n".join("#" + line if line.startswith("#") else line
+                     for line in markdown.splitlines()) + "\n"
+
+
+def main_job_section() -> str:
+    path = ROOT / "benchmarks" / "results" / "fit-mnist-cpu.json"
+    if not path.exists():
+        return "## The main job\n\nNot measured yet: `python scripts/measure_main_job.py`.\n\n"
+    r = json.loads(path.read_text())
+    met = r["test_accuracy"] >= 0.975 and r["fit_command_seconds"] <= 600
+    return (
+        "## The main job\n\n"
+        f"`{r['command']}` in a fresh clone and a brand-new virtualenv "
+        f"(`{r['measured_by'].strip()}`; "
+        f"commit `{r['commit'][:10]}`, {r['date']}, {r['cpu']}, {r['cpus']} CPUs, PyTorch "
+        f"{r['torch']}, capability {r['cpu_capability']}): **{100 * r['test_accuracy']:.1f}% "
+        f"test accuracy** on the {r['test_examples']:,} held-out digits; install "
+        f"{r['install_seconds']:.0f} s, `omniperceiver fit` {r['fit_command_seconds']:.0f} s "
+        f"({r['epochs']} epochs of {r['fit_seconds'] / r['epochs']:.1f} s, "
+        f"{r['parameters']:,} parameters, raw pixels). Target: at least 97.5% in at most "
+        f"10 minutes: {'met' if met else 'not met on this machine'}.\n\n")
+
+
+def permutation_summary(data: dict) -> str:
+    """One sentence per model: its mean drop on each dataset."""
+    runs = data["runs"]
+    lines = []
+    for model in sorted({r["model"] for r in runs}):
+        parts = []
+        for dataset in sorted({r["dataset"] for r in runs}):
+            plain = [r["test_accuracy"] for r in runs
+                     if (r["model"], r["dataset"], r["permuted"]) == (model, dataset, False)]
+            shuffled = [r["test_accuracy"] for r in runs
+                        if (r["model"], r["dataset"], r["permuted"]) == (model, dataset, True)]
+            if plain and shuffled:
+                before, after = statistics.fmean(plain), statistics.fmean(shuffled)
+                parts.append(f"{dataset} {100 * before:.1f}% -> {100 * after:.1f}% "
+                             f"({100 * (after - before):+.1f})")
+        lines.append(f"- {model}: " + "; ".join(parts))
+    check = data.get("extra", {}).get("logit_check")
+    if check:
+        lines.append(f"- one trained Perceiver, permuted against unpermuted inputs: max |logit "
+                     f"difference| {check['max_abs_diff']:.1e}")
+    return "Mean test accuracy, unpermuted -> permuted (drop in points):\n\n" + \
+        "\n".join(lines) + "\n\n"
+
+
+def build() -> str:
+    text = ("# Results\n\n"
+            "Every table below is copied from a result file in the repository, written by the "
+            "command named above it, at the commit and on the machine it names; this page is "
+            "assembled by `python -m experiments.results_page`. The studies run on a 2-core CPU, "
+            "so their models and budgets are small; `experiments/README.md` describes them.\n\n")
+    text += main_job_section()
+    for name, title in STUDIES:
+        md, png = common.RESULTS / f"{name}.md", common.RESULTS / f"{name}.png"
+        data = _load(name)
+        if not md.exists() or data is None or not data.get("runs"):
+            text += (f"## {title}\n\nNot run yet: `python -m experiments.{name}` writes "
+                     f"`experiments/results/{name}.md`, then run this script again.\n\n")
+            continue
+        text += f"## {title}\n\n"
+        if name == "permutation":
+            text += permutation_summary(data)
+        if png.exists():
+            text += f"![{name}](../experiments/results/{name}.png)\n\n"
+        text += _demote(md.read_text().split("\n", 1)[1]) + "\n"
+    return text
+
+
+def main(argv: list[str] | None = None) -> Path:
+    text = build()
+    common.write_text(DOCS, text)
+    print(f"wrote {DOCS}")
+    return DOCS
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
