@@ -56,20 +56,20 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout:
                    None if mask is None else mask[:, i:i + size])
                   for i in range(0, num_keys, size))
         return attend_chunks(q, chunks, dropout=dropout, scale=scale)
-    explicit = _explicit_scores_pay_off(q, k, v)
+    kernel = _attend_explicit if _explicit_scores_pay_off(q, k, v) else _attend_fused
     if mask is None:
-        if explicit:
-            return _attend_explicit(q, k, v, None, dropout, scale)
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale)
+        return kernel(q, k, v, None, dropout, scale)
     has_keys = mask.any(dim=-1)  # (batch,)
     # Examples with no valid key attend to everything, then their output is zeroed.
     keep = (mask | ~has_keys[:, None])[:, None, None, :]
-    if explicit:
-        out = _attend_explicit(q, k, v, keep, dropout, scale)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout,
-                                             scale=scale)
+    out = kernel(q, k, v, keep, dropout, scale)
     return out * has_keys[:, None, None, None].to(out.dtype)
+
+
+def _attend_fused(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout: float,
+                  scale: float | None) -> Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout,
+                                          scale=scale)
 
 
 #: The largest (batch x heads x queries x keys) float32 score array, in bytes, that
