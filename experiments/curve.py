@@ -6,8 +6,10 @@ Trains the main job's Perceiver (``configs/mnist.yaml``: its model, recipe and a
 for ``--epochs`` epochs, testing on the 1,000 held-out digits after every epoch, and
 perceiver-pytorch 0.11 (the calibration model: 64 x 128 latents, depth 4 with tied weights,
 16 bands, max_freq 28, cross/latent heads of 64 channels) with the same loop, recipe and
-augmentation for ``--peer-epochs``. Both read the same raw pixels. The learning-rate schedule
-spans each run's epochs, so a point of the curve is not the result of a shorter run.
+augmentation for ``--peer-epochs`` (0 leaves it out; its step time beside ours is measured by
+``python benchmarks/run.py --sections raw_pixels``). Both read the same raw pixels. The
+learning-rate schedule spans each run's epochs, so a point of the curve is not the result of a
+shorter run.
 
 Writes ``curve.json`` (every point: epoch, training seconds, test accuracy; the command,
 commit and machine), ``curve.md`` (epoch times and accuracies) and ``curve.png``.
@@ -57,6 +59,8 @@ def run(args) -> common.RunLog:
             ("omniperceiver (main job)",
              lambda: create_model(task.preset, **task.perceiver_args), args.epochs),
             ("perceiver-pytorch 0.11", lambda: peer_model(quick=args.quick), args.peer_epochs)):
+        if epochs < 1:
+            continue
         torch.manual_seed(seed)
         model = build()
         recipe = replace(task.recipe, epochs=1 if args.quick else epochs)
@@ -111,7 +115,7 @@ def chart(log: common.RunLog, path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = common.base_parser(__doc__.split("\n\n")[0], epochs=60, seeds=(0,))
     parser.add_argument("--peer-epochs", type=int, default=25,
-                        help="perceiver-pytorch's epochs (default 25)")
+                        help="perceiver-pytorch's epochs (default 25; 0 leaves it out)")
     args = common.parse(parser, argv)
     args.argv = argv
     start = time.perf_counter()
