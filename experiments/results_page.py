@@ -21,7 +21,7 @@ from . import common
 ROOT = common.ROOT
 DOCS = ROOT / "docs" / "results.md"
 STUDIES = [  # (name, what it shows)
-    ("curve", "The main job's accuracy against training time, beside perceiver-pytorch"),
+    ("curve", "The main job's accuracy against training time"),
     ("permutation", "Permutation: the raw-pixel Perceiver, a CNN and a ViT on shuffled pixels"),
     ("ablations", "Ablations of the main job's model, one axis at a time"),
     ("modalities", "One architecture, every modality"),
@@ -56,6 +56,23 @@ def main_job_section() -> str:
         f"({r['epochs']} epochs of {r['fit_seconds'] / r['epochs']:.1f} s, "
         f"{r['parameters']:,} parameters, raw pixels). Target: at least 97.5% in at most "
         f"10 minutes: {'met' if met else 'not met on this machine'}.\n\n")
+
+
+def step_time_note() -> str:
+    """The main job's training step beside perceiver-pytorch's (benchmarks/run.py)."""
+    path = ROOT / "benchmarks" / "results" / "cpu-raw_pixels.json"
+    if not path.exists():
+        return ""
+    results = json.loads(path.read_text())
+    (table,) = [t for t in results["tables"] if t["name"] == "raw_pixels_step"]
+    column = table["columns"].index
+    rows = {row[0]: row for row in table["rows"]}
+    ours, peer = rows["omniperceiver mnist-perceiver"], rows["perceiver-pytorch 0.11"]
+    return (f"Per training step on the same machine (`{results['meta']['command']}`, "
+            f"`benchmarks/results/cpu-raw_pixels.md`): the main job's model "
+            f"{ours[column('step ms')]} ms, perceiver-pytorch's calibration model "
+            f"({peer[column('parameters')]} parameters) {peer[column('step ms')]} ms, "
+            f"{ours[column('vs perceiver-pytorch')]}x longer.\n\n")
 
 
 def permutation_summary(data: dict) -> str:
@@ -99,6 +116,8 @@ def build() -> str:
         text += f"## {title}\n\n"
         if name == "permutation":
             text += permutation_summary(data)
+        if name == "curve":
+            text += step_time_note()
         if png.exists():
             text += f"![{name}](../experiments/results/{name}.png)\n\n"
         text += _demote(md.read_text().split("\n", 1)[1]) + "\n"
