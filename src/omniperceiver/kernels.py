@@ -88,9 +88,17 @@ def _explicit_scores_pay_off(q: Tensor, k: Tensor, v: Tensor) -> bool:
     """
     if q.device.type != "cpu" or not (torch.is_grad_enabled() and q.requires_grad):
         return False
+    if _tracing():  # a compiled or exported graph keeps the fused kernel, for any batch size
+        return False
     if k.requires_grad or v.requires_grad:
         return False
     return q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * 4 <= CPU_EXPLICIT_SCORES_MAX_BYTES
+
+
+def _tracing() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return any(getattr(compiler, name, lambda: False)() for name in
+               ("is_compiling", "is_exporting"))
 
 
 def _attend_explicit(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout: float,
