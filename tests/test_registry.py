@@ -196,3 +196,13 @@ def test_every_position_encoding_of_every_preset_has_the_one_interface():
         for module in model.modules():
             if callable(getattr(type(module), "grid", None)):  # a grid(shape) method
                 assert isinstance(module, PositionEncoding), (name, type(module).__name__)
+
+
+def test_recipe_records_the_preset_defaults():
+    """A saved model stores the preset's keyword defaults with its overrides, so a later change
+    of a default does not change what the folder rebuilds."""
+    model = omniperceiver.create_model("mnist-perceiver", num_latents=8)
+    overrides = model.recipe["overrides"]
+    assert overrides["num_latents"] == 8
+    assert overrides["mode"] == "pixels" and overrides["widening_factor"] == 4
+    assert overrides["num_bands"] == 16 and overrides["latent_init_std"] == 1.0

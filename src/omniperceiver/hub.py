@@ -38,8 +38,9 @@ def model_recipe(model: nn.Module) -> dict:
 
 
 #: Preset defaults that changed in a release: ``{preset: (release, defaults before it)}``.
-#: A model folder stores only the keywords its preset was given, so a folder written before
-#: that release is rebuilt with the defaults it was built with.
+#: Folders written by 0.1.0 store only the keywords a preset was given (later releases store
+#: the factory's defaults too, see :func:`omniperceiver.create_model`), so such a folder is
+#: rebuilt with the defaults it was built with.
 CHANGED_DEFAULTS: dict[str, tuple[str, dict]] = {
     # 0.2.0: the main job reads raw pixels (it read a conv stem's 7x7 grid)
     "mnist-perceiver": ("0.2.0", {"mode": "conv", "num_bands": 8, "widening_factor": 1,

@@ -4,13 +4,15 @@ Every family module in :mod:`omniperceiver.models` registers its presets with
 :func:`register_model`; ``import omniperceiver`` imports them all, so every name resolves in a
 fresh interpreter. A preset is a factory that takes keyword arguments only (its overrides, all
 with defaults) and returns an ``nn.Module``. ``create_model(name, **overrides)`` builds one and
-records ``{"preset": name, "overrides": overrides}`` as ``model.recipe``, which
-:func:`omniperceiver.save_pretrained` stores so that :func:`omniperceiver.from_pretrained` can
-rebuild the model.
+records ``{"preset": name, "overrides": {**the factory's keyword defaults, **overrides}}`` as
+``model.recipe``, which :func:`omniperceiver.save_pretrained` stores so that
+:func:`omniperceiver.from_pretrained` can rebuild the model; recording the defaults keeps a
+saved model the same model when a later release changes a preset's defaults.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,8 +61,11 @@ def describe_model(name: str) -> str:
 
 def create_model(name: str, **overrides) -> nn.Module:
     """Build the preset ``name``; ``overrides`` are passed to its factory."""
-    model = get_preset(name).factory(**overrides)
-    model.recipe = {"preset": name, "overrides": dict(overrides)}
+    factory = get_preset(name).factory
+    model = factory(**overrides)
+    defaults = {p.name: p.default for p in inspect.signature(factory).parameters.values()
+                if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+    model.recipe = {"preset": name, "overrides": {**defaults, **overrides}}
     return model
 
 
