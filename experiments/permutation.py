@@ -105,38 +105,26 @@ def image_tasks(*, epochs: int, digits_epochs: int, quick: bool,
                 permutation_seed: int) -> list[ImageTask]:
     """MNIST (main job: ``configs/mnist.yaml``) and scikit-learn's digits
     (``configs/digits.yaml``), their recipes and the Perceiver each config builds."""
-    mnist_config, digits_config = common.load_config("mnist"), common.load_config("digits")
-    limits = dict(train=256, test=200) if quick else dict(train=None, test=None)
-    quick_recipe = dict(max_steps=4) if quick else {}
-    if quick:
-        epochs = digits_epochs = 1
-    tasks = []
+    limit_train, limit_test = (256, 200) if quick else (None, None)
 
-    args = pixel_perceiver_args(mnist_config)
-    if quick:
-        args.update(TINY_PERCEIVER)
-    train, test = MNIST("train"), MNIST("test")
-    tasks.append(ImageTask(
-        name="mnist", train=(train.images[:limits["train"]], train.targets[:limits["train"]]),
-        test=(test.images[:limits["test"]], test.targets[:limits["test"]]),
-        preset=mnist_config["model"]["model"], perceiver_args=args,
-        recipe=common.recipe_from_config(mnist_config, epochs=epochs, **quick_recipe),
-        **common.augmentation(mnist_config), vit_patch=4, resnet_stem_stride=2,
-        permutation_seed=permutation_seed))
+    def task(name: str, config_name: str, dataset, task_epochs: int, drop: tuple[str, ...],
+             **layout) -> ImageTask:
+        config = common.load_config(config_name)
+        args = pixel_perceiver_args(config, drop=drop, note=name == "mnist")
+        if quick:
+            args.update(TINY_PERCEIVER)
+        train, test = dataset("train"), dataset("test")
+        return ImageTask(
+            name=name, train=(train.images[:limit_train], train.targets[:limit_train]),
+            test=(test.images[:limit_test], test.targets[:limit_test]),
+            preset=config["model"]["model"], perceiver_args=args,
+            recipe=common.recipe_from_config(config, epochs=1 if quick else task_epochs,
+                                             **(dict(max_steps=4) if quick else {})),
+            **common.augmentation(config), permutation_seed=permutation_seed, **layout)
 
-    args = pixel_perceiver_args(digits_config, drop=("patch_size", "project_channels"),
-                                note=False)
-    if quick:
-        args.update(TINY_PERCEIVER)
-    train, test = SklearnDigits("train"), SklearnDigits("test")
-    tasks.append(ImageTask(
-        name="digits", train=(train.images[:limits["train"]], train.targets[:limits["train"]]),
-        test=(test.images[:limits["test"]], test.targets[:limits["test"]]),
-        preset=digits_config["model"]["model"], perceiver_args=args,
-        recipe=common.recipe_from_config(digits_config, epochs=digits_epochs, **quick_recipe),
-        **common.augmentation(digits_config), vit_patch=2,
-        permutation_seed=permutation_seed))
-    return tasks
+    return [task("mnist", "mnist", MNIST, epochs, (), vit_patch=4, resnet_stem_stride=2),
+            task("digits", "digits", SklearnDigits, digits_epochs,
+                 ("patch_size", "project_channels"), vit_patch=2)]
 
 
 def build_perceiver(task: ImageTask, *, permuted: bool) -> nn.Module:
