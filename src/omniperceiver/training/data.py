@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data import DatasetError, stratified_split
 from ..errors import ConfigError
+from ..position import pixel_permutation
 from . import augment as aug
 from .inputs import PredictFiles
 from .sampling import ResumableSampler, rank_and_world
@@ -288,14 +289,13 @@ class MNISTData(ImageData):
         super().__init__(shift=shift, rotate=rotate, scale=scale, val_size=val_size, **kwargs)
         self.permuted = permuted
         self.permutation_seed = permutation_seed
+        self._order = pixel_permutation(permutation_seed) if permuted else None  # (784,)
 
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        if not self.permuted:
+        if self._order is None:
             return super().augment(x, y)
-        from ..position import pixel_permutation
-
         batch, h, w, c = x.shape
-        order = pixel_permutation(self.permutation_seed, h * w).to(x.device)
+        order = self._order.to(x.device)
         image = torch.empty_like(x).view(batch, h * w, c)
         image[:, order] = x.reshape(batch, h * w, c)  # input i is pixel order[i]
         image, y = super().augment(image.view(batch, h, w, c), y)
