@@ -27,29 +27,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def timed(command: list[str], cwd: Path, log: Path) -> tuple[float, list[float]]:
+    """Run ``command`` with its output appended to ``log`` (stopping with an error naming the
+    log if it fails); return its wall seconds and the 1-minute load average sampled every 10 s
+    while it ran."""
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(10):
+            loads.append(os.getloadavg()[0])
+
+    threading.Thread(target=sample, daemon=True).start()
+    start = time.perf_counter()
+    with log.open("a") as out:
+        code = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - start
+    done.set()
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} failed (exit {code}); see {log}")
+    return wall, loads
+
+
 def run_config(name: str, run_dir: Path, extra: list[str]) -> dict:
     command = [sys.executable, "-m", "omniperceiver.cli", "fit",
                "--config", str(ROOT / "configs" / f"{name}.yaml"),
                "--trainer.default_root_dir", str(run_dir),
                "--trainer.enable_progress_bar", "false", *extra]
     load_before = os.getloadavg()[0]
-    loads: list[float] = []
-    done = threading.Event()
-
-    def sample_load() -> None:  # the 1-minute load average every 10 s during the run
-        while not done.wait(10):
-            loads.append(os.getloadavg()[0])
-
-    sampler = threading.Thread(target=sample_load, daemon=True)
-    sampler.start()
-    start = time.perf_counter()
-    process = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    done.set()
-    (run_dir.parent / f"{run_dir.name}.log").write_text(process.stdout + process.stderr)
-    if process.returncode != 0:
-        raise SystemExit(f"{name} failed (exit {process.returncode}); see "
-                         f"{run_dir.parent / (run_dir.name + '.log')}")
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = run_dir.parent / f"{run_dir.name}.log"
+    log.unlink(missing_ok=True)
+    wall, loads = timed(command, ROOT, log)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"config": name, "test_accuracy": metrics["test_accuracy"],
             "wall_seconds": round(wall, 1), "fit_seconds": metrics["fit_seconds"],

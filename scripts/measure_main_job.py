@@ -18,9 +18,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from measure_configs import timed  # scripts/ is on the path when this file runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,27 +35,6 @@ def cpu_model() -> str:
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
     return "unknown"
-
-
-def timed(command: list[str], cwd: Path, log: Path) -> tuple[float, list[float]]:
-    """Run ``command`` (failing loudly), return its wall seconds and the 1-minute load average
-    sampled every 10 s while it ran."""
-    loads: list[float] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(10):
-            loads.append(os.getloadavg()[0])
-
-    threading.Thread(target=sample, daemon=True).start()
-    start = time.perf_counter()
-    with log.open("a") as out:
-        code = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
-    wall = time.perf_counter() - start
-    done.set()
-    if code != 0:
-        raise SystemExit(f"{' '.join(command)} failed (exit {code}); see {log}")
-    return wall, loads
 
 
 def main(argv: list[str] | None = None) -> int:
