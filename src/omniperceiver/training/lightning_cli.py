@@ -28,15 +28,18 @@ from typing import Any
 
 import torch
 from jsonargparse import lazy_instance
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import ConfigError
 from .callbacks import RunReport
 from .checkpoint import AtomicCheckpointIO
 from .data import ClassificationData, MNISTData
 from .module import ClassificationModule
+from .precision import describe_choice, resolve_precision
 
 #: Trainer settings of the default (MNIST) recipe; configs/mnist.yaml spells them out.
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -51,6 +54,24 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 def _checkpoint_dir(root: str) -> str:
     return str(Path(root) / "checkpoints")
+
+
+class PerceiverTrainer(Trainer):
+    """Lightning's Trainer, with one more ``precision``: ``"auto"`` (bf16 autocast where the
+    hardware multiplies bf16 matrices faster than float32, float32 elsewhere; see
+    :mod:`omniperceiver.training.precision`)."""
+
+    def __init__(self, *args: Any, precision: str | int | None = None,
+                 accelerator: str = "auto", **kwargs: Any):
+        resolved = resolve_precision(precision, accelerator)
+        if resolved != precision:
+            rank_zero_info(f"trainer.precision auto: {resolved} ({describe_choice(accelerator)})")
+        try:
+            super().__init__(*args, accelerator=accelerator, precision=resolved, **kwargs)
+        except ValueError as error:
+            if "recision" in str(error):
+                raise ValueError(f"{error}, or 'auto'") from error
+            raise
 
 
 class SaveRunConfig(SaveConfigCallback):
@@ -195,6 +216,7 @@ def run(args: list[str] | None, *, run_subcommand: bool = True) -> Omniperceiver
     return OmniperceiverCLI(
         ClassificationModule,
         ClassificationData,
+        trainer_class=PerceiverTrainer,
         subclass_mode_data=True,
         save_config_callback=SaveRunConfig,
         trainer_defaults=TRAINER_DEFAULTS,
@@ -214,4 +236,4 @@ def parse(args: list[str]) -> OmniperceiverCLI:
     return run(args, run_subcommand=False)
 
 
-__all__ = ["OmniperceiverCLI", "run", "parse", "print_predictions", "check_model_accepts_data"]
+__all__ = ["OmniperceiverCLI", "PerceiverTrainer", "run", "parse", "print_predictions", "check_model_accepts_data"]
