@@ -236,4 +236,5 @@ def parse(args: list[str]) -> OmniperceiverCLI:
     return run(args, run_subcommand=False)
 
 
-__all__ = ["OmniperceiverCLI", "PerceiverTrainer", "run", "parse", "print_predictions", "check_model_accepts_data"]
+__all__ = ["OmniperceiverCLI", "PerceiverTrainer", "run", "parse", "print_predictions",
+           "check_model_accepts_data"]

@@ -95,7 +95,8 @@ def _uses_cuda(accelerator: object) -> bool:
     return name == "auto" and torch.cuda.is_available()
 
 
-def resolve_precision(precision: str | int | None, accelerator: object = "auto") -> str | int | None:
+def resolve_precision(precision: str | int | None,
+                      accelerator: object = "auto") -> str | int | None:
     """The precision Lightning's Trainer should get for ``precision`` (see the module
     docstring); anything but ``"auto"`` is returned as it is."""
     if isinstance(precision, str) and precision.lower() == AUTO:
