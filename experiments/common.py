@@ -13,8 +13,6 @@ import argparse
 import datetime
 import json
 import math
-import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -28,6 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from omniperceiver.machine import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
@@ -298,24 +298,6 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def cpu_model() -> str:
-    """``lscpu``'s "Model name" (else /proc/cpuinfo's, else the platform's)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def provenance(name: str, argv: Sequence[str] | None) -> dict[str, Any]:
     """The command (``python -m experiments.<name> ...``), commit, date and machine."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -325,12 +307,7 @@ def provenance(name: str, argv: Sequence[str] | None) -> dict[str, Any]:
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **machine_info(),
     }
 
 

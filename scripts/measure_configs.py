@@ -24,6 +24,10 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
+from omniperceiver.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -88,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    lines = [f"Measured on {platform.node()} ({os.cpu_count()} CPUs, "
-             f"{platform.processor() or platform.machine()}), "
+    lines = [f"Measured on {platform.node()} ({os.cpu_count()} CPUs, {cpu_model()}, PyTorch "
+             f"CPU capability {torch.backends.cpu.get_cpu_capability()}), "
              f"{time.strftime('%Y-%m-%d')}, command: "
              f"python scripts/measure_configs.py {' '.join(argv)}", "",
              "| config | test accuracy | wall time (s) | fit time (s) | epochs | parameters "

@@ -23,18 +23,9 @@ from pathlib import Path
 
 from measure_configs import timed  # scripts/ is on the path when this file runs
 
+from omniperceiver.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

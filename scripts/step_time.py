@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from omniperceiver.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args(argv)
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"# {cpu_model()} (PyTorch CPU capability {torch.backends.cpu.get_cpu_capability()}), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
           f"load average {os.getloadavg()[0]:.2f}")
     for config in args.configs:

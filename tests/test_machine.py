@@ -1,0 +1,27 @@
+"""The machine description every benchmark and result file carries."""
+
+from __future__ import annotations
+
+import subprocess
+
+import torch
+
+from omniperceiver import machine
+
+
+def test_machine_info_names_the_cpu_and_its_capability():
+    info = machine.machine_info()
+    assert info["cpu"] and isinstance(info["cpu"], str)
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["torch_threads"] == torch.get_num_threads()
+    assert info["torch"] == torch.__version__
+    assert ("gpu" in info) == torch.cuda.is_available()
+
+
+def test_cpu_model_without_lscpu(monkeypatch):
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("lscpu")
+
+    monkeypatch.setattr(subprocess, "run", missing)
+    name = machine.cpu_model()
+    assert isinstance(name, str) and name
