@@ -155,7 +155,7 @@ def chart(log: common.RunLog, path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = common.base_parser(__doc__.split("\n\n")[0], epochs=8, seeds=(0,))
+    parser = common.base_parser(__doc__.split("\n\n")[0], epochs=15, seeds=(0,))
     parser.add_argument("--axes", nargs="+", default=None,
                         help="axes to run (default all: latents cross_attends sharing bands "
                              "max_frequency position depth)")
