@@ -59,9 +59,9 @@ def test_overwrite_replaces_the_run(run_copy):
     assert json.loads((run_copy / "metrics.json").read_text())["steps"] == 3
 
 
-def test_resuming_a_finished_run_continues_it(run_copy, capsys):
-    args = tiny_args("mnist.yaml", run_copy, steps=3, extra=[*NO_PLOTS, "--ckpt_path", "last"])
-    assert main(["fit", *args]) == 0
+def test_resuming_a_finished_run_with_its_own_config_continues_it(run_copy):
+    assert main(["fit", "--config", str(run_copy / "config.yaml"), "--trainer.default_root_dir",
+                 str(run_copy), "--trainer.max_steps", "3", "--ckpt_path", "last"]) == 0
     metrics = json.loads((run_copy / "metrics.json").read_text())
     assert metrics["steps"] == 3 and "test_accuracy" in metrics
 
