@@ -86,7 +86,8 @@ def test_ckpt_path_that_is_not_a_file_is_an_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("changed, named", [
-    ({"latent_dim": 32}, "model.encoder.latents (8, 16) in the checkpoint, (8, 32) now"),
+    ({"latent_dim": 32}, "parameters of other shapes: model.encoder.latents (8, 16) in the "
+                         "checkpoint, (8, 32) now"),
     ({"self_heads": 4}, "'self_heads': 2"),  # the same shapes, another model
 ])
 def test_resuming_another_model_is_refused_before_anything_is_written(finished, changed,

@@ -226,20 +226,17 @@ def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
                    for key in ("model", "model_args", "num_classes")
                    if key in saved and (saved[key] or None) != (ours[key] or None)]
     state, expected = checkpoint.get("state_dict", {}), module.state_dict()
-    shapes = [f"{name} {tuple(state[name].shape)} in the checkpoint, "
-              f"{tuple(expected[name].shape)} now" for name in expected
-              if name in state and state[name].shape != expected[name].shape]
-    missing = [name for name in expected if name not in state]
-    extra = [name for name in state if name not in expected]
-    problems = [*differences, *shapes[:5]]
-    if len(shapes) > 5:
-        problems.append(f"{len(shapes) - 5} more parameters of other shapes")
-    if missing:
-        problems.append(f"not in the checkpoint: {', '.join(missing[:5])}"
-                        + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-    if extra:
-        problems.append(f"not in this model: {', '.join(extra[:5])}"
-                        + (f" and {len(extra) - 5} more" if len(extra) > 5 else ""))
+    parameters = {
+        "parameters of other shapes": [
+            f"{name} {tuple(state[name].shape)} in the checkpoint, "
+            f"{tuple(expected[name].shape)} now" for name in expected
+            if name in state and state[name].shape != expected[name].shape],
+        "not in the checkpoint": [name for name in expected if name not in state],
+        "not in this model": [name for name in state if name not in expected],
+    }
+    problems = differences + [f"{kind}: {', '.join(names[:5])}"
+                              + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                              for kind, names in parameters.items() if names]
     if problems:
         raise ConfigError(
             f"--ckpt_path {path} holds another model than this run builds: "
