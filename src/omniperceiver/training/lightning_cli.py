@@ -212,6 +212,13 @@ def _checkpoints(trainer: Trainer, pattern: str) -> list[Path]:
     return sorted(path for folder in folders for path in folder.glob(pattern))
 
 
+_UNSET = object()  # a model_args key the run does not set (the preset's default)
+
+
+def _show(value: Any) -> str:
+    return "not set" if value is _UNSET else repr(value)
+
+
 def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
     """Raise a :class:`ConfigError` naming the settings and parameters that differ if the
     checkpoint ``path`` holds another model than ``module`` (whose weights it would load)."""
@@ -220,11 +227,14 @@ def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
     except Exception as error:  # noqa: BLE001  (any unreadable file)
         raise ConfigError(f"--ckpt_path {path}: not a readable Lightning checkpoint "
                           f"({error})") from error
-    saved = checkpoint.get("hyper_parameters", {})
-    ours = module.hparams
-    differences = [f"{key} {saved[key]!r} in the checkpoint, {ours[key]!r} now"
-                   for key in ("model", "model_args", "num_classes")
-                   if key in saved and (saved[key] or None) != (ours[key] or None)]
+    saved, ours = checkpoint.get("hyper_parameters", {}), module.hparams
+    settings = {key: (saved[key], ours[key]) for key in ("model", "num_classes") if key in saved}
+    if "model_args" in saved:
+        before, now = saved["model_args"] or {}, ours.model_args or {}
+        settings.update({f"model_args.{key}": (before.get(key, _UNSET), now.get(key, _UNSET))
+                         for key in before.keys() | now.keys()})
+    differences = [f"{name} {_show(before)} in the checkpoint, {_show(now)} now"
+                   for name, (before, now) in sorted(settings.items()) if before != now]
     state, expected = checkpoint.get("state_dict", {}), module.state_dict()
     parameters = {
         "parameters of other shapes": [
@@ -234,8 +244,8 @@ def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
         "not in the checkpoint": [name for name in expected if name not in state],
         "not in this model": [name for name in state if name not in expected],
     }
-    problems = differences + [f"{kind}: {', '.join(names[:5])}"
-                              + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    problems = differences + [f"{kind}: {', '.join(names[:3])}"
+                              + (f" and {len(names) - 3} more" if len(names) > 3 else "")
                               for kind, names in parameters.items() if names]
     if problems:
         raise ConfigError(
