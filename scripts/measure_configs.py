@@ -4,7 +4,8 @@
     python scripts/measure_configs.py mnist --repeat 3 --out results/training.md
 
 Each config runs as ``omniperceiver fit --config configs/<name>.yaml --trainer.default_root_dir
-runs/measure/<name>`` (fit, then test on the held-out split); the table lists the test accuracy
+runs/measure/<name> --overwrite true`` (fit, then test on the held-out split; a new measurement
+replaces the previous one); the table lists the test accuracy
 from the run's metrics.json, the wall time of the whole command (start-up, data, training,
 test, plots, export) and the fit time alone. Extra arguments after ``--`` go to every run.
 The machine should be otherwise idle: other processes on the same cores slow PyTorch down
@@ -56,7 +57,7 @@ def timed(command: list[str], cwd: Path, log: Path) -> tuple[float, list[float]]
 def run_config(name: str, run_dir: Path, extra: list[str]) -> dict:
     command = [sys.executable, "-m", "omniperceiver.cli", "fit",
                "--config", str(ROOT / "configs" / f"{name}.yaml"),
-               "--trainer.default_root_dir", str(run_dir),
+               "--trainer.default_root_dir", str(run_dir), "--overwrite", "true",
                "--trainer.enable_progress_bar", "false", *extra]
     load_before = os.getloadavg()[0]
     run_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -166,13 +166,13 @@ def load_trained(path: str | Path):
     """A trained model from a Lightning checkpoint (``.ckpt``, loaded with
     ``weights_only=True``) or a ``save_pretrained`` folder: ``(model, class_names,
     input_spec)``."""
-    path = Path(path)
+    from .hub import from_pretrained, load_config, model_folder
+
+    path = model_folder(path)
     if not path.exists():
         raise CommandError(f"{path}: no such checkpoint file or model folder")
 
     if path.is_dir():
-        from .hub import from_pretrained, load_config
-
         extra = load_config(path).get("extra", {})
         model = from_pretrained(path)
         spec = extra.get("input_spec")

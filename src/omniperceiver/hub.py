@@ -16,7 +16,7 @@ from torch import nn
 
 from .adapters import GridAdapter
 from .errors import ModelFileError
-from .files import write_atomically, write_text_atomically
+from .files import set_aside, write_folder_atomically
 from .model import PerceiverIO, PerceiverIOConfig
 from .registry import create_model
 
@@ -73,22 +73,38 @@ def build_from_recipe(recipe: dict, version: str | None = None) -> nn.Module:
 def save_pretrained(model: nn.Module, path: str | os.PathLike, *,
                     extra: dict | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into the folder ``path`` (created if
-    needed), each atomically. ``extra`` (JSON-serialisable, e.g. class names) is stored in the
-    config under ``"extra"``."""
+    needed), both at once: a failed or interrupted save leaves the previous model in ``path``
+    complete (see :func:`~omniperceiver.files.write_folder_atomically`); other files in the
+    folder are kept. ``extra`` (JSON-serialisable, e.g. class names) is stored in the config
+    under ``"extra"``."""
     from safetensors.torch import save
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise ModelFileError(f"cannot save a model to {path}: it is a file, not a folder")
     config = {"omniperceiver": recipe_version(), "model": model_recipe(model),
               "extra": extra or {}}
+    try:
+        config_text = json.dumps(config, indent=2) + "\n"
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"cannot save a model to {path}: extra must be JSON-serialisable "
+                             f"(lists, dicts, strings, numbers), got {extra!r}: {error}"
+                             ) from error
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    write_atomically(path / WEIGHTS_NAME, lambda f: f.write(save(state)))
-    write_text_atomically(path / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
-    return path
+    return write_folder_atomically(path, {WEIGHTS_NAME: save(state),
+                                          CONFIG_NAME: config_text.encode("utf-8")})
+
+
+def model_folder(path: str | os.PathLike) -> Path:
+    """The folder a model saved at ``path`` is read from: ``path``, or, if a save was killed
+    between its two renames, the previous model it set aside (complete)."""
+    path = Path(path)
+    aside = set_aside(path)
+    return aside if not path.exists() and aside.is_dir() else path
 
 
 def load_config(path: str | os.PathLike) -> dict:
-    path = Path(path)
+    path = model_folder(path)
     file = path / CONFIG_NAME if path.is_dir() else path
     if not file.exists():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {path}")
@@ -100,7 +116,7 @@ def from_pretrained(path: str | os.PathLike, *, map_location: str | torch.device
     """Rebuild a model saved by :func:`save_pretrained` and load its weights (no pickle)."""
     from safetensors.torch import load_file
 
-    path = Path(path)
+    path = model_folder(path)
     config = load_config(path)
     weights = path / WEIGHTS_NAME
     if not weights.exists():
@@ -117,4 +133,4 @@ def recipe_version() -> str:
 
 
 __all__ = ["save_pretrained", "from_pretrained", "load_config", "model_recipe",
-           "build_from_recipe", "CONFIG_NAME", "WEIGHTS_NAME"]
+           "build_from_recipe", "model_folder", "CONFIG_NAME", "WEIGHTS_NAME"]

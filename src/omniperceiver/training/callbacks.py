@@ -50,10 +50,12 @@ class RunReport(Callback):
     def run_dir(trainer: Trainer) -> Path:
         return Path(trainer.default_root_dir)
 
-    def update_metrics(self, trainer: Trainer, values: dict[str, Any]) -> Path:
-        """Merge ``values`` into ``<run>/metrics.json`` (atomically)."""
+    def update_metrics(self, trainer: Trainer, values: dict[str, Any], *,
+                       replace: bool = False) -> Path:
+        """Merge ``values`` into ``<run>/metrics.json`` (atomically; ``replace``: start the
+        file anew with them)."""
         path = self.run_dir(trainer) / "metrics.json"
-        metrics = json.loads(path.read_text()) if path.exists() else {}
+        metrics = json.loads(path.read_text()) if path.exists() and not replace else {}
         metrics.update(values)
         write_atomically(path, lambda f: f.write((json.dumps(metrics, indent=2) + "\n").encode()))
         return path
@@ -61,9 +63,6 @@ class RunReport(Callback):
     # --- fit ---
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start["fit"] = time.perf_counter()
-        stale = self.run_dir(trainer) / "metrics.json"
-        if trainer.is_global_zero and stale.exists():  # a new fit starts a new report
-            stale.unlink()
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The full weights, gathered on every rank (a collective under FSDP), as a plain
@@ -96,7 +95,8 @@ class RunReport(Callback):
         if self.export:
             values["exported_model"] = str(export_model(model, pl_module,
                                                         self.run_dir(trainer) / "model"))
-        self.update_metrics(trainer, values)
+        # A finished fit starts a new report; until then the previous one stays.
+        self.update_metrics(trainer, values, replace=True)
         if self.plots:
             self._plot_learning_curves(trainer)
             self._plot_attention(trainer, pl_module, model)

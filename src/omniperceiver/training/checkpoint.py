@@ -20,9 +20,11 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from ..files import write_atomically
 
 
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """``torch.load(path, weights_only=True)``: tensors and plain Python values only."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", *,
+                         mmap: bool = False) -> dict:
+    """``torch.load(path, weights_only=True)``: tensors and plain Python values only
+    (``mmap``: the tensors stay in the file until they are read)."""
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

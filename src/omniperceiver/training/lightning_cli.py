@@ -9,6 +9,9 @@ Beyond Lightning's own options:
 
 * ``--test_after_fit`` (default true): ``fit`` tests the final model on the test split at the
   end, so one command trains, tests and writes ``metrics.json``.
+* ``--overwrite`` (default false): ``fit`` into a run folder that already holds a run
+  (checkpoints, ``metrics.json`` or ``model/``) replaces that run; without it such a fit stops
+  before writing anything, unless it resumes (``--ckpt_path last``).
 * ``--checkpoint.*``: the :class:`ModelCheckpoint` that keeps ``last.ckpt`` for resuming
   (``--checkpoint.every_n_train_steps 100``: also every 100 steps, not only per epoch);
   ``--best_checkpoint.*``: the one that keeps the best model by validation accuracy
@@ -17,7 +20,9 @@ Beyond Lightning's own options:
 
 The run folder is ``--trainer.default_root_dir``; logs go to its ``csv/`` and
 ``tensorboard/`` folders unless ``--trainer.logger`` says otherwise. Checkpoints are written
-atomically (:class:`~omniperceiver.training.checkpoint.AtomicCheckpointIO`).
+atomically (:class:`~omniperceiver.training.checkpoint.AtomicCheckpointIO`). Before ``fit``
+writes anything, :func:`check_run_folder` makes sure it neither replaces a run by mistake nor
+resumes from a checkpoint that is missing or of another model.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import ConfigError
 from .callbacks import RunReport
-from .checkpoint import AtomicCheckpointIO
+from .checkpoint import AtomicCheckpointIO, load_checkpoint_file
 from .data import ClassificationData, MNISTData
 from .module import ClassificationModule
 from .precision import describe_choice, resolve_precision
@@ -88,6 +94,9 @@ class OmniperceiverCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After fit, test the final model on the test split.")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="Let fit start a new run in a --trainer.default_root_dir that "
+                                 "holds one (checkpoints, metrics.json, model/), replacing it.")
         # The best model by validation accuracy (`--ckpt_path best`), then the checkpoint to
         # resume from (`last.ckpt`, at each epoch end or every `every_n_train_steps`).
         parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
@@ -134,6 +143,8 @@ class OmniperceiverCLI(LightningCLI):
         check_model_accepts_data(self.model, self.datamodule, self.subcommand)
 
     def before_fit(self) -> None:
+        check_run_folder(self.trainer, self.model, self._get(self.config, "ckpt_path"),
+                         overwrite=self._get(self.config, "overwrite"))
         self._check_model_accepts_data()
         if self.datamodule.dataset("val") is None:  # val_size 0: no best model to select
             for callback in self.trainer.checkpoint_callbacks:
@@ -158,6 +169,89 @@ class OmniperceiverCLI(LightningCLI):
             files = datamodule.dataset("predict").paths
             probs = torch.cat([o["probs"] for o in outputs])
             print_predictions(files, probs, model.class_names)
+
+
+def check_run_folder(trainer: Trainer, module: ClassificationModule, ckpt_path: str | None,
+                     *, overwrite: bool) -> None:
+    """Stop a ``fit`` before it writes anything (``config.yaml``, logs, checkpoints) if it would
+    start over in a run folder that holds a run (unless ``overwrite``), or resume from a
+    checkpoint that does not exist or holds another model than ``module``."""
+    root = Path(trainer.default_root_dir)
+    if ckpt_path is None and SLURMEnvironment.detect():  # Lightning resumes a requeued job
+        ckpt_path = trainer._checkpoint_connector._hpc_resume_path
+    if ckpt_path is None:
+        found = [name for name in ("metrics.json", "model") if (root / name).exists()]
+        found += [str(path.relative_to(root) if path.is_relative_to(root) else path)
+                  for path in _checkpoints(trainer, "*.ckpt")]
+        if found and not overwrite:
+            raise ConfigError(
+                f"--trainer.default_root_dir {root} already holds a run ({', '.join(found)}); "
+                f"this fit would replace it. Pass a new --trainer.default_root_dir, "
+                f"--ckpt_path last to continue that run, or --overwrite true to replace it.")
+        return
+    if ckpt_path == "last":
+        found = _checkpoints(trainer, "last*.ckpt")  # the files Lightning resumes from
+        if not found:
+            folders = sorted({str(c.dirpath) for c in trainer.checkpoint_callbacks})
+            raise ConfigError(
+                f"--ckpt_path last: no last checkpoint in {', '.join(folders)} to resume from. "
+                f"Leave out --ckpt_path to start the run in {root}, or pass a checkpoint file.")
+        path = max(found, key=lambda path: path.stat().st_mtime)
+    else:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint file (pass a file, "
+                              f"or 'last' to resume the run in {root})")
+    check_checkpoint_matches(module, path)
+
+
+def _checkpoints(trainer: Trainer, pattern: str) -> list[Path]:
+    """The files matching ``pattern`` in the folders of the trainer's ModelCheckpoints."""
+    folders = {Path(c.dirpath) for c in trainer.checkpoint_callbacks
+               if getattr(c, "dirpath", None)}
+    return sorted(path for folder in folders for path in folder.glob(pattern))
+
+
+_UNSET = object()  # a model_args key the run does not set (the preset's default)
+
+
+def _show(value: Any) -> str:
+    return "not set" if value is _UNSET else repr(value)
+
+
+def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
+    """Raise a :class:`ConfigError` naming the settings and parameters that differ if the
+    checkpoint ``path`` holds another model than ``module`` (whose weights it would load)."""
+    try:
+        checkpoint = load_checkpoint_file(path, mmap=True)
+    except Exception as error:  # noqa: BLE001  (any unreadable file)
+        raise ConfigError(f"--ckpt_path {path}: not a readable Lightning checkpoint "
+                          f"({error})") from error
+    saved, ours = checkpoint.get("hyper_parameters", {}), module.hparams
+    settings = {key: (saved[key], ours[key]) for key in ("model", "num_classes") if key in saved}
+    if "model_args" in saved:
+        before, now = saved["model_args"] or {}, ours.model_args or {}
+        settings.update({f"model_args.{key}": (before.get(key, _UNSET), now.get(key, _UNSET))
+                         for key in before.keys() | now.keys()})
+    differences = [f"{name} {_show(before)} in the checkpoint, {_show(now)} now"
+                   for name, (before, now) in sorted(settings.items()) if before != now]
+    state, expected = checkpoint.get("state_dict", {}), module.state_dict()
+    parameters = {
+        "parameters of other shapes": [
+            f"{name} {tuple(state[name].shape)} in the checkpoint, "
+            f"{tuple(expected[name].shape)} now" for name in expected
+            if name in state and state[name].shape != expected[name].shape],
+        "not in the checkpoint": [name for name in expected if name not in state],
+        "not in this model": [name for name in state if name not in expected],
+    }
+    problems = differences + [f"{kind}: {', '.join(names[:3])}"
+                              + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                              for kind, names in parameters.items() if names]
+    if problems:
+        raise ConfigError(
+            f"--ckpt_path {path} holds another model than this run builds: "
+            f"{'; '.join(problems)}. Resume with the run's own settings (its config.yaml), or "
+            f"start a new run with a new --trainer.default_root_dir.")
 
 
 def check_model_accepts_data(model: ClassificationModule, datamodule: ClassificationData,
@@ -237,4 +331,4 @@ def parse(args: list[str]) -> OmniperceiverCLI:
 
 
 __all__ = ["OmniperceiverCLI", "PerceiverTrainer", "run", "parse", "print_predictions",
-           "check_model_accepts_data"]
+           "check_model_accepts_data", "check_run_folder", "check_checkpoint_matches"]

@@ -1,0 +1,117 @@
+"""A run folder loses nothing by mistake: a second ``fit`` into a folder that holds a run, a
+resume without a checkpoint and a resume of another model all stop with a message naming the
+folder or the settings, before anything is written; ``--ckpt_path last`` and
+``--overwrite true`` say what to do instead."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lightning")
+
+from test_cli import TINY, tiny_args  # noqa: E402
+
+from omniperceiver.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+
+NO_PLOTS = ["--report.plots", "false"]
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under ``root``."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A tiny MNIST run of 2 steps, trained, tested and exported: its folder."""
+    root = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["fit", *tiny_args("mnist.yaml", root, extra=NO_PLOTS)]) == 0
+    assert (root / "model").is_dir() and (root / "metrics.json").is_file()
+    return root
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path):
+    """A copy of the finished run that a test may change."""
+    return Path(shutil.copytree(finished, tmp_path / "run"))
+
+
+def test_a_second_fit_into_a_finished_run_is_refused(finished, capsys):
+    before = snapshot(finished)
+    assert main(["fit", *tiny_args("mnist.yaml", finished, extra=NO_PLOTS)]) == 1
+    err = capsys.readouterr().err
+    assert f"--trainer.default_root_dir {finished} already holds a run" in err
+    assert "metrics.json" in err and "checkpoints/last.ckpt" in err
+    assert "--ckpt_path last" in err and "--overwrite true" in err
+    assert snapshot(finished) == before
+
+
+def test_overwrite_replaces_the_run(run_copy):
+    args = tiny_args("mnist.yaml", run_copy, steps=3, extra=[*NO_PLOTS, "--overwrite", "true"])
+    assert main(["fit", *args]) == 0
+    assert json.loads((run_copy / "metrics.json").read_text())["steps"] == 3
+
+
+def test_resuming_a_finished_run_with_its_own_config_continues_it(run_copy):
+    assert main(["fit", "--config", str(run_copy / "config.yaml"), "--trainer.default_root_dir",
+                 str(run_copy), "--trainer.max_steps", "3", "--ckpt_path", "last"]) == 0
+    metrics = json.loads((run_copy / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and "test_accuracy" in metrics
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_an_error(tmp_path, capsys):
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "notes.txt").write_text("mine")
+    args = tiny_args("mnist.yaml", root, extra=[*NO_PLOTS, "--ckpt_path", "last"])
+    assert main(["fit", *args]) == 1
+    err = capsys.readouterr().err
+    assert f"--ckpt_path last: no last checkpoint in {root / 'checkpoints'}" in err
+    assert snapshot(root) == {"notes.txt": b"mine"}
+
+
+def test_ckpt_path_that_is_not_a_file_is_an_error(tmp_path, capsys):
+    root, missing = tmp_path / "run", tmp_path / "nothing.ckpt"
+    args = tiny_args("mnist.yaml", root, extra=[*NO_PLOTS, "--ckpt_path", str(missing)])
+    assert main(["fit", *args]) == 1
+    assert f"--ckpt_path {missing}: no such checkpoint file" in capsys.readouterr().err
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("changed, named", [
+    ({"latent_dim": 32}, "model_args.latent_dim 16 in the checkpoint, 32 now; parameters of "
+                         "other shapes: model.encoder.latents (8, 16) in the checkpoint, (8, 32)"),
+    ({"self_heads": 4}, "model_args.self_heads 2 in the checkpoint, 4 now"),  # same shapes
+])
+def test_resuming_another_model_is_refused_before_anything_is_written(finished, changed,
+                                                                      named, capsys):
+    before = snapshot(finished)
+    args = tiny_args("mnist.yaml", finished, model_args={**TINY, **changed},
+                     extra=[*NO_PLOTS, "--ckpt_path", "last"])
+    assert main(["fit", *args]) == 1
+    err = capsys.readouterr().err
+    assert f"--ckpt_path {finished / 'checkpoints' / 'last.ckpt'} holds another model" in err
+    assert named in err
+    assert snapshot(finished) == before
+
+
+def test_a_resume_that_fails_keeps_the_previous_results(run_copy, monkeypatch, capsys):
+    from omniperceiver.errors import NonFiniteLossError
+    from omniperceiver.training.module import ClassificationModule
+
+    def fail(self, batch, batch_idx):
+        raise NonFiniteLossError("training loss is nan")
+    monkeypatch.setattr(ClassificationModule, "training_step", fail)
+    results = {name: (run_copy / name).read_bytes()
+               for name in ("metrics.json", "model/config.json", "model/model.safetensors")}
+    args = tiny_args("mnist.yaml", run_copy, steps=4, extra=[*NO_PLOTS, "--ckpt_path", "last"])
+    assert main(["fit", *args]) == 1
+    assert "training loss is nan" in capsys.readouterr().err
+    assert {name: (run_copy / name).read_bytes() for name in results} == results
