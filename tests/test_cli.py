@@ -166,7 +166,7 @@ SMALLER = {"num_blocks": 1, "num_cross_attends": 1}
     (["--config", "SECOND_CONFIG"], SMALLER),
     (["--config", "SECOND_CONFIG", "--model.model_args", "{num_latents: 8}"],
      {**SMALLER, "num_latents": 8}),
-])
+], ids=["mapping", "entry-then-mapping", "second-config", "second-config-then-mapping"])
 def test_model_args_change_only_the_keys_they_name(tmp_path, override, changes):
     """model_args on the command line or in a second config merge key by key into the
     config's: the model is the config's model with only those keys changed."""

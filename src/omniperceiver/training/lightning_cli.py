@@ -94,6 +94,8 @@ class SaveRunConfig(SaveConfigCallback):
 
 class OmniperceiverCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Lightning's parsing, with every ``model_args`` merged key by key into the ones
+        before it (:func:`merge_model_args`)."""
         if isinstance(args, (dict, Namespace)):
             super().parse_arguments(parser, args)
             return
