@@ -5,8 +5,6 @@ every user error."""
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -39,8 +37,6 @@ from omniperceiver.adapters import (
     split_modalities,
 )
 from omniperceiver.adapters.audio import hz_to_mel, mel_to_hz
-
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "modalities.md"
 
 
 def fourier_channels(num_axes: int, num_bands: int) -> int:
@@ -595,20 +591,3 @@ def test_multimodal_errors():
         av_adapter(modality_dropout={"audio": 1.0})
     with pytest.raises(ValueError, match=r"outputs must be \(batch, 9, ...\)"):
         split_modalities(torch.zeros(2, 8, 4), {"audio": 5, "image": 4})
-
-
-# --- docs -----------------------------------------------------------------------------------
-
-
-def doc_blocks():
-    return re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
-
-
-def test_modalities_doc_has_examples():
-    assert len(doc_blocks()) >= 8
-
-
-@pytest.mark.parametrize("index", range(len(doc_blocks()) if DOCS.exists() else 0))
-def test_modalities_doc_example_runs(index):
-    with torch.no_grad():
-        exec(compile(doc_blocks()[index], f"{DOCS}:block{index}", "exec"), {})

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 import wave
 from pathlib import Path
 
@@ -152,6 +154,58 @@ def test_default_fit_is_the_mnist_config():
             cli.config.seed_everything, cli.config.test_after_fit
 
     assert summary(default) == summary(explicit)
+
+
+SMALLER = {"num_blocks": 1, "num_cross_attends": 1}
+
+
+@pytest.mark.parametrize("override, changes", [
+    (["--model.model_args", "{num_latents: 8}"], {"num_latents": 8}),
+    (["--model.model_args.num_latents", "8", "--model.model_args={latent_dim: 16}"],
+     {"num_latents": 8, "latent_dim": 16}),
+    (["--config", "SECOND_CONFIG"], SMALLER),
+    (["--config", "SECOND_CONFIG", "--model.model_args", "{num_latents: 8}"],
+     {**SMALLER, "num_latents": 8}),
+], ids=["mapping", "entry-then-mapping", "second-config", "second-config-then-mapping"])
+def test_model_args_change_only_the_keys_they_name(tmp_path, override, changes):
+    """model_args on the command line or in a second config merge key by key into the
+    config's: the model is the config's model with only those keys changed."""
+    from omniperceiver.training.lightning_cli import parse
+
+    second = tmp_path / "second.yaml"
+    second.write_text(yaml.safe_dump({"model": {"model_args": SMALLER}}))
+    override = [str(second) if a == "SECOND_CONFIG" else a for a in override]
+    cli = parse(["--config", str(CONFIGS / "mnist.yaml"), *override,
+                 "--trainer.default_root_dir", str(tmp_path / "run")])
+    expected = {**yaml.safe_load((CONFIGS / "mnist.yaml").read_text())["model"]["model_args"],
+                **changes}
+    assert cli.model.hparams.model_args == expected
+    reference = omniperceiver.create_model("mnist-perceiver", num_classes=10, **expected)
+    assert {k: v.shape for k, v in cli.model.model.state_dict().items()} == \
+        {k: v.shape for k, v in reference.state_dict().items()}
+
+
+def test_model_args_null_goes_back_to_the_preset(tmp_path):
+    from omniperceiver.training.lightning_cli import parse
+
+    cli = parse(["--config", str(CONFIGS / "mnist.yaml"), "--model.model_args", "null",
+                 "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.model.hparams.model_args is None
+
+
+def test_the_documented_smoke_test_runs(tmp_path):
+    """The smoke-test command of docs/training.md trains as written (2 steps instead of 20,
+    one test batch)."""
+    text = (CONFIGS.parent / "docs" / "training.md").read_text()
+    commands = re.findall(r"^    (omniperceiver fit (?:.*\\\n)*.*)$", text, flags=re.M)
+    args = shlex.split(next(c for c in commands if "runs/smoke" in c).replace("\\\n", " "))
+    assert args[:2] == ["omniperceiver", "fit"]
+    root = tmp_path / "smoke"
+    for option, value in (("--trainer.max_steps", "2"), ("--trainer.default_root_dir", root)):
+        args[args.index(option) + 1] = str(value)
+    assert main([*args[1:], "--trainer.limit_test_batches", "1", *QUIET]) == 0
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and "test_accuracy" in metrics
 
 
 # --- after training: test, predict, export, plots ---------------------------------------------

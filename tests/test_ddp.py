@@ -6,7 +6,10 @@ Tolerance: 1e-5 on every weight, except the key biases of the attention layers. 
 ``q . b_k`` to every score of a query, which the softmax cancels: its gradient is exactly zero
 in exact arithmetic and rounding noise (~1e-10) in practice, which Adam rescales to steps of
 the size of the learning rate. (A one-process run with gradient accumulation differs from the
-batch-2B run in the same way, by ~2e-4 there and < 1e-6 elsewhere.)"""
+batch-2B run in the same way, by ~2e-4 there and < 1e-6 elsewhere.)
+
+Both runs then test their final model: each rank tests its own shard of the test set, and
+``metrics.json`` holds the accuracy over the whole test set, every example counted once."""
 
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ def fit(root: Path, *, batch_size: int, extra: list[str]) -> None:
             "--data.init_args.rotate", "0", "--data.init_args.scale", "null",
             "--data.init_args.batch_size", str(batch_size), "--trainer.limit_val_batches", "1",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--test_after_fit", "false", "--report.plots", "false", *extra]
+            "--report.plots", "false", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert process.returncode == 0, (process.stdout + process.stderr)[-4000:]
@@ -53,18 +56,25 @@ def key_bias_entries(model) -> dict[str, slice]:
             for name, module in model.named_modules() if isinstance(module, Attention)}
 
 
-def test_two_process_ddp_matches_one_process_with_the_combined_batch(tmp_path):
+def test_two_process_ddp_fits_and_tests_like_one_process_with_the_combined_batch(
+        tmp_path):
     from safetensors.torch import load_file
 
     import omniperceiver
     import omniperceiver.training  # noqa: F401  (registers the task presets)
+    from omniperceiver.data import MNIST
 
     fit(tmp_path / "single", batch_size=16, extra=["--trainer.devices", "1"])
     fit(tmp_path / "ddp", batch_size=8,
         extra=["--trainer.accelerator", "cpu", "--trainer.devices", "2",
                "--trainer.strategy", "ddp"])
-    for run in ("single", "ddp"):
-        assert json.loads((tmp_path / run / "metrics.json").read_text())["steps"] == STEPS
+    metrics = {run: json.loads((tmp_path / run / "metrics.json").read_text())
+               for run in ("single", "ddp")}
+    assert metrics["single"]["steps"] == metrics["ddp"]["steps"] == STEPS
+    assert metrics["single"]["test_examples"] == len(MNIST("test"))
+    for key in ("test_examples", "test_accuracy", "test_per_class_accuracy"):
+        assert metrics["ddp"][key] == metrics["single"][key], key
+    assert metrics["ddp"]["test_loss"] == pytest.approx(metrics["single"]["test_loss"], abs=1e-4)
     single = load_file(str(tmp_path / "single" / "model" / "model.safetensors"))
     ddp = load_file(str(tmp_path / "ddp" / "model" / "model.safetensors"))
     assert single.keys() == ddp.keys()

@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 from ..files import write_atomically
 
@@ -135,12 +134,18 @@ class RunReport(Callback):
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start["test"] = time.perf_counter()
 
-    @rank_zero_only
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The confusion matrix over every rank's shard of the test set: computing it gathers
+        # the ranks' counts (a collective under DDP), so every rank computes it.
+        matrix = pl_module.test_confusion.compute().cpu()
+        if trainer.is_global_zero:
+            self._report_test(trainer, pl_module, matrix)
+
+    def _report_test(self, trainer: Trainer, pl_module: LightningModule,
+                     matrix: torch.Tensor) -> None:
         seconds = time.perf_counter() - self._start.get("test", time.perf_counter())
         logged = {k: _number(v) for k, v in trainer.callback_metrics.items()
                   if k.startswith("test_")}
-        matrix = pl_module.test_confusion.compute().cpu()
         per_class = (matrix.diag() / matrix.sum(1).clamp_min(1)).tolist()
         values = {**logged, "test_seconds": round(seconds, 1),
                   "test_examples": int(matrix.sum()),

@@ -17,6 +17,9 @@ Beyond Lightning's own options:
   ``--best_checkpoint.*``: the one that keeps the best model by validation accuracy
   (``--ckpt_path best``). Both write to ``<trainer.default_root_dir>/checkpoints``.
 * ``--report.*``: :class:`~omniperceiver.training.callbacks.RunReport` (plots, export).
+* ``--model.model_args`` merges key by key into the ``model_args`` of the configs and options
+  before it (:func:`merge_model_args`), so ``--config configs/mnist.yaml --model.model_args
+  '{num_latents: 8}'`` changes the number of latents and keeps the config's other entries.
 
 The run folder is ``--trainer.default_root_dir``; logs go to its ``csv/`` and
 ``tensorboard/`` folders unless ``--trainer.logger`` says otherwise. Checkpoints are written
@@ -27,12 +30,16 @@ resumes from a checkpoint that is missing or of another model.
 
 from __future__ import annotations
 
+import json
+import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import lazy_instance
+import yaml
+from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -40,6 +47,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 
+from ..config import merge
 from ..errors import ConfigError
 from .callbacks import RunReport
 from .checkpoint import AtomicCheckpointIO, load_checkpoint_file
@@ -91,6 +99,15 @@ class SaveRunConfig(SaveConfigCallback):
 
 
 class OmniperceiverCLI(LightningCLI):
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Lightning's parsing, with every ``model_args`` merged key by key into the ones
+        before it (:func:`merge_model_args`)."""
+        if isinstance(args, (dict, Namespace)):
+            super().parse_arguments(parser, args)
+            return
+        self.config = parser.parse_args(merge_model_args(sys.argv[1:] if args is None
+                                                         else list(args)))
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
                             help="After fit, test the final model on the test split.")
@@ -254,6 +271,66 @@ def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
             f"start a new run with a new --trainer.default_root_dir.")
 
 
+MODEL_ARGS = "--model.model_args"
+CONFIG_OPTIONS = ("--config", "-c")
+
+
+def merge_model_args(args: list[str]) -> list[str]:
+    """``args`` with every ``model_args`` merged into the ``model_args`` set before it.
+
+    jsonargparse lets each ``model_args`` mapping replace the one before it, so a config's
+    entries would fall back to the preset's defaults as soon as one of them is overridden.
+    Here the ``model_args`` of a config (``--config``), a mapping (``--model.model_args
+    '{num_latents: 8}'``) and one entry (``--model.model_args.num_latents 8``) are merged key
+    by key, recursively (:func:`omniperceiver.config.merge`), over what the configs and options
+    before them set, and the parser gets the merged mapping; ``--model.model_args null`` goes
+    back to the preset's defaults. What cannot be read here is passed on as given, for the
+    parser to report.
+    """
+    merged: dict[str, Any] | None = None
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        option, equals, value = args[i].partition("=")
+        takes_value = option in CONFIG_OPTIONS or option == MODEL_ARGS \
+            or option.startswith(MODEL_ARGS + ".")
+        if not takes_value or (not equals and i + 1 == len(args)):
+            out.append(args[i])
+            i += 1
+            continue
+        tokens = args[i:i + 1] if equals else args[i:i + 2]
+        i += len(tokens)
+        sets, given = _model_args_set_by(option, value if equals else tokens[1])
+        if not sets:
+            out += tokens
+            continue
+        merged = None if given is None else merge(merged or {}, given)
+        if option in CONFIG_OPTIONS:
+            out += tokens
+        out += [MODEL_ARGS, json.dumps(merged)]
+    return out
+
+
+def _model_args_set_by(option: str, value: str) -> tuple[bool, dict[str, Any] | None]:
+    """Whether ``option value`` sets ``model_args``, and the mapping (or None) that it sets."""
+    try:
+        if option in CONFIG_OPTIONS:
+            path = Path(value)
+            config = yaml.safe_load(path.read_text() if path.is_file() else value)
+            model = config.get("model") if isinstance(config, Mapping) else None
+            if not isinstance(model, Mapping) or "model_args" not in model:
+                return False, None
+            given = model["model_args"]
+        else:
+            given = yaml.safe_load(value)
+            if option != MODEL_ARGS:  # --model.model_args.KEY[.SUBKEY] VALUE
+                for key in reversed(option[len(MODEL_ARGS) + 1:].split(".")):
+                    given = {key: given}
+    except (OSError, yaml.YAMLError):
+        return False, None
+    return given is None or isinstance(given, Mapping), given
+
+
 def check_model_accepts_data(model: ClassificationModule, datamodule: ClassificationData,
                              subcommand: str | None) -> None:
     """Run two examples of the data through the model on the CPU, so that a model and data
@@ -331,4 +408,5 @@ def parse(args: list[str]) -> OmniperceiverCLI:
 
 
 __all__ = ["OmniperceiverCLI", "PerceiverTrainer", "run", "parse", "print_predictions",
-           "check_model_accepts_data", "check_run_folder", "check_checkpoint_matches"]
+           "check_model_accepts_data", "check_run_folder", "check_checkpoint_matches",
+           "merge_model_args"]
