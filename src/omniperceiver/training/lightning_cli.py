@@ -18,42 +18,41 @@ Beyond Lightning's own options:
   (``--ckpt_path best``). Both write to ``<trainer.default_root_dir>/checkpoints``.
 * ``--report.*``: :class:`~omniperceiver.training.callbacks.RunReport` (plots, export).
 * ``--model.model_args`` merges key by key into the ``model_args`` of the configs and options
-  before it (:func:`merge_model_args`), so ``--config configs/mnist.yaml --model.model_args
-  '{num_latents: 8}'`` changes the number of latents and keeps the config's other entries.
+  before it (:mod:`~omniperceiver.training.model_args`), so ``--config configs/mnist.yaml
+  --model.model_args '{num_latents: 8}'`` changes the number of latents and keeps the config's
+  other entries.
 
 The run folder is ``--trainer.default_root_dir``; logs go to its ``csv/`` and
 ``tensorboard/`` folders unless ``--trainer.logger`` says otherwise. Checkpoints are written
 atomically (:class:`~omniperceiver.training.checkpoint.AtomicCheckpointIO`). Before ``fit``
-writes anything, :func:`check_run_folder` makes sure it neither replaces a run by mistake nor
+writes anything, :func:`~omniperceiver.training.run_folder.check_run_folder` makes
+sure it neither replaces a run by mistake nor
 resumes from a checkpoint that is missing or of another model.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 
-from ..config import merge
 from ..errors import ConfigError
 from .callbacks import RunReport
-from .checkpoint import AtomicCheckpointIO, load_checkpoint_file
+from .checkpoint import AtomicCheckpointIO
 from .data import ClassificationData, MNISTData
+from .model_args import merge_model_args
 from .module import ClassificationModule
 from .precision import describe_choice, resolve_precision
+from .run_folder import check_run_folder
 
 #: Trainer settings of the default (MNIST) recipe; configs/mnist.yaml spells them out.
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -101,7 +100,7 @@ class SaveRunConfig(SaveConfigCallback):
 class OmniperceiverCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Lightning's parsing, with every ``model_args`` merged key by key into the ones
-        before it (:func:`merge_model_args`)."""
+        before it (:func:`~omniperceiver.training.model_args.merge_model_args`)."""
         if isinstance(args, (dict, Namespace)):
             super().parse_arguments(parser, args)
             return
@@ -188,149 +187,6 @@ class OmniperceiverCLI(LightningCLI):
             print_predictions(files, probs, model.class_names)
 
 
-def check_run_folder(trainer: Trainer, module: ClassificationModule, ckpt_path: str | None,
-                     *, overwrite: bool) -> None:
-    """Stop a ``fit`` before it writes anything (``config.yaml``, logs, checkpoints) if it would
-    start over in a run folder that holds a run (unless ``overwrite``), or resume from a
-    checkpoint that does not exist or holds another model than ``module``."""
-    root = Path(trainer.default_root_dir)
-    if ckpt_path is None and SLURMEnvironment.detect():  # Lightning resumes a requeued job
-        ckpt_path = trainer._checkpoint_connector._hpc_resume_path
-    if ckpt_path is None:
-        found = [name for name in ("metrics.json", "model") if (root / name).exists()]
-        found += [str(path.relative_to(root) if path.is_relative_to(root) else path)
-                  for path in _checkpoints(trainer, "*.ckpt")]
-        if found and not overwrite:
-            raise ConfigError(
-                f"--trainer.default_root_dir {root} already holds a run ({', '.join(found)}); "
-                f"this fit would replace it. Pass a new --trainer.default_root_dir, "
-                f"--ckpt_path last to continue that run, or --overwrite true to replace it.")
-        return
-    if ckpt_path == "last":
-        found = _checkpoints(trainer, "last*.ckpt")  # the files Lightning resumes from
-        if not found:
-            folders = sorted({str(c.dirpath) for c in trainer.checkpoint_callbacks})
-            raise ConfigError(
-                f"--ckpt_path last: no last checkpoint in {', '.join(folders)} to resume from. "
-                f"Leave out --ckpt_path to start the run in {root}, or pass a checkpoint file.")
-        path = max(found, key=lambda path: path.stat().st_mtime)
-    else:
-        path = Path(ckpt_path)
-        if not path.is_file():
-            raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint file (pass a file, "
-                              f"or 'last' to resume the run in {root})")
-    check_checkpoint_matches(module, path)
-
-
-def _checkpoints(trainer: Trainer, pattern: str) -> list[Path]:
-    """The files matching ``pattern`` in the folders of the trainer's ModelCheckpoints."""
-    folders = {Path(c.dirpath) for c in trainer.checkpoint_callbacks
-               if getattr(c, "dirpath", None)}
-    return sorted(path for folder in folders for path in folder.glob(pattern))
-
-
-_UNSET = object()  # a model_args key the run does not set (the preset's default)
-
-
-def _show(value: Any) -> str:
-    return "not set" if value is _UNSET else repr(value)
-
-
-def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
-    """Raise a :class:`ConfigError` naming the settings and parameters that differ if the
-    checkpoint ``path`` holds another model than ``module`` (whose weights it would load)."""
-    try:
-        checkpoint = load_checkpoint_file(path, mmap=True)
-    except Exception as error:  # noqa: BLE001  (any unreadable file)
-        raise ConfigError(f"--ckpt_path {path}: not a readable Lightning checkpoint "
-                          f"({error})") from error
-    saved, ours = checkpoint.get("hyper_parameters", {}), module.hparams
-    settings = {key: (saved[key], ours[key]) for key in ("model", "num_classes") if key in saved}
-    if "model_args" in saved:
-        before, now = saved["model_args"] or {}, ours.model_args or {}
-        settings.update({f"model_args.{key}": (before.get(key, _UNSET), now.get(key, _UNSET))
-                         for key in before.keys() | now.keys()})
-    differences = [f"{name} {_show(before)} in the checkpoint, {_show(now)} now"
-                   for name, (before, now) in sorted(settings.items()) if before != now]
-    state, expected = checkpoint.get("state_dict", {}), module.state_dict()
-    parameters = {
-        "parameters of other shapes": [
-            f"{name} {tuple(state[name].shape)} in the checkpoint, "
-            f"{tuple(expected[name].shape)} now" for name in expected
-            if name in state and state[name].shape != expected[name].shape],
-        "not in the checkpoint": [name for name in expected if name not in state],
-        "not in this model": [name for name in state if name not in expected],
-    }
-    problems = differences + [f"{kind}: {', '.join(names[:3])}"
-                              + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-                              for kind, names in parameters.items() if names]
-    if problems:
-        raise ConfigError(
-            f"--ckpt_path {path} holds another model than this run builds: "
-            f"{'; '.join(problems)}. Resume with the run's own settings (its config.yaml), or "
-            f"start a new run with a new --trainer.default_root_dir.")
-
-
-MODEL_ARGS = "--model.model_args"
-CONFIG_OPTIONS = ("--config", "-c")
-
-
-def merge_model_args(args: list[str]) -> list[str]:
-    """``args`` with every ``model_args`` merged into the ``model_args`` set before it.
-
-    jsonargparse lets each ``model_args`` mapping replace the one before it, so a config's
-    entries would fall back to the preset's defaults as soon as one of them is overridden.
-    Here the ``model_args`` of a config (``--config``), a mapping (``--model.model_args
-    '{num_latents: 8}'``) and one entry (``--model.model_args.num_latents 8``) are merged key
-    by key, recursively (:func:`omniperceiver.config.merge`), over what the configs and options
-    before them set, and the parser gets the merged mapping; ``--model.model_args null`` goes
-    back to the preset's defaults. What cannot be read here is passed on as given, for the
-    parser to report.
-    """
-    merged: dict[str, Any] | None = None
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        option, equals, value = args[i].partition("=")
-        takes_value = option in CONFIG_OPTIONS or option == MODEL_ARGS \
-            or option.startswith(MODEL_ARGS + ".")
-        if not takes_value or (not equals and i + 1 == len(args)):
-            out.append(args[i])
-            i += 1
-            continue
-        tokens = args[i:i + 1] if equals else args[i:i + 2]
-        i += len(tokens)
-        sets, given = _model_args_set_by(option, value if equals else tokens[1])
-        if not sets:
-            out += tokens
-            continue
-        merged = None if given is None else merge(merged or {}, given)
-        if option in CONFIG_OPTIONS:
-            out += tokens
-        out += [MODEL_ARGS, json.dumps(merged)]
-    return out
-
-
-def _model_args_set_by(option: str, value: str) -> tuple[bool, dict[str, Any] | None]:
-    """Whether ``option value`` sets ``model_args``, and the mapping (or None) that it sets."""
-    try:
-        if option in CONFIG_OPTIONS:
-            path = Path(value)
-            config = yaml.safe_load(path.read_text() if path.is_file() else value)
-            model = config.get("model") if isinstance(config, Mapping) else None
-            if not isinstance(model, Mapping) or "model_args" not in model:
-                return False, None
-            given = model["model_args"]
-        else:
-            given = yaml.safe_load(value)
-            if option != MODEL_ARGS:  # --model.model_args.KEY[.SUBKEY] VALUE
-                for key in reversed(option[len(MODEL_ARGS) + 1:].split(".")):
-                    given = {key: given}
-    except (OSError, yaml.YAMLError):
-        return False, None
-    return given is None or isinstance(given, Mapping), given
-
-
 def check_model_accepts_data(model: ClassificationModule, datamodule: ClassificationData,
                              subcommand: str | None) -> None:
     """Run two examples of the data through the model on the CPU, so that a model and data
@@ -408,5 +264,4 @@ def parse(args: list[str]) -> OmniperceiverCLI:
 
 
 __all__ = ["OmniperceiverCLI", "PerceiverTrainer", "run", "parse", "print_predictions",
-           "check_model_accepts_data", "check_run_folder", "check_checkpoint_matches",
-           "merge_model_args"]
+           "check_model_accepts_data"]
