@@ -120,3 +120,13 @@ def test_idefics2_activation_without_a_gated_twin_is_refused():
     config = Idefics2PerceiverConfig(**{**IDEFICS2["grouped-query"], "hidden_act": "relu"})
     with pytest.raises(ConfigError, match="hidden_act must be one of .* got 'relu'"):
         from_idefics2_resampler(Idefics2PerceiverResampler(config))
+
+
+def test_the_docs_example_runs_as_written():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "interop.md").read_text()
+    section = text[text.index("## Perceiver Resampler"):]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    exec(compile(block, "docs/interop.md", "exec"), {})

@@ -16,22 +16,17 @@ How the variants map onto our options:
   (``kv_heads=num_key_value_heads``), a gated feed-forward 4x wide
   (``hidden_act="silu"`` -> ``"swiglu"``, ``"gelu"`` -> ``"geglu"``).
 
-Their names -> ours, per layer ``i``:
+Their names -> ours, per layer ``i`` (IDEFICS ``blocks.i.0``/``blocks.i.1``; Idefics2
+``layers.i``):
 
-==================================================  ==========================================
-IDEFICS ``blocks.i.0.`` / ``blocks.i.1.``           Idefics2 ``layers.i.``
-==================================================  ==========================================
-``latents_layer_norm`` -> ``norm_q``                ``input_latents_norm`` -> ``norm_q``
-``context_layer_norm`` -> ``norm_kv``               ``input_context_norm`` -> ``norm_kv``
-``q_proj`` / ``k_proj`` + ``v_proj`` / ``output_    ``self_attn.q_proj`` / ``k_proj`` +
-proj`` -> ``attention.to_q`` / ``to_kv`` / ``to_    ``v_proj`` / ``o_proj`` (same)
-out``
-``q_layer_norm``, ``k_layer_norm`` -> ``attention.  --
-norm_q``, ``attention.norm_k``
-``ln`` / ``fc`` / ``c_proj`` -> ``norm_ff`` /       ``post_attention_layernorm`` -> ``norm_ff``;
-``ff.fc1`` / ``ff.fc2``                             ``mlp.up_proj`` + ``gate_proj`` -> ``ff.fc1``
-                                                    (up first); ``down_proj`` -> ``ff.fc2``
-==================================================  ==========================================
+* latents norm ``latents_layer_norm`` / ``input_latents_norm`` -> ``layers.i.norm_q``;
+* media norm ``context_layer_norm`` / ``input_context_norm`` -> ``layers.i.norm_kv``;
+* ``q_proj`` -> ``attention.to_q``; ``k_proj`` and ``v_proj`` -> ``attention.to_kv`` (keys,
+  then values); ``output_proj`` / ``o_proj`` -> ``attention.to_out``;
+* IDEFICS' ``q_layer_norm``/``k_layer_norm`` -> ``attention.norm_q``/``attention.norm_k``;
+* feed-forward norm ``ln`` / ``post_attention_layernorm`` -> ``norm_ff``; ``fc`` -> ``ff.fc1``
+  or Idefics2's ``up_proj`` and ``gate_proj`` -> ``ff.fc1`` (up, then gate); ``c_proj`` /
+  ``down_proj`` -> ``ff.fc2``;
 
 and ``latents`` -> ``latents``, ``layer_norm`` (IDEFICS) / ``norm`` (Idefics2) -> ``norm``.
 """
