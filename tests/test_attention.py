@@ -156,13 +156,13 @@ def test_query_residual_option():
     torch.testing.assert_close(layer(x, ctx), want)
 
 
-@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "geglu"])
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "geglu", "swiglu"])
 def test_feed_forward_variants(activation):
     ff = FeedForward(8, widening_factor=3, activation=activation)
-    assert ff.fc1.out_features == 24 * (2 if activation == "geglu" else 1)
+    assert ff.fc1.out_features == 24 * (2 if activation.endswith("glu") else 1)
     assert ff(torch.randn(2, 5, 8)).shape == (2, 5, 8)
     with pytest.raises(ValueError, match="activation"):
-        FeedForward(8, activation="relu")
+        FeedForward(8, activation="tanh")
 
 
 def test_composition_checks_channel_agreement():

@@ -32,6 +32,7 @@ from .position import (
     fourier_features,
 )
 from .registry import create_model, describe_model, list_models, register_model
+from .resampler import PerceiverResampler
 
 __version__ = "0.2.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "EncoderConfig", "PerceiverEncoder", "ClassificationDecoderConfig", "FourierConfig",
     "GridDecoderConfig", "LearnedPositionConfig", "Perceiver", "PerceiverIO", "PerceiverIOConfig",
     "PerceiverModel", "QueryDecoderConfig", "PositionEncoding", "FourierPositionEncoding",
-    "LearnedPositionEncoding", "fourier_features", "OmniPerceiverError", "create_model",
-    "describe_model", "list_models", "register_model", "from_pretrained", "save_pretrained",
+    "LearnedPositionEncoding", "fourier_features", "PerceiverResampler", "OmniPerceiverError",
+    "create_model", "describe_model", "list_models", "register_model", "from_pretrained",
+    "save_pretrained",
 ]

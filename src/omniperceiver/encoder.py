@@ -97,15 +97,14 @@ class PerceiverEncoder(nn.Module):
     def forward(self, inputs: Tensor | InputChunks, mask: Tensor | None = None) -> Tensor:
         if isinstance(inputs, Tensor) and self.config.input_chunk_size is not None:
             inputs = InputChunks.from_tensor(inputs, self.config.input_chunk_size)
-        standardized = isinstance(inputs, Tensor)
+        batch = inputs.shape[0] if isinstance(inputs, Tensor) else inputs.batch_size
+        standardized = (isinstance(inputs, Tensor)
+                        and isinstance(self.cross_attends[0].norm_kv, nn.LayerNorm))
         if standardized:
             # Every cross-attend's LayerNorm standardises the same inputs: done once here
             # (it is slow for a few channels per input), each applies its scale and shift.
-            batch = inputs.shape[0]
             inputs = F.layer_norm(inputs, inputs.shape[-1:],
                                   eps=self.cross_attends[0].norm_kv.eps)
-        else:
-            batch = inputs.batch_size
         x = self.latents.expand(batch, -1, -1)
         for i, b in enumerate(self.block_schedule):
             if i < len(self.cross_schedule):

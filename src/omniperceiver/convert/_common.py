@@ -25,7 +25,9 @@ class LayerWeights:
 
     ``k`` and ``v`` are separate projections; a source that already fuses them passes ``kv``
     instead. ``norm_kv`` is set for cross-attends only; ``norm_ff``/``fc1``/``fc2`` are None for
-    a layer without a feed-forward sub-layer.
+    a layer without a feed-forward sub-layer. ``head_norm_q``/``head_norm_k`` are the per-head
+    query and key norms of an attention with ``qk_norm``. A norm without a shift (RMSNorm) has
+    bias None.
     """
 
     norm_q: Pair
@@ -38,6 +40,8 @@ class LayerWeights:
     norm_ff: Pair | None = None
     fc1: Pair | None = None
     fc2: Pair | None = None
+    head_norm_q: Pair | None = None
+    head_norm_k: Pair | None = None
 
 
 def layer_state(prefix: str, w: LayerWeights) -> dict[str, Tensor]:
@@ -65,6 +69,8 @@ def layer_state(prefix: str, w: LayerWeights) -> dict[str, Tensor]:
     put("attention.to_q", w.q)
     put("attention.to_kv", kv)
     put("attention.to_out", w.out)
+    put("attention.norm_q", w.head_norm_q)
+    put("attention.norm_k", w.head_norm_k)
     put("norm_ff", w.norm_ff)
     put("ff.fc1", w.fc1)
     put("ff.fc2", w.fc2)

@@ -8,6 +8,7 @@ language            language-perceiver
 flow                optical-flow-perceiver
 multimodal          multimodal-perceiver
 perceiver_pytorch   perceiver-seed, perceiver-pytorch, perceiver-pytorch-io
+resampler           perceiver-resampler (Flamingo's Perceiver Resampler)
 classifiers         image-, mnist-, pointcloud-, audio-, video-, av-perceiver (the training
                     configs' task classifiers)
 ==================  =========================================================================
@@ -19,8 +20,8 @@ Published families take the same three overrides beside their own: ``activation`
 :mod:`omniperceiver.config`). The modules import only torch and the model package.
 """
 
-from . import classifiers, flow, language, multimodal, perceiver_pytorch, vision
+from . import classifiers, flow, language, multimodal, perceiver_pytorch, resampler, vision
 from .classifiers import perceiver_classifier
 
-__all__ = ["classifiers", "flow", "language", "multimodal", "perceiver_pytorch", "vision",
-           "perceiver_classifier"]
+__all__ = ["classifiers", "flow", "language", "multimodal", "perceiver_pytorch", "resampler",
+           "vision", "perceiver_classifier"]
