@@ -175,6 +175,7 @@ ACTIVATIONS = {
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
+    "sq_relu": lambda x: F.relu(x).square(),
     "geglu": F.gelu,
     "swiglu": F.silu,
 }
@@ -184,9 +185,9 @@ class FeedForward(nn.Module):
     """Position-wise MLP: ``dim -> dim * widening_factor -> dim``.
 
     ``activation`` is ``"gelu"`` (exact), ``"gelu_tanh"`` (the approximation JAX uses),
-    ``"relu"``, or gated: ``"geglu"`` (``h * gelu(gate)``) or ``"swiglu"`` (``h * silu(gate)``),
-    where ``fc1`` computes ``[h; gate]`` (twice as wide). ``bias=False``: linear layers without
-    biases.
+    ``"relu"``, ``"sq_relu"`` (``relu(h)^2``, Perceiver AR's), or gated: ``"geglu"``
+    (``h * gelu(gate)``) or ``"swiglu"`` (``h * silu(gate)``), where ``fc1`` computes
+    ``[h; gate]`` (twice as wide). ``bias=False``: linear layers without biases.
     """
 
     def __init__(self, dim: int, *, widening_factor: int = 1, activation: str = "gelu",

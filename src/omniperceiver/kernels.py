@@ -31,11 +31,13 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout:
     """Scaled dot-product attention with a key mask.
 
     Shapes: ``q`` (batch, heads, num_queries, d_qk), ``k`` (batch, heads, num_keys, d_qk),
-    ``v`` (batch, heads, num_keys, d_v), ``mask`` (batch, num_keys) bool with True = keep.
-    Returns (batch, heads, num_queries, d_v). ``scale`` defaults to ``d_qk ** -0.5``.
+    ``v`` (batch, heads, num_keys, d_v), ``mask`` bool with True = keep, either (batch,
+    num_keys) (the same keys for every query) or (batch, num_queries, num_keys) (each query
+    its own keys, e.g. a causal mask). Returns (batch, heads, num_queries, d_v). ``scale``
+    defaults to ``d_qk ** -0.5``.
 
     A query whose keys are all masked out gets a zero output (as in DeepMind's reference),
-    instead of the NaN a softmax over nothing would give; other examples are untouched.
+    instead of the NaN a softmax over nothing would give; other queries are untouched.
     """
     groups = _backward_groups(q, k, v)
     if groups > 1:
@@ -46,24 +48,27 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout:
         b, h, n, d = q.shape
         q = q.reshape(h, groups, n // groups, d).transpose(0, 1)  # (groups, h, n / groups, d)
         k, v = k.expand(groups, -1, -1, -1), v.expand(groups, -1, -1, -1)
-        mask = None if mask is None else mask.expand(groups, -1)
+        if mask is not None:  # the key mask is shared; a per-query mask is split as q is
+            mask = (mask.expand(groups, -1) if mask.dim() == 2
+                    else mask.reshape(groups, n // groups, -1))
         out = attend(q, k, v, mask, dropout, scale)  # (groups, h, n / groups, d_v)
         return out.transpose(0, 1).reshape(1, h, n, out.shape[-1])
     if _fused_kernel_underfills_gpu(q, k, mask):
         num_keys = k.shape[2]
         size = math.ceil(num_keys / math.ceil(num_keys / CUDA_KEY_CHUNK))  # equal chunks
         chunks = ((k[:, :, i:i + size], v[:, :, i:i + size],
-                   None if mask is None else mask[:, i:i + size])
+                   None if mask is None else mask[..., i:i + size])
                   for i in range(0, num_keys, size))
         return attend_chunks(q, chunks, dropout=dropout, scale=scale)
     kernel = _attend_explicit if _explicit_scores_pay_off(q, k, v) else _attend_fused
     if mask is None:
         return kernel(q, k, v, None, dropout, scale)
-    has_keys = mask.any(dim=-1)  # (batch,)
-    # Examples with no valid key attend to everything, then their output is zeroed.
-    keep = (mask | ~has_keys[:, None])[:, None, None, :]
+    mask = mask[:, None, :] if mask.dim() == 2 else mask  # (batch, num_queries or 1, num_keys)
+    has_keys = mask.any(dim=-1)  # (batch, num_queries or 1)
+    # Queries with no valid key attend to everything, then their output is zeroed.
+    keep = (mask | ~has_keys[..., None])[:, None]  # (batch, 1, num_queries or 1, num_keys)
     out = kernel(q, k, v, keep, dropout, scale)
-    return out * has_keys[:, None, None, None].to(out.dtype)
+    return out * has_keys[:, None, :, None].to(out.dtype)
 
 
 def _attend_fused(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout: float,
@@ -103,8 +108,8 @@ def _tracing() -> bool:
 
 def _attend_explicit(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout: float,
                      scale: float | None) -> Tensor:
-    """softmax(q k^T * scale) v with the scores built as a tensor; ``keep`` (batch, 1, 1,
-    num_keys) bool, True = attend, with at least one True per example."""
+    """softmax(q k^T * scale) v with the scores built as a tensor; ``keep`` (batch, 1, 1 or
+    num_queries, num_keys) bool, True = attend, with at least one True per query."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = (q * scale) @ k.transpose(-1, -2)  # (batch, heads, queries, keys)
     if keep is not None:
@@ -156,11 +161,12 @@ def attend_chunks(q: Tensor, chunks: Iterable[tuple[Tensor, Tensor, Tensor | Non
     """:func:`attend` over keys and values that arrive in chunks.
 
     ``chunks`` yields ``(k, v, mask)``: (batch, heads, chunk, d_qk), (batch, heads, chunk, d_v)
-    and (batch, chunk) bool or None. Each chunk's softmax is merged into a running one
-    (the log-sum-exp trick: a running maximum ``m``, normaliser ``l`` and weighted sum
-    ``acc``, rescaled by ``exp(m_old - m_new)`` when the maximum grows), so only one chunk's
-    (num_queries x chunk) scores exist at a time. Same result as :func:`attend` on the
-    concatenated chunks, up to rounding; queries without any valid key get zeros.
+    and (batch, chunk) or (batch, num_queries, chunk) bool, or None. Each chunk's softmax is
+    merged into a running one (the log-sum-exp trick: a running maximum ``m``, normaliser
+    ``l`` and weighted sum ``acc``, rescaled by ``exp(m_old - m_new)`` when the maximum grows),
+    so only one chunk's (num_queries x chunk) scores exist at a time. Same result as
+    :func:`attend` on the concatenated chunks, up to rounding; queries without any valid key
+    get zeros.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     q = q * scale
@@ -169,7 +175,8 @@ def attend_chunks(q: Tensor, chunks: Iterable[tuple[Tensor, Tensor, Tensor | Non
         s = q @ k.transpose(-1, -2)  # (batch, heads, queries, chunk)
         s = s.to(torch.promote_types(s.dtype, torch.float32))
         if mask is not None:
-            s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
+            keep = mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]
+            s = s.masked_fill(~keep, float("-inf"))
         if m is None:
             m = torch.full_like(s[..., :1], float("-inf"))
             l = torch.zeros_like(m)

@@ -1,5 +1,6 @@
 """Position features: Fourier features (DeepMind's definition and perceiver-pytorch's variant)
-and learned position embeddings.
+and learned position embeddings; and rotary position embeddings, which turn queries and keys
+instead of adding features (:class:`RotaryPositions`, Perceiver AR's).
 
 DeepMind (Perceiver / Perceiver IO): positions ``linspace(-1, 1, n_d)`` per axis, frequencies
 ``linspace(1, max_resolution_d / 2, K)``, features ``[pos_1..pos_D, sin(pi f pos) for every
@@ -230,6 +231,41 @@ class PermutedPositions(PositionEncoding):
         return features[self.permutation.to(features.device)]
 
 
+class RotaryPositions(nn.Module):
+    """Rotary position embeddings (RoPE, Su et al. 2021) of queries and keys by absolute
+    position: a query at position ``p`` and a key at ``s`` then score ``q . R(s - p) k``, so
+    the scores depend only on the distance between the two.
+
+    Only the first ``rotated`` channels of each head turn (``fraction`` of ``head_channels``,
+    rounded down to an even number; Perceiver AR rotates half); the rest pass through. Those
+    channels are split into two halves, and channel ``j`` of the first half and channel ``j`` of
+    the second turn together by the angle ``position * max_wavelength ** (-2 j / rotated)``.
+
+    ``angles(positions)``: positions (batch, n) integer -> (cos, sin), each (batch, 1, n,
+    rotated / 2); ``rotate(x, angles)``: x (batch, heads, n, head_channels) -> the same shape.
+    """
+
+    def __init__(self, head_channels: int, *, fraction: float = 0.5,
+                 max_wavelength: float = 10000.0):
+        super().__init__()
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"the rotated fraction of a head's channels must lie in [0, 1], "
+                             f"got {fraction}")
+        self.rotated = int(head_channels * fraction) // 2 * 2
+        exponents = torch.arange(0, self.rotated, 2, dtype=torch.float32) / max(self.rotated, 1)
+        self.register_buffer("frequencies", max_wavelength ** -exponents, persistent=False)
+
+    def angles(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        turn = positions.to(self.frequencies.dtype)[:, None, :, None] * self.frequencies
+        return turn.cos(), turn.sin()
+
+    def rotate(self, x: Tensor, angles: tuple[Tensor, Tensor]) -> Tensor:
+        cos, sin = (a.to(x.dtype) for a in angles)
+        half = self.rotated // 2
+        x1, x2, rest = x[..., :half], x[..., half:self.rotated], x[..., self.rotated:]
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+
+
 __all__ = ["PositionEncoding", "grid_positions", "fourier_features", "FourierPositionEncoding",
            "LearnedPositionEncoding", "ProjectedPositions", "PermutedPositions",
-           "PrefixPositions", "build_position_encoding", "pixel_permutation"]
+           "PrefixPositions", "build_position_encoding", "pixel_permutation", "RotaryPositions"]

@@ -1,0 +1,354 @@
+"""Perceiver AR (Hawthorne et al. 2022): a causal language model whose latents are the last
+M of its N input positions.
+
+    token ids (batch, N)
+      -> token embedding                           (batch, N, dim)
+      -> causal cross-attend: the last M positions attend to all N, each to positions up to
+         its own (aligned at the lower right)      (batch, M, dim)
+      -> causal latent self-attends                (batch, M, dim)
+      -> final norm, next-token logits             (batch, M, vocab_size)
+
+In the words of the rest of the library: the token embedding is the input adapter, the
+cross-attend and the self-attends the encoder, and the norm and logits the output adapter;
+there is no decoder, since latent i is itself the prediction of the token after position
+``N - M + i``. Every attention is an :class:`~omniperceiver.attention.Attention`'s
+projections around :func:`~omniperceiver.kernels.attend`, with rotary position embeddings
+(:class:`~omniperceiver.position.RotaryPositions`) on queries and keys by absolute position
+and a per-query causal mask built from those positions.
+
+:meth:`PerceiverAR.generate` samples with a cache (see docs/perceiver-ar.md): the
+cross-attend's keys and values of the last N inputs, the cross-attend's outputs of the last M
+positions, and each self-attend's keys and values of its M input latents. Whatever a new
+token leaves valid is reused; whatever it changes is computed again:
+
+* the window of N inputs slides (the oldest input leaves): every latent saw that input, so the
+  latents are computed again from their cross-attend on, from the cached keys and values;
+* the M latent positions slide (the oldest latent becomes a prefix input): the cross-attend
+  outputs stay valid, and the self-attends run again over the M latents;
+* neither (prompt and output still shorter than M): only the new latent is computed, against
+  every cached key and value.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .adapters.text import ByteTokenizer
+from .attention import Attention, FeedForward, make_norm
+from .kernels import attend
+from .position import RotaryPositions
+from .validation import check_mask, check_token_ids
+
+Angles = tuple[Tensor, Tensor]
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    b, n, c = x.shape  # -> (batch, heads, n, c / heads)
+    return x.view(b, n, heads, c // heads).transpose(1, 2)
+
+
+def causal_mask(query_positions: Tensor, key_positions: Tensor, key_mask: Tensor) -> Tensor:
+    """(batch, queries) and (batch, keys) positions, (batch, keys) bool -> (batch, queries,
+    keys) bool: a query attends to the real keys at its own position or before."""
+    return (key_positions[:, None, :] <= query_positions[:, :, None]) & key_mask[:, None, :]
+
+
+class RotaryAttentionLayer(nn.Module):
+    """Pre-norm attention with rotary positions, then a pre-norm feed-forward, each with a
+    residual: Perceiver AR's cross-attend (``cross=True``: the keys and values come from the
+    inputs, with their own norm) or one of its latent self-attends.
+
+    The keys and values are computed apart from the queries (:meth:`keys_values`), so that
+    they can be cached: ``forward(x, angles, keys, values, mask)`` takes queries ``x`` (batch,
+    n, dim) at rotation ``angles``, keys and values (batch, heads, m, dim / heads) and a mask
+    (batch, n, m) -> (batch, n, dim).
+    """
+
+    def __init__(self, dim: int, *, heads: int, widening_factor: int, activation: str,
+                 dropout: float, cross: bool):
+        super().__init__()
+        self.norm_q = make_norm("layer", dim)
+        self.norm_kv = make_norm("layer", dim) if cross else None
+        self.attention = Attention(q_dim=dim, kv_dim=dim, qk_channels=dim, v_channels=dim,
+                                   heads=heads, dropout=dropout)
+        self.norm_ff = make_norm("layer", dim)
+        self.ff = FeedForward(dim, widening_factor=widening_factor, activation=activation,
+                              dropout=dropout)
+
+    def keys_values(self, x: Tensor, angles: Angles, rotary: RotaryPositions
+                    ) -> tuple[Tensor, Tensor]:
+        """Inputs (or latents) (batch, m, dim) -> rotated keys and values (batch, heads, m,
+        dim / heads)."""
+        x = self.norm_q(x) if self.norm_kv is None else self.norm_kv(x)
+        k, v = self.attention.to_kv(x).split(self.attention.kv_split, dim=-1)
+        heads = self.attention.heads
+        return rotary.rotate(_split_heads(k, heads), angles), _split_heads(v, heads)
+
+    def forward(self, x: Tensor, angles: Angles, rotary: RotaryPositions, keys: Tensor,
+                values: Tensor, mask: Tensor) -> Tensor:
+        attention = self.attention
+        q = rotary.rotate(_split_heads(attention.to_q(self.norm_q(x)), attention.heads), angles)
+        dropout = attention.dropout if self.training else 0.0
+        out = attend(q, keys, values, mask, dropout, scale=q.shape[-1] ** -0.5)
+        x = x + attention.to_out(out.transpose(1, 2).flatten(2))  # (batch, n, dim)
+        return x + self.ff(self.norm_ff(x))
+
+
+@dataclass
+class GenerationCache:
+    """What :meth:`PerceiverAR.generate` keeps between tokens, for a window of the last
+    ``W <= N`` positions of which the last ``L <= M`` are latents."""
+
+    ids: Tensor  # (batch, W) the window's tokens
+    positions: Tensor  # (batch, W) their absolute positions
+    mask: Tensor  # (batch, W) bool, False = padding
+    keys: Tensor  # (batch, heads, W, head_dim) the cross-attend's, rotated
+    values: Tensor  # (batch, heads, W, head_dim)
+    latents: Tensor  # (batch, L, dim) the cross-attend's outputs of the last L positions
+    self_attends: list[tuple[Tensor, Tensor]]  # per self-attend, keys and values of its input
+
+
+class PerceiverAR(nn.Module):
+    """Perceiver AR: token ids (batch, N) -> next-token logits (batch, M, vocab_size) of the
+    last M positions.
+
+    ``vocab_size`` (262: :class:`~omniperceiver.adapters.ByteTokenizer`'s bytes and specials);
+    ``max_context`` the most inputs N one forward sees; ``num_latents`` the default M;
+    ``dim`` channels everywhere, ``heads`` attention heads; ``num_self_attends`` latent
+    self-attends after the cross-attend; feed-forwards ``widening_factor`` wide with
+    ``activation``; ``dropout`` on attention weights and feed-forward outputs.
+    ``rotary_fraction``: the fraction of each head's query and key channels that rotary
+    position embeddings turn (the rest carry no position), with wavelengths up to
+    ``max_wavelength`` (default: ``max_context``, as the reference implementation).
+    ``prefix_dropout``: in training, each example's cross-attend sees a random
+    ``1 - prefix_dropout`` of its prefix positions (the inputs before the latents; the
+    latents' own positions are always kept), the paper's regulariser.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int = ByteTokenizer.VOCAB_SIZE,
+        max_context: int = 1024,
+        num_latents: int = 256,
+        dim: int = 512,
+        heads: int = 8,
+        num_self_attends: int = 6,
+        widening_factor: int = 4,
+        activation: str = "gelu",
+        dropout: float = 0.0,
+        prefix_dropout: float = 0.0,
+        rotary_fraction: float = 0.5,
+        max_wavelength: float | None = None,
+        init_std: float = 0.02,
+    ):
+        super().__init__()
+        if not 1 <= num_latents <= max_context:
+            raise ValueError(f"num_latents must lie in [1, max_context={max_context}], "
+                             f"got {num_latents}")
+        if not 0.0 <= prefix_dropout < 1.0:
+            raise ValueError(f"prefix_dropout must lie in [0, 1), got {prefix_dropout}")
+        if dim % heads:
+            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
+        self.vocab_size = vocab_size
+        self.max_context = max_context
+        self.num_latents = num_latents
+        self.prefix_dropout = prefix_dropout
+        self.embedding = nn.Embedding(vocab_size, dim)
+        nn.init.normal_(self.embedding.weight, std=init_std)
+        self.rotary = RotaryPositions(dim // heads, fraction=rotary_fraction,
+                                      max_wavelength=max_wavelength or max_context)
+        layer = dict(heads=heads, widening_factor=widening_factor, activation=activation,
+                     dropout=dropout)
+        self.cross_attend = RotaryAttentionLayer(dim, cross=True, **layer)
+        self.self_attends = nn.ModuleList(RotaryAttentionLayer(dim, cross=False, **layer)
+                                          for _ in range(num_self_attends))
+        self.norm = make_norm("layer", dim)
+        self.to_logits = nn.Linear(dim, vocab_size)
+
+    def forward(self, ids: Tensor, mask: Tensor | None = None, *,
+                num_latents: int | None = None) -> Tensor:
+        """``ids`` (batch, N <= max_context) integer; ``mask`` (batch, N) bool, False =
+        padding (left padding: the real tokens of a row end at its last position); padded
+        positions are never attended, and a row's real positions get the outputs they get
+        without the padding. ``num_latents``: M (default ``min(self.num_latents, N)``).
+        Returns the logits (batch, M, vocab_size) of the tokens after positions N-M .. N-1."""
+        ids = check_token_ids(ids, vocab_size=self.vocab_size, max_length=self.max_context)
+        batch, n = ids.shape
+        mask = check_mask(mask, batch=batch, axes=(n,))
+        num_latents = self._check_num_latents(num_latents, n)
+        mask = ids.new_ones(batch, n, dtype=torch.bool) if mask is None else mask
+        positions = padded_positions(mask)
+        if self.training and self.prefix_dropout and n > num_latents:
+            ids, positions, mask = self._drop_prefix(ids, positions, mask, num_latents)
+        latents, _ = self._extend(None, ids, positions, mask, num_latents, ids.shape[1])
+        return self.to_logits(self.norm(latents))
+
+    def _check_num_latents(self, num_latents: int | None, n: int) -> int:
+        if num_latents is None:
+            return min(self.num_latents, n)
+        if isinstance(num_latents, bool) or not isinstance(num_latents, int):
+            raise TypeError(f"num_latents must be an int, got {type(num_latents).__name__}")
+        if not 1 <= num_latents <= n:
+            raise ValueError(f"num_latents (M) must lie in [1, N] for N={n} inputs, "
+                             f"got M={num_latents}")
+        return num_latents
+
+    def _drop_prefix(self, ids: Tensor, positions: Tensor, mask: Tensor, num_latents: int
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+        """Keeps a random ``1 - prefix_dropout`` of each row's prefix positions, in order,
+        and all its latent positions. The causal mask comes from the positions, so the kept
+        inputs are attended exactly as before."""
+        batch, n = ids.shape
+        prefix = n - num_latents
+        kept = prefix - round(prefix * self.prefix_dropout)
+        chosen = torch.rand(batch, prefix, device=ids.device).argsort(dim=-1)[:, :kept]
+        latent_index = torch.arange(prefix, n, device=ids.device).expand(batch, -1)
+        index = torch.cat([chosen.sort(dim=-1).values, latent_index], dim=1)
+        return ids.gather(1, index), positions.gather(1, index), mask.gather(1, index)
+
+    def _extend(self, cache: GenerationCache | None, ids: Tensor, positions: Tensor,
+                mask: Tensor, num_latents: int, window: int
+                ) -> tuple[Tensor, GenerationCache]:
+        """Appends ``ids`` (batch, k) at ``positions`` with ``mask`` to ``cache`` (None: to
+        nothing), keeping the last ``window`` positions of which the last ``num_latents`` are
+        latents. Returns the final latents computed afresh (batch, <= num_latents, dim): all
+        of them, or only the new ones where the cache allowed; and the new cache."""
+        old_window = 0 if cache is None else cache.ids.shape[1]
+        old_latents = 0 if cache is None else cache.latents.shape[1]
+        total = old_window + ids.shape[1]
+        size = min(total, window)
+        new = min(ids.shape[1], size)  # new tokens that stay in the window
+        ids, positions, mask = ids[:, -new:], positions[:, -new:], mask[:, -new:]
+        keys, values = self.cross_attend.keys_values(
+            self.embedding(ids), self.rotary.angles(positions), self.rotary)
+        if cache is not None:  # the old window, then the new tokens; the oldest leave
+            ids = torch.cat([cache.ids, ids], dim=1)[:, -size:]
+            positions = torch.cat([cache.positions, positions], dim=1)[:, -size:]
+            mask = torch.cat([cache.mask, mask], dim=1)[:, -size:]
+            keys = torch.cat([cache.keys, keys], dim=2)[:, :, -size:]
+            values = torch.cat([cache.values, values], dim=2)[:, :, -size:]
+        count = min(size, num_latents)  # latents: the last `count` positions of the window
+        stay = max(count - new, 0)  # old latents that stay latents
+        inputs_left = min(old_window, total - size) > 0  # every old latent had seen them
+        cross_from = 0 if inputs_left else stay  # latents whose cross-attend is still valid
+        self_from = stay if cross_from == stay == old_latents else 0  # no latent left either
+
+        first = size - count  # the window index of the first latent
+        query = slice(first + cross_from, size)
+        crossed = self.cross_attend(
+            self.embedding(ids[:, query]), self.rotary.angles(positions[:, query]), self.rotary,
+            keys, values, causal_mask(positions[:, query], positions, mask))
+        if cross_from:
+            crossed = torch.cat([cache.latents[:, old_latents - cross_from:], crossed], dim=1)
+
+        latent_positions, latent_mask = positions[:, first:], mask[:, first:]
+        x = crossed[:, self_from:]
+        angles = self.rotary.angles(latent_positions[:, self_from:])
+        attend_mask = causal_mask(latent_positions[:, self_from:], latent_positions, latent_mask)
+        self_attends = []
+        for i, layer in enumerate(self.self_attends):
+            k, v = layer.keys_values(x, angles, self.rotary)
+            if self_from:
+                k = torch.cat([cache.self_attends[i][0], k], dim=2)
+                v = torch.cat([cache.self_attends[i][1], v], dim=2)
+            self_attends.append((k, v))
+            x = layer(x, angles, self.rotary, k, v, attend_mask)
+        return x, GenerationCache(ids, positions, mask, keys, values, crossed, self_attends)
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 *, mask: Tensor | None = None, num_latents: int | None = None,
+                 return_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Continues ``prompt_ids`` (batch, T) by ``max_new_tokens`` sampled tokens ->
+        (batch, T + max_new_tokens); with ``return_logits`` also the logits each token was
+        drawn from (batch, max_new_tokens, vocab_size).
+
+        Each token is drawn from the logits of the last position given the last
+        ``max_context`` tokens (a prompt may be longer) with ``num_latents`` latents (default
+        the model's), as :meth:`forward` would compute them, but with a cache (see the module
+        docstring). ``temperature`` divides the logits (0: greedy, the most likely token);
+        ``top_k`` keeps the k most likely tokens, ``top_p`` the most likely tokens whose
+        probabilities add up to ``top_p``; ``seed`` makes the draws reproducible. ``mask``
+        (batch, T) bool, False = padding, for left-padded prompts (each row needs a real
+        token); a row's padding stays in its window until it slides out. Dropout follows the
+        model's mode: call ``model.eval()`` first.
+        """
+        ids = check_token_ids(prompt_ids, vocab_size=self.vocab_size, max_length=sys.maxsize,
+                              name="prompt_ids")
+        batch, length = ids.shape
+        mask = check_mask(mask, batch=batch, axes=(length,))
+        mask = ids.new_ones(batch, length, dtype=torch.bool) if mask is None else mask
+        if not mask.any(dim=1).all():
+            raise ValueError("every prompt needs a real token: mask has a row of padding only")
+        num_latents = self._check_num_latents(
+            num_latents, self.max_context) if num_latents is not None else self.num_latents
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+                or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        check_sampling(temperature, top_k, top_p)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=ids.device).manual_seed(seed)
+
+        positions = padded_positions(mask)
+        next_position = positions[:, -1:] + 1
+        tokens, logits = [ids], []
+        cache, new_ids, new_positions, new_mask = None, ids, positions, mask
+        for _ in range(max_new_tokens):
+            latents, cache = self._extend(cache, new_ids, new_positions, new_mask, num_latents,
+                                          self.max_context)
+            step = self.to_logits(self.norm(latents[:, -1]))  # (batch, vocab_size)
+            new_ids = sample_token(step, temperature, top_k, top_p, generator)[:, None]
+            new_positions, new_mask = next_position, new_ids.new_ones(batch, 1, dtype=torch.bool)
+            next_position = next_position + 1
+            tokens.append(new_ids)
+            logits.append(step)
+        out = torch.cat(tokens, dim=1)
+        if return_logits:
+            empty = self.to_logits.weight.new_zeros(batch, 0, self.vocab_size)
+            return out, torch.stack(logits, dim=1) if logits else empty
+        return out
+
+
+def padded_positions(mask: Tensor) -> Tensor:
+    """(batch, n) bool, False = left padding -> absolute positions (batch, n): a row's first
+    real token is at 0 (padding, never attended, at 0 too)."""
+    return (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                              or top_k < 1):
+        raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must lie in (0, 1] or be None, got {top_p!r}")
+
+
+def sample_token(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """One token per row of ``logits`` (batch, vocab_size) -> (batch,) long."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        probs = ordered.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # the probability of the more likely tokens
+        drop = torch.zeros_like(before, dtype=torch.bool).scatter(-1, order, before >= top_p)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+
+__all__ = ["PerceiverAR", "RotaryAttentionLayer", "GenerationCache", "causal_mask",
+           "padded_positions", "sample_token"]
