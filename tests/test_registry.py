@@ -142,6 +142,10 @@ SHRUNK = {  # every preset, small: (overrides, one input)
                                   latent_dim_head=4), lambda: torch.rand(2, 7, 5)),
     "perceiver-resampler": (dict(dim=8, depth=2, num_latents=3, heads=2, head_dim=4,
                                  max_frames=2), lambda: torch.rand(2, 2, 5, 8)),
+    "perceiver-ar-bytes-small": (dict(max_context=12, num_latents=4, dim=8, heads=2,
+                                      num_self_attends=1), lambda: torch.randint(0, 262, (2, 9))),
+    "perceiver-ar-imagenet64": (dict(max_context=12, num_latents=4, dim=8, heads=2,
+                                     num_self_attends=1), lambda: torch.randint(0, 256, (2, 9))),
 }
 
 
@@ -194,6 +198,8 @@ def test_every_position_encoding_of_every_preset_has_the_one_interface():
         model = create_model(name, **overrides)
         if isinstance(model, omniperceiver.PerceiverResampler):
             continue  # a component of vision-language models: media tokens in, latents out
+        if isinstance(model, omniperceiver.PerceiverAR):
+            continue  # autoregressive: its latents are its last inputs, and no decoder
         assert isinstance(model.input_adapter, InputAdapter), name
         assert model.decoder is None or isinstance(model.decoder, Decoder), name
         assert isinstance(model.output_adapter, OutputAdapter), name

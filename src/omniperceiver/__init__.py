@@ -1,4 +1,4 @@
-"""omniperceiver: the Perceiver family (Perceiver, Perceiver IO) for any input.
+"""omniperceiver: the Perceiver family (Perceiver, Perceiver IO, Perceiver AR) for any input.
 
 The model package imports only torch. Importing it registers every model family
 (:mod:`omniperceiver.models`), so ``create_model(name)`` and ``from_pretrained(folder)`` work
@@ -25,6 +25,7 @@ from .model import (
     PerceiverModel,
     QueryDecoderConfig,
 )
+from .perceiver_ar import PerceiverAR
 from .position import (
     FourierPositionEncoding,
     LearnedPositionEncoding,
@@ -42,7 +43,8 @@ __all__ = [
     "EncoderConfig", "PerceiverEncoder", "ClassificationDecoderConfig", "FourierConfig",
     "GridDecoderConfig", "LearnedPositionConfig", "Perceiver", "PerceiverIO", "PerceiverIOConfig",
     "PerceiverModel", "QueryDecoderConfig", "PositionEncoding", "FourierPositionEncoding",
-    "LearnedPositionEncoding", "fourier_features", "PerceiverResampler", "OmniPerceiverError",
+    "LearnedPositionEncoding", "fourier_features", "PerceiverResampler", "PerceiverAR",
+    "OmniPerceiverError",
     "create_model", "describe_model", "list_models", "register_model", "from_pretrained",
     "save_pretrained",
 ]

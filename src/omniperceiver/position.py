@@ -242,7 +242,8 @@ class RotaryPositions(nn.Module):
     the second turn together by the angle ``position * max_wavelength ** (-2 j / rotated)``.
 
     ``angles(positions)``: positions (batch, n) integer -> (cos, sin), each (batch, 1, n,
-    rotated / 2); ``rotate(x, angles)``: x (batch, heads, n, head_channels) -> the same shape.
+    rotated / 2) in float64; ``rotate(x, angles)``: x (batch, heads, n, head_channels) -> the
+    same shape.
     """
 
     def __init__(self, head_channels: int, *, fraction: float = 0.5,
@@ -252,11 +253,15 @@ class RotaryPositions(nn.Module):
             raise ValueError(f"the rotated fraction of a head's channels must lie in [0, 1], "
                              f"got {fraction}")
         self.rotated = int(head_channels * fraction) // 2 * 2
-        exponents = torch.arange(0, self.rotated, 2, dtype=torch.float32) / max(self.rotated, 1)
-        self.register_buffer("frequencies", max_wavelength ** -exponents, persistent=False)
+        self.max_wavelength = max_wavelength
 
     def angles(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        turn = positions.to(self.frequencies.dtype)[:, None, :, None] * self.frequencies
+        # in float64 where the device has it: float32 angles of positions near 100,000 are off
+        # by about 0.01 radians
+        dtype = torch.float32 if positions.device.type == "mps" else torch.float64
+        exponents = torch.arange(0, self.rotated, 2, device=positions.device, dtype=dtype)
+        frequencies = self.max_wavelength ** -(exponents / max(self.rotated, 1))
+        turn = positions.to(dtype)[:, None, :, None] * frequencies
         return turn.cos(), turn.sin()
 
     def rotate(self, x: Tensor, angles: tuple[Tensor, Tensor]) -> Tensor:

@@ -9,6 +9,7 @@ flow                optical-flow-perceiver
 multimodal          multimodal-perceiver
 perceiver_pytorch   perceiver-seed, perceiver-pytorch, perceiver-pytorch-io
 resampler           perceiver-resampler (Flamingo's Perceiver Resampler)
+perceiver_ar        perceiver-ar-bytes-small, perceiver-ar-imagenet64 (Perceiver AR)
 classifiers         image-, mnist-, pointcloud-, audio-, video-, av-perceiver (the training
                     configs' task classifiers)
 ==================  =========================================================================
@@ -20,8 +21,17 @@ Published families take the same three overrides beside their own: ``activation`
 :mod:`omniperceiver.config`). The modules import only torch and the model package.
 """
 
-from . import classifiers, flow, language, multimodal, perceiver_pytorch, resampler, vision
+from . import (
+    classifiers,
+    flow,
+    language,
+    multimodal,
+    perceiver_ar,
+    perceiver_pytorch,
+    resampler,
+    vision,
+)
 from .classifiers import perceiver_classifier
 
-__all__ = ["classifiers", "flow", "language", "multimodal", "perceiver_pytorch", "resampler",
-           "vision", "perceiver_classifier"]
+__all__ = ["classifiers", "flow", "language", "multimodal", "perceiver_ar", "perceiver_pytorch",
+           "resampler", "vision", "perceiver_classifier"]
