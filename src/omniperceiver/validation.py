@@ -260,8 +260,8 @@ def check_indices(indices, *, size: int, name: str = "subsample") -> Tensor:
     if not torch.compiler.is_compiling():
         low, high = int(indices.min()), int(indices.max())
         if low < 0 or high >= size:
-            raise ValueError(f"{name} must lie in [0, {size - 1}] ({size} outputs), got values "
-                             f"in [{low}, {high}]")
+            raise ValueError(f"{name} must lie in [0, {size - 1}], got values in "
+                             f"[{low}, {high}]")
     return indices
 
 
