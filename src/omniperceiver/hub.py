@@ -134,11 +134,10 @@ def from_pretrained(path: str | os.PathLike, *, map_location: str | torch.device
     config = load_config(path)
     try:
         model = build_from_recipe(config["model"], str(config.get("omniperceiver", "0.1.0")))
-    except ModelFileError:
-        raise
     except Exception as error:  # noqa: BLE001  (a damaged recipe fails in any of its builders)
+        detail = error if isinstance(error, ModelFileError) else f"{type(error).__name__}: {error}"
         raise ModelFileError(f"{path / CONFIG_NAME}: cannot rebuild the model it describes "
-                             f"({type(error).__name__}: {error})") from error
+                             f"({detail})") from error
     weights = path / WEIGHTS_NAME
     state = read_file(weights, lambda f: load_file(str(f), device=str(map_location)),
                       what="safetensors weights written by save_pretrained",
@@ -146,8 +145,11 @@ def from_pretrained(path: str | os.PathLike, *, map_location: str | torch.device
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as error:
-        raise ModelFileError(f"{weights}: the weights do not fit the model {CONFIG_NAME} "
-                             f"describes ({error})") from error
+        detail = " ".join(str(error).split())
+        raise ModelFileError(
+            f"{weights}: the weights do not fit the model that {path / CONFIG_NAME} describes "
+            f"(one of the two is damaged, or they belong to different models): "
+            f"{detail[:300]}{' ...' if len(detail) > 300 else ''}") from error
     return model.eval()
 
 
