@@ -216,3 +216,17 @@ def test_validate_without_a_validation_split_says_how_to_get_one(tmp_path, capsy
     fails(["validate", *training_args(tmp_path / "run", "--data.init_args.val_size", "0")],
           capsys, tmp_path, "validate: MNISTData has no validation split (val_size=0",
           "--data.init_args.val_size 0.1")
+
+
+def test_predict_gives_no_answer_when_the_model_computes_nan(tmp_path, capsys):
+    import torch
+
+    model = create_model("mnist-perceiver", image_size=(4, 4), num_latents=4, latent_dim=8,
+                         num_blocks=1, self_attends_per_block=1, num_cross_attends=1,
+                         self_heads=2, num_bands=2)
+    with torch.no_grad():
+        model.encoder.latents.fill_(float("nan"))
+    save_pretrained(model, tmp_path / "model", extra={"input_spec": SPEC})
+    np.save(tmp_path / "x.npy", np.zeros((4, 4), dtype=np.float32))
+    fails(["predict", str(tmp_path / "model"), str(tmp_path / "x.npy")], capsys, tmp_path,
+          f"the model's output for {tmp_path / 'x.npy'} is NaN or infinite")
