@@ -295,7 +295,7 @@ def test_plot_attention_command(trained, digit_files, tmp_path, capsys):
     assert out.stat().st_size > 1000
     assert main(["plot-attention", str(trained / "model"), str(digit_files / "digit.png"),
                  "--latents", "99", "--output", str(out)]) == 1
-    assert "latent indices must be below 8" in capsys.readouterr().err
+    assert "latent indices must lie in [0, 7], got values in [99, 99]" in capsys.readouterr().err
 
 
 # --- errors before training -------------------------------------------------------------------

@@ -20,6 +20,7 @@ Everything is imported lazily: ``omniperceiver list-models`` does not load Light
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -64,18 +65,35 @@ def user_error(error: BaseException | None) -> OmniPerceiverError | None:
     return None
 
 
+#: What the file system answers for a location the user chose and cannot use: no permission,
+#: read-only, full, a file where a folder should be or the other way round.
+USER_OS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                  errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """``error`` if it is an OSError about a file the user named (see USER_OS_ERRORS)."""
+    if isinstance(error, OSError) and error.errno in USER_OS_ERRORS and error.filename:
+        return error
+    return None
+
+
 def report_user_errors(prog: str, run: Callable[[], int | None], *,
                        boundary: tuple[type[BaseException], ...] = ()) -> int:
     """``run()``'s exit status; a user error (an :class:`OmniPerceiverError` anywhere in the
-    chain of causes, or one of the ``boundary`` types raised by ``run`` itself, such as the
-    ValueError of a foreign checkpoint reader) is printed as ``prog: error: message`` without
-    a traceback, exit status 1. Every other exception propagates with its traceback."""
+    chain of causes, one of the ``boundary`` types raised by ``run`` itself, such as the
+    ValueError of a foreign checkpoint reader, or a file system error about a location the
+    user chose, such as a read-only output folder) is printed as ``prog: error: message``
+    without a traceback, exit status 1. Every other exception propagates with its traceback."""
     try:
         return int(run() or 0)
     except Exception as error:  # noqa: BLE001  (user errors are printed, the rest re-raised)
-        cause = user_error(error) or (error if isinstance(error, boundary) else None)
+        cause = (user_error(error) or (error if isinstance(error, boundary) else None)
+                 or _os_error(error))
         if cause is None:
             raise
+        if isinstance(cause, OSError):
+            cause = f"{cause.filename}: {cause.strerror}"
         print(f"{prog}: error: {cause}", file=sys.stderr)
         return 1
 
@@ -166,11 +184,15 @@ def load_trained(path: str | Path):
     """A trained model from a Lightning checkpoint (``.ckpt``, loaded with
     ``weights_only=True``) or a ``save_pretrained`` folder: ``(model, class_names,
     input_spec)``."""
-    from .hub import from_pretrained, load_config, model_folder
+    from .files import read_file
+    from .hub import CONFIG_NAME, WEIGHTS_NAME, from_pretrained, load_config, model_folder
 
     path = model_folder(path)
     if not path.exists():
         raise CommandError(f"{path}: no such checkpoint file or model folder")
+    if path.name in (CONFIG_NAME, WEIGHTS_NAME):
+        raise CommandError(f"{path}: is one file of a saved model; pass its folder "
+                           f"{path.parent} (a checkpoint file is a Lightning .ckpt)")
 
     if path.is_dir():
         extra = load_config(path).get("extra", {})
@@ -181,20 +203,21 @@ def load_trained(path: str | Path):
         from .registry import create_model
         from .training.checkpoint import load_checkpoint_file
 
-        try:
-            checkpoint = load_checkpoint_file(path)
-        except Exception as error:  # noqa: BLE001  (any unreadable file)
-            raise ModelFileError(
-                f"{path}: not a readable Lightning checkpoint ({error})") from error
-        h = checkpoint.get("hyper_parameters", {})
-        if "model" not in h or "num_classes" not in h:
+        checkpoint = read_file(path, load_checkpoint_file, what="a Lightning checkpoint (.ckpt)",
+                               error=ModelFileError)
+        h = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+        if "model" not in h or "num_classes" not in h or "state_dict" not in checkpoint:
             raise ModelFileError(f"{path}: not an omniperceiver training checkpoint (no model "
-                               "hyper-parameters)")
-        model = create_model(h["model"], num_classes=h["num_classes"], **(h.get("model_args")
-                                                                           or {}))
-        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()
-                 if k.startswith("model.")}
-        model.load_state_dict(state)
+                                 "hyper-parameters or weights)")
+        try:
+            model = create_model(h["model"], num_classes=h["num_classes"],
+                                 **(h.get("model_args") or {}))
+            model.load_state_dict({k.removeprefix("model."): v
+                                   for k, v in checkpoint["state_dict"].items()
+                                   if k.startswith("model.")})
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ModelFileError(f"{path}: cannot rebuild the model it holds ({error})"
+                                 ) from error
         model.eval()
         spec, classes = h.get("input_spec"), h.get("class_names")
     if spec is None:
@@ -216,8 +239,12 @@ def predict_command(argv: list[str]) -> int:
                     "--ckpt_path CKPT --data.init_args.predict_files [FILES]")
     parser.add_argument("model", help="a Lightning checkpoint (.ckpt) or an exported model folder")
     parser.add_argument("files", nargs="+", help="input files (multimodal: IMAGE+AUDIO)")
-    parser.add_argument("--top_k", type=int, default=3)
+    parser.add_argument("--top_k", type=int, default=3,
+                        help="how many classes to print per file (>= 1)")
     args = parser.parse_args(argv)
+    if args.top_k < 1:
+        raise CommandError(f"--top_k must be >= 1 (the number of classes to print), got "
+                           f"{args.top_k}")
     import torch
 
     from .training.inputs import load_input_file
@@ -230,6 +257,10 @@ def predict_command(argv: list[str]) -> int:
         for x in inputs:
             batch = {k: v[None] for k, v in x.items()} if isinstance(x, dict) else x[None]
             probs.append(model(batch).float().softmax(-1))
+    for file, p in zip(args.files, probs, strict=True):
+        if not torch.isfinite(p).all():
+            raise ModelFileError(f"{args.model}: the model's output for {file} is NaN or "
+                                 "infinite; its weights may be damaged")
     print_predictions(args.files, torch.cat(probs), classes, top_k=args.top_k)
     return 0
 
@@ -258,7 +289,7 @@ def plot_attention_command(argv: list[str]) -> int:
     try:
         out = plot_attention(model, inputs, args.output, latents=latents, spec=spec,
                              titles=[Path(f).name for f in args.files])
-    except ValueError as error:
+    except ValueError as error:  # e.g. --latents out of range
         raise CommandError(str(error)) from error
     print(f"wrote {out}")
     return 0

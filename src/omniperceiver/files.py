@@ -1,5 +1,6 @@
 """Writing files and folders atomically: a reader never sees half a file or a folder that
-mixes two versions, a crash never leaves one."""
+mixes two versions, a crash never leaves one. Reading a file whose damage must be reported
+as a user error: :func:`read_file`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,30 @@ import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+from .errors import OmniPerceiverError
+
+T = TypeVar("T")
+
+
+def read_file(path: str | os.PathLike, read: Callable[[Path], T], *, what: str,
+              error: type[OmniPerceiverError]) -> T:
+    """``read(path)``. A missing file, a folder, or any failure of ``read`` (a truncated or
+    damaged file, whatever the library reading it raises) becomes ``error`` naming ``path``
+    and ``what`` it should hold."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a folder; expected a file: {what}")
+    if not path.is_file():
+        raise error(f"{path}: no such file; expected {what}")
+    try:
+        return read(path)
+    except OmniPerceiverError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (any damage, reported with the reader's words)
+        detail = " ".join(str(exc).split())  # one line (YAML and JSON errors span several)
+        raise error(f"{path}: not {what} ({type(exc).__name__}: {detail})") from exc
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -133,4 +157,5 @@ def write_folder_atomically(folder: str | os.PathLike, files: dict[str, bytes]) 
     return folder
 
 
-__all__ = ["write_atomically", "write_text_atomically", "write_folder_atomically", "set_aside"]
+__all__ = ["read_file", "write_atomically", "write_text_atomically", "write_folder_atomically",
+           "set_aside"]

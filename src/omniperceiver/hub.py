@@ -16,7 +16,7 @@ from torch import nn
 
 from .adapters import GridAdapter
 from .errors import ModelFileError
-from .files import set_aside, write_folder_atomically
+from .files import read_file, set_aside, write_folder_atomically
 from .model import PerceiverIO, PerceiverIOConfig
 from .registry import create_model
 
@@ -104,25 +104,52 @@ def model_folder(path: str | os.PathLike) -> Path:
 
 
 def load_config(path: str | os.PathLike) -> dict:
+    """The ``config.json`` of the model folder ``path`` (or the file ``path``); a
+    :class:`ModelFileError` naming the file if it is missing, damaged or not one of ours."""
     path = model_folder(path)
     file = path / CONFIG_NAME if path.is_dir() else path
-    if not file.exists():
-        raise FileNotFoundError(f"no {CONFIG_NAME} in {path}")
-    return json.loads(file.read_text())
+    config = read_file(file, lambda f: json.loads(f.read_text(encoding="utf-8")),
+                       what=f"a model's {CONFIG_NAME} (JSON written by save_pretrained)",
+                       error=ModelFileError)
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise ModelFileError(f"{file}: not a {CONFIG_NAME} written by save_pretrained (expected "
+                             f"an object with a 'model' entry)")
+    return config
 
 
 def from_pretrained(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
                     strict: bool = True) -> nn.Module:
-    """Rebuild a model saved by :func:`save_pretrained` and load its weights (no pickle)."""
+    """Rebuild a model saved by :func:`save_pretrained` and load its weights (no pickle).
+
+    A missing, truncated or damaged ``config.json`` or ``model.safetensors``, or weights that
+    do not fit the model the config describes, raise :class:`ModelFileError` naming the file.
+    """
     from safetensors.torch import load_file
 
     path = model_folder(path)
+    if not path.is_dir():
+        raise ModelFileError(
+            f"{path}: {'is a file' if path.exists() else 'no such folder'}; from_pretrained "
+            f"takes the folder save_pretrained wrote ({CONFIG_NAME} + {WEIGHTS_NAME})")
     config = load_config(path)
+    try:
+        model = build_from_recipe(config["model"], str(config.get("omniperceiver", "0.1.0")))
+    except Exception as error:  # noqa: BLE001  (a damaged recipe fails in any of its builders)
+        detail = error if isinstance(error, ModelFileError) else f"{type(error).__name__}: {error}"
+        raise ModelFileError(f"{path / CONFIG_NAME}: cannot rebuild the model it describes "
+                             f"({detail})") from error
     weights = path / WEIGHTS_NAME
-    if not weights.exists():
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-    model = build_from_recipe(config["model"], str(config.get("omniperceiver", "0.1.0")))
-    model.load_state_dict(load_file(str(weights), device=str(map_location)), strict=strict)
+    state = read_file(weights, lambda f: load_file(str(f), device=str(map_location)),
+                      what="safetensors weights written by save_pretrained",
+                      error=ModelFileError)
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())
+        raise ModelFileError(
+            f"{weights}: the weights do not fit the model that {path / CONFIG_NAME} describes "
+            f"(one of the two is damaged, or they belong to different models): "
+            f"{detail[:300]}{' ...' if len(detail) > 300 else ''}") from error
     return model.eval()
 
 

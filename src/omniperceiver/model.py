@@ -29,6 +29,7 @@ from .decoders import (
 )
 from .encoder import EncoderConfig, PerceiverEncoder
 from .position import FourierPositionEncoding, PositionEncoding, build_position_encoding
+from .validation import check_config, check_options
 
 
 class PerceiverModel(nn.Module):
@@ -190,6 +191,7 @@ class PerceiverIO(PerceiverModel):
     """
 
     def __init__(self, config: PerceiverIOConfig, *, input_adapter: InputAdapter | None = None):
+        check_config(config)
         if input_adapter is None:
             if config.input_shape is not None and len(config.input_shape) != config.input_axis:
                 raise ValueError(f"input_shape {config.input_shape} does not have "
@@ -255,6 +257,14 @@ class Perceiver(PerceiverModel):
         attn_residual_rank: int = 64,
         input_adapter: InputAdapter | None = None,
     ):
+        check_options(dict(num_freq_bands=num_freq_bands, depth=depth, max_freq=max_freq,
+                           input_channels=input_channels, input_axis=input_axis,
+                           num_latents=num_latents, latent_dim=latent_dim,
+                           cross_heads=cross_heads, latent_heads=latent_heads,
+                           cross_dim_head=cross_dim_head, latent_dim_head=latent_dim_head,
+                           num_classes=num_classes, attn_dropout=attn_dropout,
+                           ff_dropout=ff_dropout, self_per_cross_attn=self_per_cross_attn),
+                      where="Perceiver")
         if any([inverted_cross_attn] if isinstance(inverted_cross_attn, bool)
                else inverted_cross_attn) or attn_residual:
             raise ValueError("inverted_cross_attn and attn_residual (perceiver-pytorch extensions "

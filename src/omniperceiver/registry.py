@@ -8,6 +8,11 @@ records ``{"preset": name, "overrides": {**the factory's keyword defaults, **ove
 ``model.recipe``, which :func:`omniperceiver.save_pretrained` stores so that
 :func:`omniperceiver.from_pretrained` can rebuild the model; recording the defaults keeps a
 saved model the same model when a later release changes a preset's defaults.
+
+The keywords are checked before the model is built (:func:`~omniperceiver.validation.
+check_options`: counts and sizes >= 1, dropouts in [0, 1), finite positive frequencies), and
+any keyword the preset rejects is a :class:`~omniperceiver.errors.ConfigError` naming the
+preset.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .errors import ConfigError, UnknownModelError
+from .validation import check_options
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,16 @@ def describe_model(name: str) -> str:
 def create_model(name: str, **overrides) -> nn.Module:
     """Build the preset ``name``; ``overrides`` are passed to its factory."""
     factory = get_preset(name).factory
-    model = factory(**overrides)
     defaults = {p.name: p.default for p in inspect.signature(factory).parameters.values()
                 if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+    check_options({**defaults, **overrides}, where=name)
+    try:
+        model = factory(**overrides)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:  # e.g. an unknown keyword, heads not dividing
+        given = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
+        raise ConfigError(f"{name}{f' with {given}' if given else ''}: {error}") from error
     model.recipe = {"preset": name, "overrides": {**defaults, **overrides}}
     return model
 

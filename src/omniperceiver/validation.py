@@ -1,15 +1,109 @@
-"""Checks of user input, run at the boundary (the input adapters).
+"""Checks of user input, run at the boundary: the options a model, a training run or a data
+set is built with (:func:`check_options`, :func:`check_config`), and the tensors a model is
+given (the input adapters, the decoders' queries and ``subsample`` indices).
 
-Every user mistake becomes a ``TypeError`` or ``ValueError`` that names what was expected and
-what was received, instead of a shape error from deep inside a layer.
+Every user mistake becomes a ``TypeError`` or ``ValueError`` (for options a
+:class:`~omniperceiver.errors.ConfigError`) that names what was expected and what was
+received, instead of a shape error from deep inside a layer, or a model that builds and
+computes nonsense.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from .errors import ConfigError
+
+# --- options ----------------------------------------------------------------------------------
+
+#: Options that count or size something: integers >= 1 (or sequences of them, such as an
+#: image size). One vocabulary names these everywhere: preset keywords, config fields,
+#: training and data options.
+POSITIVE_INTEGERS = frozenset({
+    "num_latents", "latent_dim", "num_blocks", "self_attends_per_block", "num_cross_attends",
+    "depth", "self_per_cross_attn", "heads", "cross_heads", "self_heads", "latent_heads",
+    "kv_heads", "num_bands", "num_freq_bands", "image_bands", "audio_bands", "num_classes",
+    "channels", "input_channels", "input_axis", "output_channels", "query_channels",
+    "label_query_channels", "logits_dim", "num_channels", "dim", "queries_dim", "head_dim",
+    "cross_dim_head", "latent_dim_head", "qk_channels", "v_channels", "cross_qk_channels",
+    "widening_factor", "project_channels", "conv_channels", "pixel_channels",
+    "position_channels", "projected_position_channels", "image_size", "patch_size",
+    "patch_shape", "video_shape", "frames_shape", "train_size", "output_shape", "input_shape",
+    "shape", "max_samples", "audio_samples", "samples_per_patch", "sample_rate", "n_mels",
+    "hop_length", "max_length", "vocab_size", "max_frames", "input_chunk_size", "num_points",
+    "num_samples", "num_frames", "batch_size", "eval_batch_size",
+})
+#: Probabilities of dropping or smoothing: in [0, 1).
+FRACTIONS = frozenset({"dropout", "attn_dropout", "ff_dropout", "seq_dropout_prob",
+                       "label_smoothing"})
+#: Frequencies, resolutions, scales and rates: finite numbers > 0.
+POSITIVE_NUMBERS = frozenset({"max_frequency", "max_freq", "max_resolution", "latent_init_std",
+                              "rescale_factor", "norm_eps", "lr", "step_gamma"})
+#: Finite numbers >= 0.
+NON_NEGATIVE_NUMBERS = frozenset({"num_features", "weight_decay", "warmup", "min_lr_ratio",
+                                  "val_size"})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _option_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the option ``name``, or None."""
+    if name in POSITIVE_INTEGERS:
+        ok, expected = (lambda v: _is_int(v) and v >= 1), "an integer >= 1"
+    elif name in FRACTIONS:
+        ok, expected = (lambda v: _is_number(v) and 0 <= v < 1), "a number in [0, 1)"
+    elif name in POSITIVE_NUMBERS:
+        ok, expected = (lambda v: _is_number(v) and v > 0), "a finite number > 0"
+    elif name in NON_NEGATIVE_NUMBERS:
+        ok, expected = (lambda v: _is_number(v) and v >= 0), "a finite number >= 0"
+    else:
+        return None
+    if value is None:  # the default, or the feature switched off
+        return None
+    if isinstance(value, (list, tuple)):
+        if value and all(ok(v) for v in value):
+            return None
+        return f"{name} must be {expected} or a non-empty list of them, got {value!r}"
+    return None if ok(value) else f"{name} must be {expected}, got {value!r}"
+
+
+def check_options(options: Mapping[str, Any], *, where: str) -> None:
+    """Raise a :class:`~omniperceiver.errors.ConfigError` ``"<where>: <name> must be ...,
+    got ..."`` for the first option whose name has a rule (a count or size >= 1, a fraction in
+    [0, 1), a finite positive number) and whose value breaks it; None always passes."""
+    for name, value in options.items():
+        problem = _option_problem(name, value)
+        if problem is not None:
+            raise ConfigError(f"{where}: {problem}")
+
+
+def check_config(config: Any, *, where: str | None = None) -> None:
+    """:func:`check_options` on the fields of a config dataclass and, recursively, of the
+    configs in its fields (``where``: ``PerceiverIOConfig.encoder.self_attend`` ...)."""
+    where = where or type(config).__name__
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    check_options({k: v for k, v in fields.items() if not dataclasses.is_dataclass(v)},
+                  where=where)
+    for name, value in fields.items():
+        if dataclasses.is_dataclass(value):
+            check_config(value, where=f"{where}.{name}")
+
+
+# --- tensors ----------------------------------------------------------------------------------
 
 
 def shape_str(shape: Sequence) -> str:
@@ -152,5 +246,36 @@ def check_keys(given, expected: Sequence[str], *, name: str, required: bool = Tr
                          f"got {sorted(given)}")
 
 
-__all__ = ["check_float_tensor", "check_layout", "check_mask", "shape_str", "check_grid_input",
+def check_indices(indices, *, size: int, name: str = "subsample") -> Tensor:
+    """Flat output indices: a 1-D integer tensor (not bool) with ``0 <= index < size``."""
+    if not isinstance(indices, Tensor):
+        raise TypeError(f"{name} must be a 1-D integer torch.Tensor of indices in [0, {size}), "
+                        f"got {type(indices).__name__}")
+    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of indices in [0, {size}) (e.g. "
+                        f"torch.long), got dtype {indices.dtype}")
+    if indices.ndim != 1 or indices.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor (num_outputs,) of indices in "
+                         f"[0, {size}), got shape {shape_str(indices.shape)}")
+    if not torch.compiler.is_compiling():
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= size:
+            raise ValueError(f"{name} must lie in [0, {size - 1}], got values in "
+                             f"[{low}, {high}]")
+    return indices
+
+
+def check_queries(queries, *, batch: int, channels: int, name: str = "queries") -> Tensor:
+    """Decoder queries: a finite floating-point tensor (batch, num_outputs, channels)."""
+    if not isinstance(queries, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape ({batch}, num_outputs, "
+                        f"{channels}), got {type(queries).__name__}")
+    if (queries.ndim != 3 or queries.shape[0] != batch or queries.shape[2] != channels):
+        raise ValueError(f"{name} must have shape ({batch}, num_outputs, {channels}), got "
+                         f"{shape_str(queries.shape)}")
+    return check_float_tensor(queries, name=name)
+
+
+__all__ = ["check_options", "check_config", "check_indices", "check_queries",
+           "check_float_tensor", "check_layout", "check_mask", "shape_str", "check_grid_input",
            "check_divisible", "check_token_ids", "mask_lengths", "check_keys"]

@@ -20,25 +20,30 @@ from pathlib import Path
 import torch
 
 from ..cli import report_user_errors
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelFileError
+from ..files import read_file
 from ..hub import save_pretrained
 
 SOURCES = ("transformers", "deepmind", "lucidrains")
 
 
-def _json(text: str | None) -> dict | None:
-    """JSON text, or the path of a JSON file."""
+def _json(text: str | None, option: str) -> dict | None:
+    """JSON text, or the path of a JSON file, given to ``option``: a JSON object."""
     if text is None:
         return None
     path = Path(text)
-    value = json.loads(path.read_text() if path.suffix == ".json" and path.exists() else text)
+    try:
+        value = json.loads(path.read_text() if path.suffix == ".json" and path.exists() else text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{option}: not valid JSON ({error}): {text!r}") from error
     if not isinstance(value, dict):
-        raise ConfigError(f"expected a JSON object, got {text!r}")
+        raise ConfigError(f"{option}: expected a JSON object, got {text!r}")
     return value
 
 
 def _torch_weights(path: Path) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_file(path, lambda p: torch.load(p, map_location="cpu", weights_only=True),
+                      what="a PyTorch state dict saved with torch.save", error=ModelFileError)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     return state
@@ -49,21 +54,31 @@ def read_transformers_checkpoint(folder: str | Path) -> tuple[dict, dict]:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    config_file = folder / "config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"no config.json in {folder}")
-    config = json.loads(config_file.read_text())
+    if not folder.is_dir():
+        raise ModelFileError(f"{folder}: {'is a file' if folder.exists() else 'no such folder'}; "
+                             "expected a transformers checkpoint folder (config.json and "
+                             "model.safetensors or pytorch_model.bin)")
+
+    def json_file(path: Path) -> dict:
+        return read_file(path, lambda p: json.loads(p.read_text(encoding="utf-8")),
+                         what="a JSON file", error=ModelFileError)
+
+    def safetensors_file(path: Path) -> dict:
+        return read_file(path, lambda p: load_file(str(p)), what="a safetensors file",
+                         error=ModelFileError)
+
+    config = json_file(folder / "config.json")
     if (folder / "model.safetensors").exists():
-        state = load_file(str(folder / "model.safetensors"))
+        state = safetensors_file(folder / "model.safetensors")
     elif (folder / "model.safetensors.index.json").exists():
-        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        index = json_file(folder / "model.safetensors.index.json")
         state = {}
         for shard in sorted(set(index["weight_map"].values())):
-            state.update(load_file(str(folder / shard)))
+            state.update(safetensors_file(folder / shard))
     elif (folder / "pytorch_model.bin").exists():
         state = _torch_weights(folder / "pytorch_model.bin")
     else:
-        raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
+        raise ModelFileError(f"{folder}: no model.safetensors or pytorch_model.bin")
     return state, config
 
 
@@ -139,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         model, extra = convert(
             args.source, args.src, semantics=args.semantics, trust_pickle=args.trust_pickle,
-            family=args.family, kwargs=_json(args.kwargs), encoder=_json(args.encoder),
-            decoder=_json(args.decoder), overrides=_json(args.overrides))
+            family=args.family, kwargs=_json(args.kwargs, "--kwargs"),
+            encoder=_json(args.encoder, "--encoder"), decoder=_json(args.decoder, "--decoder"),
+            overrides=_json(args.overrides, "--overrides"))
         out = save_pretrained(model, args.out, extra=extra)
         params = sum(p.numel() for p in model.parameters())
         print(f"converted {args.source} {args.src} -> {out} ({params:,} parameters)")

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from ..config import merge
 from ..errors import ConfigError, ModelFileError
+from ..files import read_file
 from ..registry import create_model
 from ._common import LayerWeights, layer_state, load_converted
 
@@ -120,8 +121,9 @@ def load_deepmind_params(path: str | os.PathLike, *, trust_pickle: bool = False
             f"you trust, such as DeepMind's release (storage.googleapis.com/perceiver_io)")
     warnings.warn(f"unpickling {path} (trust_pickle=True): a pickle can run arbitrary code",
                   UserWarning, stacklevel=2)
-    with open(path, "rb") as f:
-        checkpoint = _HaikuUnpickler(io.BytesIO(f.read())).load()
+    checkpoint = read_file(path, lambda p: _HaikuUnpickler(io.BytesIO(p.read_bytes())).load(),
+                           what="a DeepMind Perceiver checkpoint (a pickle of Haiku parameters)",
+                           error=ModelFileError)
     if not isinstance(checkpoint, Mapping):
         raise ModelFileError(f"{path} does not hold Haiku parameters "
                              f"(got {type(checkpoint).__name__})")

@@ -11,7 +11,11 @@ import torch.nn.functional as F
 
 from ._common import DatasetError
 
-__all__ = ["fix_length", "read_wav", "read_wav_info", "resample"]
+__all__ = ["fix_length", "read_wav", "read_wav_info", "resample", "pcm_to_float", "PCM_SCALES"]
+
+#: Integer PCM sample types, as in WAV files, by NumPy type code: (offset, scale) mapping them
+#: to [-1, 1). 8-bit samples are unsigned around 128.
+PCM_SCALES = {"u1": (128.0, 128.0), "i2": (0.0, 32768.0), "i4": (0.0, float(1 << 31))}
 
 
 def read_wav_info(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
@@ -32,20 +36,21 @@ def read_wav_info(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
     return params.framerate, params.nchannels, params.sampwidth, params.nframes
 
 
+def pcm_to_float(samples: np.ndarray) -> np.ndarray:
+    """Integer PCM samples (uint8, int16 or int32; see :data:`PCM_SCALES`) -> float32 in
+    [-1, 1)."""
+    offset, scale = PCM_SCALES[samples.dtype.str[1:]]
+    return ((samples.astype(np.float64) - offset) / scale).astype(np.float32)
+
+
 def _pcm_to_float(raw: bytes, sampwidth: int, nchannels: int) -> np.ndarray:
-    if sampwidth == 1:  # 8-bit WAV is unsigned with a 128 offset
-        data = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif sampwidth == 2:
-        data = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-    elif sampwidth == 3:
+    if sampwidth == 3:
         b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
         ints = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
         ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)
         data = ints.astype(np.float32) / float(1 << 23)
     else:
-        data = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / float(1 << 31)).astype(
-            np.float32
-        )
+        data = pcm_to_float(np.frombuffer(raw, dtype={1: "u1", 2: "<i2", 4: "<i4"}[sampwidth]))
     return data.reshape(-1, nchannels)
 
 

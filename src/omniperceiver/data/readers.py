@@ -8,13 +8,19 @@ read_image         float32 (H, W, C) in [0, 1], C = 1, 3 or 4; 16-bit images kee
                    range; optionally resized (antialiased bilinear)
 read_waveform      float32 (num_samples,) in [-1, 1] (channels averaged), optionally
                    resampled and padded/cropped
-read_array         a numeric ``.npy`` array (never unpickled)
+read_array         a numeric, non-empty ``.npy`` array (never unpickled)
+unit_float         pixels of an array: float32 in [0, 1] (uint8 / 255, uint16 / 65535)
+finite_float       any values of an array: float32, all finite
+waveform_array     float32 (num_samples,) in [-1, 1] from a 1-D ``.npy`` array (integer
+                   PCM samples scaled as in WAV files)
 read_video_array   float32 (T, H, W, C) in [0, 1] from a ``.npy`` array
 mesh_points        points (N, 3) [+ normals (N, 3)] sampled on an ``.off`` mesh
 =================  =================================================================
 
 Every reader raises :class:`~omniperceiver.errors.DatasetError` naming the file when it
-cannot be read. Pillow is imported only when an image is read.
+cannot be read, or holds nothing (an empty array, a WAV without samples, a mesh without
+faces), NaN or infinite values, a type of values it cannot scale, or a decompression bomb
+(an image whose pixel count exceeds Pillow's limit). Pillow is imported only when an image is read.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DatasetError
-from .audio import fix_length, read_wav, resample
+from .audio import PCM_SCALES, fix_length, pcm_to_float, read_wav, resample
 from .offmesh import normalize_points, read_off, sample_surface
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -81,6 +87,9 @@ def read_image(path: str | os.PathLike, *, channels: int = 3,
         with Image.open(path) as img:
             img.load()
             arr = _image_array(img, channels)
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(f"{path}: refused to decode a possible decompression bomb ({exc}); "
+                           f"raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
     x = torch.from_numpy(arr)
@@ -104,7 +113,8 @@ def read_waveform(path: str | os.PathLike, *, sample_rate: int | None = None,
 
 
 def read_array(path: str | os.PathLike, *, mmap: bool = False) -> np.ndarray:
-    """A numeric (or bool) ``.npy`` array; pickled objects are refused."""
+    """A numeric (or bool) ``.npy`` array with at least one element; pickled objects are
+    refused."""
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -113,24 +123,54 @@ def read_array(path: str | os.PathLike, *, mmap: bool = False) -> np.ndarray:
         raise DatasetError(f"{path}: expected a single .npy array, got {type(arr).__name__}")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise DatasetError(f"{path}: expected a numeric .npy array, got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise DatasetError(f"{path}: empty array of shape {tuple(arr.shape)}")
     return arr
 
 
-def unit_float(arr: np.ndarray, path: str | os.PathLike = "array") -> torch.Tensor:
-    """uint8 / 255, uint16 / 65535, bool as 0/1, floats as they are (they must be finite):
-    float32."""
-    if arr.dtype == np.uint8:
-        x = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        x = arr.astype(np.float32) / 65535.0
-    elif arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.floating):
-        x = arr.astype(np.float32)
-        if not np.isfinite(x).all():
-            raise DatasetError(f"{path}: contains NaN or infinite values")
-    else:
-        raise DatasetError(f"{path}: unsupported dtype {arr.dtype} (expected uint8, uint16, "
-                           "bool or float)")
+def finite_float(arr: np.ndarray, path: str | os.PathLike = "array") -> torch.Tensor:
+    """``arr`` as float32, refused if any value is NaN or infinite (or overflows float32)."""
+    x = np.asarray(arr, dtype=np.float32)
+    bad = int(x.size - np.isfinite(x).sum())
+    if bad:
+        raise DatasetError(f"{path}: contains NaN or infinite values ({bad} of {x.size}); "
+                           f"expected finite numbers")
     return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _pixel_dtype_error(path: str | os.PathLike, dtype: np.dtype) -> DatasetError | None:
+    """The error for pixels of type ``dtype``, or None if :func:`unit_float` can scale them."""
+    if dtype in (np.uint8, np.uint16, np.bool_) or np.issubdtype(dtype, np.floating):
+        return None
+    return DatasetError(f"{path}: unsupported dtype {dtype} for pixels; expected uint8 "
+                        "(0-255), uint16 (0-65535), bool, or float in [0, 1]")
+
+
+def unit_float(arr: np.ndarray, path: str | os.PathLike = "array") -> torch.Tensor:
+    """Pixels: uint8 / 255, uint16 / 65535, bool as 0/1, floats as they are (they must be
+    finite): float32. Other integer types are refused (their range is unknown)."""
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(arr.astype(np.float32) / 255.0)
+    if arr.dtype == np.uint16:
+        return torch.from_numpy(arr.astype(np.float32) / 65535.0)
+    error = _pixel_dtype_error(path, arr.dtype)
+    if error is not None:
+        raise error
+    return finite_float(arr, path)
+
+
+def waveform_array(arr: np.ndarray, path: str | os.PathLike = "array") -> torch.Tensor:
+    """A 1-D array of samples -> float32 (num_samples,): integer PCM samples (uint8, int16,
+    int32) scaled to [-1, 1) as in WAV files, floats as they are (they must be finite)."""
+    if arr.ndim != 1:
+        raise DatasetError(f"{path}: expected a waveform of shape (num_samples,), got shape "
+                           f"{tuple(arr.shape)}")
+    if np.issubdtype(arr.dtype, np.floating):
+        return finite_float(arr, path)
+    if arr.dtype.str[1:] in PCM_SCALES:
+        return torch.from_numpy(pcm_to_float(arr))
+    raise DatasetError(f"{path}: unsupported dtype {arr.dtype} for audio samples; expected "
+                       "uint8, int16 or int32 PCM samples (as in WAV files), or float in [-1, 1]")
 
 
 def check_video_array(arr: np.ndarray, path: str | os.PathLike, *,
@@ -142,12 +182,9 @@ def check_video_array(arr: np.ndarray, path: str | os.PathLike, *,
     if channels is not None and arr.shape[-1] != channels:
         raise DatasetError(f"{path}: expected shape (T, H, W, {channels}) with {channels} "
                            f"channels, got shape {tuple(arr.shape)}")
-    if min(arr.shape) == 0:
-        raise DatasetError(f"{path}: empty video array of shape {tuple(arr.shape)}")
-    if not (arr.dtype in (np.uint8, np.uint16, np.bool_)
-            or np.issubdtype(arr.dtype, np.floating)):
-        raise DatasetError(f"{path}: unsupported dtype {arr.dtype} (expected uint8, uint16, "
-                           "bool or float)")
+    error = _pixel_dtype_error(path, arr.dtype)
+    if error is not None:
+        raise error
     return arr
 
 
@@ -187,4 +224,5 @@ def suffix_of(path: str | os.PathLike) -> str:
 
 __all__ = ["IMAGE_SUFFIXES", "AUDIO_SUFFIXES", "MESH_SUFFIXES", "ARRAY_SUFFIXES",
            "resize_image", "read_image", "read_waveform", "read_array", "unit_float",
+           "finite_float", "waveform_array",
            "check_video_array", "read_video_array", "mesh_points", "suffix_of"]

@@ -13,6 +13,7 @@ from ..adapters.base import AdapterOutput
 from ..adapters.multimodal import split_modalities
 from ..attention import AttentionLayer, AttentionSpec
 from ..position import LearnedPositionEncoding, PositionEncoding
+from ..validation import check_indices, check_keys, check_queries
 from .base import Decoder, OutputAdapter
 
 
@@ -67,9 +68,13 @@ class MultimodalDecoder(Decoder):
     def decoder_query(self, latents: Tensor, adapted: AdapterOutput | None = None, *,
                       subsample: dict[str, Tensor | None] | None = None) -> Tensor:
         device, dtype = latents.device, latents.dtype
+        if subsample is not None:
+            check_keys(subsample, list(self.queries), name="subsample", required=False)
         parts = []
         for name, encoding in self.queries.items():
             shape, indices = self.output_shapes[name], (subsample or {}).get(name)
+            if indices is not None:
+                check_indices(indices, size=math.prod(shape), name=f"subsample[{name!r}]")
             if isinstance(encoding, LearnedPositionEncoding):
                 q = encoding.grid(shape, dtype=dtype)
             elif indices is None:
@@ -86,6 +91,8 @@ class MultimodalDecoder(Decoder):
                 subsample: dict[str, Tensor | None] | None = None) -> dict[str, Tensor]:
         if queries is None:
             queries = self.decoder_query(latents, adapted, subsample=subsample)
+        else:
+            check_queries(queries, batch=latents.shape[0], channels=self.query_channels)
         outputs = self.final(self.cross_attend(queries, latents))
         return split_modalities(outputs, self.query_counts(subsample))
 

@@ -16,7 +16,7 @@ from ..position import (
     LearnedPositionEncoding,
     build_position_encoding,
 )
-from ..validation import shape_str
+from ..validation import check_indices, check_queries
 from .base import Decoder
 
 
@@ -67,7 +67,7 @@ class QueryDecoder(Decoder):
             return None
         q = self.queries.grid(self.output_shape, device=latents.device, dtype=latents.dtype)
         if subsample is not None:
-            q = q[subsample]
+            q = q[check_indices(subsample, size=q.shape[0])]
         return q.expand(latents.shape[0], -1, -1)
 
     def forward(self, latents: Tensor, queries: Tensor | None = None, *,
@@ -79,12 +79,8 @@ class QueryDecoder(Decoder):
                 raise ValueError(
                     f"this decoder has no queries of its own: pass queries of shape "
                     f"(batch, num_outputs, {self.query_channels})")
-        elif (not isinstance(queries, Tensor) or queries.ndim != 3
-              or queries.shape[0] != batch or queries.shape[2] != self.query_channels):
-            got = (shape_str(queries.shape) if isinstance(queries, Tensor)
-                   else type(queries).__name__)
-            raise ValueError(
-                f"queries must have shape ({batch}, num_outputs, {self.query_channels}), got {got}")
+        else:
+            check_queries(queries, batch=batch, channels=self.query_channels)
         return self.final(self.cross_attend(queries, latents))
 
 
@@ -103,7 +99,9 @@ class InputQueryDecoder(QueryDecoder):
         if adapted is None:
             raise ValueError("this decoder's queries are the encoder inputs: pass the input "
                              "adapter's output as adapted=")
-        return adapted.inputs if subsample is None else adapted.inputs[:, subsample]
+        if subsample is None:
+            return adapted.inputs
+        return adapted.inputs[:, check_indices(subsample, size=adapted.inputs.shape[1])]
 
 
 class TokenQueryDecoder(QueryDecoder):
@@ -162,6 +160,11 @@ class ClassificationDecoder(Decoder):
                 adapted: AdapterOutput | None = None, subsample: Tensor | None = None) -> Tensor:
         if self.pooling == "query":
             return self.query(latents, queries, adapted=adapted, subsample=subsample)
+        if queries is not None or subsample is not None:
+            raise ValueError("this classifier averages the latents (pooling='mean'): it takes "
+                             "no queries or subsample, got "
+                             + " and ".join(name for name, value in (("queries", queries),
+                                            ("subsample", subsample)) if value is not None))
         return self.final(self.norm(latents.mean(dim=1, keepdim=True)))
 
 

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..data import DatasetError, stratified_split
 from ..errors import ConfigError
 from ..position import pixel_permutation
+from ..validation import check_options
 from . import augment as aug
 from .inputs import PredictFiles
 from .sampling import ResumableSampler, rank_and_world
@@ -58,10 +59,8 @@ class ClassificationData(LightningDataModule, ABC):
                  num_workers: int = 0, val_size: float = 0.1, seed: int | None = None,
                  shuffle: bool = True, predict_files: list[str] | None = None):
         super().__init__()
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
-        if val_size < 0:
-            raise ConfigError(f"val_size must be >= 0 (a fraction or a count), got {val_size}")
+        check_options(dict(batch_size=batch_size, eval_batch_size=eval_batch_size,
+                           val_size=val_size), where=f"{type(self).__name__} options")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -26,12 +25,14 @@ from ..data.readers import (
     AUDIO_SUFFIXES,
     IMAGE_SUFFIXES,
     MESH_SUFFIXES,
+    finite_float,
     mesh_points,
     read_array,
     read_image,
     read_video_array,
     read_waveform,
     unit_float,
+    waveform_array,
 )
 from ..errors import DatasetError, InputFileError
 from ..position import pixel_permutation
@@ -105,7 +106,7 @@ def _load_audio(path: Path, spec: dict[str, Any]) -> Tensor:
         arr = _read(read_array, path)
         if arr.ndim != 1:
             raise _wrong(path, spec, f"an array of shape {arr.shape}")
-        return fix_length(torch.from_numpy(arr.astype(np.float32)), num_samples).clamp(-1, 1)
+        return fix_length(_read(waveform_array, arr, path), num_samples).clamp(-1, 1)
     raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
 
 
@@ -116,12 +117,13 @@ def _load_points(path: Path, spec: dict[str, Any]) -> Tensor:
     if suffix in MESH_SUFFIXES:
         return _read(mesh_points, path, n, rng, normals=features == 3)
     if suffix in ARRAY_SUFFIXES:
-        arr = _read(read_array, path).astype(np.float64)
-        if arr.ndim != 2 or arr.shape[1] != 3 + features or len(arr) == 0:
+        arr = _read(read_array, path)
+        if arr.ndim != 2 or arr.shape[1] != 3 + features:
             raise _wrong(path, spec, f"an array of shape {arr.shape}")
-        if len(arr) != n:  # resample to the number of points the model was trained on
-            arr = arr[rng.choice(len(arr), n, replace=len(arr) < n)]
-        return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+        points = _read(finite_float, arr, path)
+        if len(points) != n:  # resample to the number of points the model was trained on
+            points = points[rng.choice(len(points), n, replace=len(points) < n)]
+        return points
     raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
 
 
@@ -144,6 +146,9 @@ def load_input_file(path: str | Path, spec: dict[str, Any]) -> Any:
         return {"image": load_input_file(image, spec["image"]),
                 "audio": load_input_file(audio, spec["audio"])}
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a folder; this model takes files of "
+                             f"{describe_spec(spec)}")
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
     loaders = {"image": _load_image, "audio": _load_audio, "points": _load_points,

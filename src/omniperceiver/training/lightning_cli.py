@@ -38,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import Namespace, lazy_instance
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -46,6 +48,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import ConfigError
+from ..files import read_file
 from .callbacks import RunReport
 from .checkpoint import AtomicCheckpointIO
 from .data import ClassificationData, MNISTData
@@ -104,8 +107,9 @@ class OmniperceiverCLI(LightningCLI):
         if isinstance(args, (dict, Namespace)):
             super().parse_arguments(parser, args)
             return
-        self.config = parser.parse_args(merge_model_args(sys.argv[1:] if args is None
-                                                         else list(args)))
+        args = sys.argv[1:] if args is None else list(args)
+        check_config_files(args)
+        self.config = parser.parse_args(merge_model_args(args))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
@@ -151,8 +155,11 @@ class OmniperceiverCLI(LightningCLI):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         try:
             return super().instantiate_trainer(**kwargs)
-        except (ValueError, TypeError) as error:  # e.g. a strategy the accelerator lacks
-            raise ConfigError(f"trainer options: {error}") from error
+        except (ValueError, TypeError, MisconfigurationException) as error:
+            # e.g. --trainer.accelerator gpu on a machine without one
+            given = ", ".join(f"{key}={config.get(key)!r}" for key in
+                              ("accelerator", "devices", "strategy", "precision"))
+            raise ConfigError(f"trainer options ({given}): {error}") from error
 
     # --- checks before anything runs ---
     def _check_model_accepts_data(self) -> None:
@@ -168,6 +175,11 @@ class OmniperceiverCLI(LightningCLI):
                     callback.save_top_k = 0
 
     def before_validate(self) -> None:
+        if self.datamodule.dataset("val") is None:
+            raise ConfigError(
+                f"validate: {type(self.datamodule).__name__} has no validation split "
+                f"(val_size={getattr(self.datamodule, 'val_size', None)}); hold some training "
+                f"data out with --data.init_args.val_size 0.1, or evaluate with test")
         self._check_model_accepts_data()
 
     def before_test(self) -> None:
@@ -185,6 +197,19 @@ class OmniperceiverCLI(LightningCLI):
             files = datamodule.dataset("predict").paths
             probs = torch.cat([o["probs"] for o in outputs])
             print_predictions(files, probs, model.class_names)
+
+
+def check_config_files(args: list[str]) -> None:
+    """Each ``--config FILE`` must be a readable YAML mapping: a ConfigError naming the file
+    (and the line of a YAML mistake) instead of the parser's usage text."""
+    for option, value in zip(args, args[1:], strict=False):
+        if option not in ("--config", "-c") or Path(value).suffix.lower() not in (".yaml", ".yml"):
+            continue
+        config = read_file(value, lambda path: yaml.safe_load(path.read_text(encoding="utf-8")),
+                           what="a YAML config", error=ConfigError)
+        if not isinstance(config, dict):
+            raise ConfigError(f"{value}: a config must be a YAML mapping (trainer:, model:, "
+                              f"data: ...), got {type(config).__name__}")
 
 
 def check_model_accepts_data(model: ClassificationModule, datamodule: ClassificationData,
@@ -264,4 +289,4 @@ def parse(args: list[str]) -> OmniperceiverCLI:
 
 
 __all__ = ["OmniperceiverCLI", "PerceiverTrainer", "run", "parse", "print_predictions",
-           "check_model_accepts_data"]
+           "check_model_accepts_data", "check_config_files"]

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from ..errors import ConfigError, NonFiniteLossError
 from ..registry import create_model
+from ..validation import check_options
 from .augment import SpecAugment, attach_spec_augment
 
 
@@ -109,16 +110,15 @@ class ClassificationModule(LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        check_options(dict(num_classes=num_classes, lr=lr, weight_decay=weight_decay,
+                           warmup=warmup, min_lr_ratio=min_lr_ratio, step_gamma=step_gamma,
+                           label_smoothing=label_smoothing), where="model options")
         if num_classes is None:
             raise ConfigError("num_classes is required (the CLI sets it from the data module)")
         model_args = dict(model_args or {})
         if "num_classes" in model_args:
             raise ConfigError("set the number of classes through the data, not model_args")
-        try:
-            self.model = create_model(model, num_classes=num_classes, **model_args)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"cannot build model {model!r} with model_args {model_args}: "
-                              f"{error}") from error
+        self.model = create_model(model, num_classes=num_classes, **model_args)
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.input_spec = input_spec
         if spec_augment is not None and attach_spec_augment(

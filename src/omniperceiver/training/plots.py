@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..validation import check_indices
+
 # --- attention weights ------------------------------------------------------------------------
 
 
@@ -37,10 +39,8 @@ def cross_attention_weights(model: nn.Module, inputs: Any, *,
     layer = encoder.cross_attends[encoder.cross_schedule[0]]
     attention = layer.attention
     chosen = torch.arange(encoder.latents.shape[0]) if latents is None \
-        else torch.as_tensor(list(latents))
-    if chosen.numel() and int(chosen.max()) >= encoder.latents.shape[0]:
-        raise ValueError(f"latent indices must be below {encoder.latents.shape[0]}, "
-                         f"got {chosen.tolist()}")
+        else check_indices(torch.as_tensor(list(latents), dtype=torch.long),
+                           size=encoder.latents.shape[0], name="latent indices")
     x = adapted.inputs
     batch = x.shape[0]
     # The first cross-attend sees the initial (learned) latents.

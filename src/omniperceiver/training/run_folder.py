@@ -1,13 +1,15 @@
 """What ``fit`` may do to a run folder: checked before it writes anything.
 
-A fit that would start over in a folder that already holds a run (its ``metrics.json``,
-exported ``model/`` or checkpoints) stops unless ``--overwrite true``; a resume
-(``--ckpt_path``) stops if the checkpoint is missing or holds another model than the one the
-options build, naming each setting and parameter that differs.
+A run folder that cannot be written (a read-only location, a file in its path) stops the fit
+at once, instead of after the first epoch. A fit that would start over in a folder that
+already holds a run (its ``metrics.json``, exported ``model/`` or checkpoints) stops unless
+``--overwrite true``; a resume (``--ckpt_path``) stops if the checkpoint is missing or holds
+another model than the one the options build, naming each setting and parameter that differs.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ def check_run_folder(trainer: Trainer, module: ClassificationModule, ckpt_path: 
     start over in a run folder that holds a run (unless ``overwrite``), or resume from a
     checkpoint that does not exist or holds another model than ``module``."""
     root = Path(trainer.default_root_dir)
+    check_writable(root, option="--trainer.default_root_dir")
     if ckpt_path is None and SLURMEnvironment.detect():  # Lightning resumes a requeued job
         ckpt_path = trainer._checkpoint_connector._hpc_resume_path
     if ckpt_path is None:
@@ -51,6 +54,19 @@ def check_run_folder(trainer: Trainer, module: ClassificationModule, ckpt_path: 
             raise ConfigError(f"--ckpt_path {ckpt_path}: no such checkpoint file (pass a file, "
                               f"or 'last' to resume the run in {root})")
     check_checkpoint_matches(module, path)
+
+
+def check_writable(folder: Path, *, option: str) -> None:
+    """A :class:`ConfigError` naming ``option`` unless ``folder`` can be created or written:
+    its nearest existing ancestor must be a writable folder."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {folder}: cannot write to {existing} (read-only or no "
+                          f"permission); choose a writable location")
 
 
 def _checkpoints(trainer: Trainer, pattern: str) -> list[Path]:
@@ -102,4 +118,4 @@ def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
             f"start a new run with a new --trainer.default_root_dir.")
 
 
-__all__ = ["check_run_folder", "check_checkpoint_matches"]
+__all__ = ["check_run_folder", "check_writable", "check_checkpoint_matches"]
