@@ -211,6 +211,12 @@ class TextBytesData(LightningDataModule):
         """The ``"train"``, ``"val"`` or ``"test"`` windows."""
         if split not in self._datasets:
             tokens = self.corpus.tokens(split)
+            if len(tokens) <= self.context:
+                raise DatasetError(
+                    f"the {split} split of {self.corpus.root} has {len(tokens)} bytes "
+                    f"({self.corpus.files[split]} files), fewer than one window of context + 1 "
+                    f"= {self.context + 1} bytes: use a larger folder, a larger max_bytes or a "
+                    "shorter context")
             if split == "train":
                 count = self.train_windows or max(1, len(tokens) // self.context)
                 windows = ByteWindows(tokens, self.context, count, random=True, seed=self.seed)
