@@ -11,6 +11,10 @@ All take the package's channels-last inputs and return logits (batch, num_classe
 * :class:`LateFusion` -- ``{"image", "audio"}``: a ResNet and a spectrogram CNN whose pooled
   features are concatenated before one linear classifier.
 
+and one for text, :class:`CausalTransformer` -- token ids (batch, N) -> next-token logits
+(batch, N, vocab_size): the decoder-only Transformer beside Perceiver AR
+(``CausalTransformer.like(perceiver_ar)`` has its sizes and parameter count).
+
 ``width`` scales each model, so that :func:`experiments.common.closest_in_size` can match a
 baseline's parameter count to the Perceiver it is compared with.
 """
@@ -232,3 +236,68 @@ class LateFusion(nn.Module):
 
 
 __all__ = ["ResNet", "ViT", "PointNet", "SpectrogramCNN", "VideoCNN", "LateFusion"]
+
+
+# --- text: a decoder-only Transformer ---------------------------------------------------------
+
+
+class CausalTransformer(nn.Module):
+    """Token ids (batch, N) -> next-token logits (batch, N, vocab_size): the Transformer that
+    Perceiver AR is compared with. Every layer is a causal self-attend over all N positions
+    (``scaled_dot_product_attention(is_causal=True)``) with the conventions of
+    :class:`omniperceiver.PerceiverAR`: the same token embedding and initialisation, rotary
+    positions on the same fraction of each head's channels, pre-norm attention and
+    feed-forward sublayers, a final norm and a linear head."""
+
+    def __init__(self, *, vocab_size: int = 262, max_context: int = 1024, dim: int = 256,
+                 heads: int = 4, num_layers: int = 5, widening_factor: int = 4,
+                 activation: str = "gelu", rotary_fraction: float = 0.5,
+                 init_std: float = 0.02):
+        super().__init__()
+        from omniperceiver.attention import Attention, FeedForward, make_norm
+        from omniperceiver.position import RotaryPositions
+
+        self.max_context = max_context
+        self.heads = heads
+        self.embedding = nn.Embedding(vocab_size, dim)
+        nn.init.normal_(self.embedding.weight, std=init_std)
+        self.rotary = RotaryPositions(dim // heads, fraction=rotary_fraction,
+                                      max_wavelength=max_context)
+        self.layers = nn.ModuleList(nn.ModuleDict({
+            "norm_attend": make_norm("layer", dim),
+            "attention": Attention(q_dim=dim, kv_dim=dim, qk_channels=dim, v_channels=dim,
+                                   heads=heads),
+            "norm_ff": make_norm("layer", dim),
+            "ff": FeedForward(dim, widening_factor=widening_factor, activation=activation),
+        }) for _ in range(num_layers))
+        self.norm = make_norm("layer", dim)
+        self.to_logits = nn.Linear(dim, vocab_size)
+
+    @classmethod
+    def like(cls, perceiver_ar: nn.Module) -> CausalTransformer:
+        """The Transformer with a Perceiver AR's sizes: its context, channels, heads and
+        feed-forward width, and one layer per attention of it (its cross-attend and its
+        self-attends), so the parameter counts match (the Perceiver AR has one more norm)."""
+        layer, dim = perceiver_ar.cross_attend, perceiver_ar.embedding.embedding_dim
+        return cls(vocab_size=perceiver_ar.vocab_size, max_context=perceiver_ar.max_context,
+                   dim=dim, heads=layer.attention.heads,
+                   num_layers=1 + len(perceiver_ar.self_attends),
+                   widening_factor=layer.ff.fc2.in_features // dim,
+                   activation=layer.ff.activation,
+                   rotary_fraction=perceiver_ar.rotary.rotated / (dim // layer.attention.heads))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        batch, n = ids.shape
+        x = self.embedding(ids)  # (batch, N, dim)
+        angles = self.rotary.angles(torch.arange(n, device=ids.device).expand(batch, n))
+        for layer in self.layers:
+            attention = layer["attention"]
+            h = layer["norm_attend"](x)
+            q = attention.to_q(h)
+            k, v = attention.to_kv(h).split(attention.kv_split, dim=-1)
+            q, k, v = (t.view(batch, n, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+            q, k = self.rotary.rotate(q, angles), self.rotary.rotate(k, angles)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (b, heads, N, c)
+            x = x + attention.to_out(out.transpose(1, 2).flatten(2))
+            x = x + layer["ff"](layer["norm_ff"](x))
+        return self.to_logits(self.norm(x))

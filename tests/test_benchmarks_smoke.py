@@ -68,3 +68,17 @@ def test_quick_raw_pixels_section(tmp_path):
     assert {"raw_pixels_kernel", "raw_pixels_step"} <= set(tables)
     labels = [row[0] for row in tables["raw_pixels_step"]["rows"]]
     assert any("perceiver-pytorch" in label for label in labels)
+
+
+def test_quick_perceiver_ar_benchmark(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "perceiver_ar.py"), "--quick", "--repeats",
+         "1", "--warmup", "0", "--threads", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "cpu-perceiver_ar-quick.json").read_text())
+    markdown = (tmp_path / "cpu-perceiver_ar-quick.md").read_text()
+    tables = _check_tables(results, markdown)
+    assert [row[0] for row in tables["train"]["rows"]] == [16, 32]
+    assert all(row[1] > 0 and row[2] > 0 and row[4] is not None for row in tables["train"]["rows"])
+    assert all(row[1] > 0 and row[2] > 0 for row in tables["generate"]["rows"])

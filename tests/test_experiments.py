@@ -19,6 +19,7 @@ from experiments import (  # noqa: E402
     common,
     curve,
     modalities,
+    perceiver_ar,
     permutation,
     results_page,
 )
@@ -126,3 +127,19 @@ def test_results_page_has_every_study():
     for name, title in results_page.STUDIES:
         assert f"## {title}" in page
         assert f"python -m experiments.{name}" in page
+
+
+def test_perceiver_ar_quick(tmp_path):
+    paths = perceiver_ar.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    for path in paths.values():
+        assert Path(path).is_file() and Path(path).stat().st_size > 0, path
+    data = json.loads(Path(paths["json"]).read_text())
+    assert META_KEYS <= set(data["meta"]) and data["meta"]["corpus"]["train"]["files"] > 0
+    runs = {(r["model"], r["context"]) for r in data["runs"]}
+    assert runs == {("transformer", 16), ("perceiver-ar", 16), ("perceiver-ar", 64),
+                    ("perceiver-ar", 256)}
+    params = {r["params"] for r in data["runs"]}
+    assert max(params) / min(params) < 1.01  # the same size, whatever the context
+    for run in data["runs"]:
+        assert run["steps"] == 2 and run["test_bits_per_byte"] > 0
+        assert isinstance(run["sample"], str)

@@ -8,6 +8,7 @@
     omniperceiver predict --config CONFIG --ckpt_path CHECKPOINT
         --data.init_args.predict_files [FILE,...]
     omniperceiver plot-attention CHECKPOINT_OR_MODEL_DIR FILE [--latents 0 8 16] [--output PNG]
+    omniperceiver generate MODEL_DIR --prompt TEXT [--max-new-tokens 200] [--temperature 0.8]
     omniperceiver list-models
     omniperceiver convert ...   (omniperceiver.convert.cli)
     omniperceiver export ...    (omniperceiver.export)
@@ -41,6 +42,7 @@ training (Lightning's LightningCLI; `omniperceiver fit --help` lists every optio
   validate         evaluate a checkpoint on the validation split
   test             evaluate a checkpoint on the test split
   predict          top classes for files: omniperceiver predict CHECKPOINT FILE [FILE ...]
+  generate         continue text with a trained Perceiver AR: generate MODEL_DIR --prompt TEXT
 
 tools:
   plot-attention   cross-attention maps of chosen latents over an input file
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_user_errors(f"omniperceiver {command}", lambda: _dispatch(command, rest))
     if command == "list-models":
         return list_models_command(rest)
+    if command == "generate":
+        return report_user_errors("omniperceiver generate", lambda: generate_command(rest))
     if command == "plot-attention":
         return report_user_errors("omniperceiver plot-attention",
                                   lambda: plot_attention_command(rest))
@@ -262,6 +266,98 @@ def predict_command(argv: list[str]) -> int:
             raise ModelFileError(f"{args.model}: the model's output for {file} is NaN or "
                                  "infinite; its weights may be damaged")
     print_predictions(args.files, torch.cat(probs), classes, top_k=args.top_k)
+    return 0
+
+
+# --- generate ---------------------------------------------------------------------------------
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are :class:`CommandError` (one line, no usage, exit status 1)."""
+
+    def error(self, message: str):
+        raise CommandError(message)
+
+
+def _number(kind: type, low: float, what: str):
+    """An argparse type: ``kind`` (int or float) of at least ``low``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value >= low:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+def generate_command(argv: list[str]) -> int:
+    parser = _ArgumentParser(
+        prog="omniperceiver generate",
+        description="Continue a prompt with a trained Perceiver AR (an exported model folder, "
+                    "e.g. runs/perceiver_ar_bytes/model), writing the new bytes to stdout as "
+                    "they are drawn (UTF-8, undecodable bytes replaced).")
+    parser.add_argument("model", help="a model folder saved by save_pretrained / fit")
+    parser.add_argument("--prompt", help="the text to continue")
+    parser.add_argument("--prompt-file", help="a file whose bytes are the prompt")
+    parser.add_argument("--max-new-tokens", type=_number(int, 0, "an integer >= 0"),
+                        default=200, help="bytes to generate (default 200)")
+    parser.add_argument("--temperature", type=_number(float, 0, "a number >= 0"), default=0.8,
+                        help="divides the logits (0: greedy; default 0.8)")
+    parser.add_argument("--top-k", type=_number(int, 1, "an integer >= 1"), default=None,
+                        help="draw from the k most likely bytes only")
+    parser.add_argument("--top-p", type=_number(float, 0, "a number in (0, 1]"), default=None,
+                        help="draw from the most likely bytes whose probabilities add up to p")
+    parser.add_argument("--seed", type=int, default=None, help="makes the draws reproducible")
+    args = parser.parse_args(argv)
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise CommandError(f"argument --top-p: expected a number in (0, 1], got {args.top_p}")
+    if (args.prompt is None) == (args.prompt_file is None):
+        raise CommandError("give the prompt as --prompt TEXT or --prompt-file FILE (one of them)")
+    if args.prompt_file is not None:
+        try:
+            prompt = Path(args.prompt_file).read_bytes()
+        except OSError as error:
+            raise CommandError(f"--prompt-file {args.prompt_file}: {error.strerror}") from error
+    else:
+        prompt = args.prompt.encode("utf-8", errors="surrogateescape")
+    if not prompt:
+        raise CommandError("the prompt is empty: give at least one byte to continue")
+
+    import codecs
+
+    import torch
+
+    from .adapters.text import ByteTokenizer
+    from .hub import from_pretrained, load_config, model_folder
+    from .perceiver_ar import PerceiverAR
+
+    folder = model_folder(args.model)
+    if not folder.is_dir():
+        raise CommandError(f"{folder}: no such model folder (train one with omniperceiver fit "
+                           "--config configs/perceiver_ar_bytes.yaml; it is exported to "
+                           "<run>/model)")
+    try:
+        name = load_config(folder).get("model", {}).get("preset", "?")
+        model = from_pretrained(folder)
+    except (OSError, KeyError, ValueError) as error:
+        raise ModelFileError(f"{folder}: not a model saved by save_pretrained "
+                             f"({error})") from error
+    if not isinstance(model, PerceiverAR):
+        raise ModelFileError(f"{folder}: a {type(model).__name__} ({name}), not a Perceiver AR "
+                             "model; generate continues text with Perceiver AR models only")
+    ids = torch.tensor([[b + ByteTokenizer.NUM_SPECIAL for b in prompt]])
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out = sys.stdout
+    for token, _ in model.stream(ids, args.max_new_tokens, args.temperature, args.top_k,
+                                 args.top_p, args.seed):
+        value = int(token[0]) - ByteTokenizer.NUM_SPECIAL
+        if value >= 0:  # special tokens are not text
+            out.write(decoder.decode(bytes([value])))
+            out.flush()
+    out.write(decoder.decode(b"", final=True) + "\n")
+    out.flush()
     return 0
 
 

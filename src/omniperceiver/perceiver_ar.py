@@ -32,6 +32,7 @@ token leaves valid is reused; whatever it changes is computed again:
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -277,8 +278,27 @@ class PerceiverAR(nn.Module):
         probabilities add up to ``top_p``; ``seed`` makes the draws reproducible. ``mask``
         (batch, T) bool, False = padding, for left-padded prompts (each row needs a real
         token); a row's padding stays in its window until it slides out. Dropout follows the
-        model's mode: call ``model.eval()`` first.
+        model's mode: call ``model.eval()`` first. :meth:`stream` yields the tokens one by
+        one as they are drawn.
         """
+        ids = check_token_ids(prompt_ids, vocab_size=self.vocab_size, max_length=sys.maxsize,
+                              name="prompt_ids")
+        steps = list(self.stream(ids, max_new_tokens, temperature, top_k, top_p, seed,
+                                 mask=mask, num_latents=num_latents))
+        out = torch.cat([ids, *(token[:, None] for token, _ in steps)], dim=1)
+        if return_logits:
+            empty = self.to_logits.weight.new_zeros(ids.shape[0], 0, self.vocab_size)
+            return out, torch.stack([step for _, step in steps], dim=1) if steps else empty
+        return out
+
+    @torch.no_grad()
+    def stream(self, prompt_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+               *, mask: Tensor | None = None, num_latents: int | None = None
+               ) -> Iterator[tuple[Tensor, Tensor]]:
+        """:meth:`generate`, one token at a time: yields ``(tokens, logits)``, the new token
+        of every row (batch,) and the logits it was drawn from (batch, vocab_size), as soon
+        as it is drawn. The arguments are checked when the first token is asked for."""
         ids = check_token_ids(prompt_ids, vocab_size=self.vocab_size, max_length=sys.maxsize,
                               name="prompt_ids")
         batch, length = ids.shape
@@ -298,22 +318,16 @@ class PerceiverAR(nn.Module):
 
         positions = padded_positions(mask)
         next_position = positions[:, -1:] + 1
-        tokens, logits = [ids], []
         cache, new_ids, new_positions, new_mask = None, ids, positions, mask
         for _ in range(max_new_tokens):
             latents, cache = self._extend(cache, new_ids, new_positions, new_mask, num_latents,
                                           self.max_context)
             step = self.to_logits(self.norm(latents[:, -1]))  # (batch, vocab_size)
-            new_ids = sample_token(step, temperature, top_k, top_p, generator)[:, None]
+            token = sample_token(step, temperature, top_k, top_p, generator)
+            yield token, step
+            new_ids = token[:, None]
             new_positions, new_mask = next_position, new_ids.new_ones(batch, 1, dtype=torch.bool)
             next_position = next_position + 1
-            tokens.append(new_ids)
-            logits.append(step)
-        out = torch.cat(tokens, dim=1)
-        if return_logits:
-            empty = self.to_logits.weight.new_zeros(batch, 0, self.vocab_size)
-            return out, torch.stack(logits, dim=1) if logits else empty
-        return out
 
 
 def padded_positions(mask: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
-"""Training: a Lightning module for classification, data modules, callbacks, plots and the
-``omniperceiver`` command line (fit / validate / test / predict).
+"""Training: Lightning modules for classification and byte-level language modelling, data
+modules, callbacks, plots and the ``omniperceiver`` command line (fit / validate / test /
+predict).
 
 Needs the ``train`` extra (``pip install "omniperceiver[train]"``). Lightning is imported only
 when one of the names below is used; the models the configs build by name are registered by
@@ -13,7 +14,10 @@ import importlib
 from ..errors import ConfigError, NonFiniteLossError
 
 _LAZY = {
+    "TrainingModule": "module",
     "ClassificationModule": "module",
+    "LanguageModelModule": "language",
+    "TextBytesData": "language",
     "ClassificationData": "data",
     "MNISTData": "data",
     "DigitsData": "data",

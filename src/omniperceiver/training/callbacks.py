@@ -5,8 +5,9 @@ Everything goes into the run folder (``trainer.default_root_dir``), next to ``ch
     runs/mnist/
       checkpoints/last.ckpt, best-*.ckpt   Lightning checkpoints (resume with --ckpt_path last)
       model/config.json, model.safetensors the trained model (omniperceiver.from_pretrained)
-      metrics.json                         final metrics (test_accuracy, ...), times, sizes
-      plots/learning_curves.png, confusion_matrix.png, attention.png
+      metrics.json                         final metrics (test_accuracy or test_bits_per_byte,
+                                           ...), times, sizes, the data's description
+      plots/learning_curves.png, confusion_matrix.png, attention.png (the last two: classifiers)
       csv/version_N/metrics.csv, tensorboard/version_N/   the logs
       config.yaml                          the full configuration of the run
 """
@@ -23,14 +24,15 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 
 from ..files import write_atomically
+from .module import ClassificationModule, TrainingModule
 
 
 class RunReport(Callback):
     """Writes ``metrics.json``, the plots and the exported model of a run (on rank 0).
 
     Args:
-        plots: Draw learning curves (after fit), the confusion matrix (after test) and the
-            cross-attention maps.
+        plots: Draw learning curves (after fit); for classifiers also the confusion matrix
+            (after test) and the cross-attention maps.
         attention_latents: The latents whose first cross-attend is drawn.
         attention_examples: How many test examples to draw them over.
         export: Save the trained model with ``save_pretrained`` to ``<run>/model`` after fit.
@@ -86,6 +88,9 @@ class RunReport(Callback):
             "precision": str(trainer.precision),
             **{k: v for k, v in logged.items() if k.startswith(("val_", "train_"))},
         }
+        description = getattr(trainer.datamodule, "description", None)
+        if description is not None:  # what the data was (e.g. a text corpus's files and bytes)
+            values["data"] = description
         for ckpt in trainer.checkpoint_callbacks:
             if getattr(ckpt, "last_model_path", ""):
                 values["last_checkpoint"] = ckpt.last_model_path
@@ -98,7 +103,8 @@ class RunReport(Callback):
         self.update_metrics(trainer, values, replace=True)
         if self.plots:
             self._plot_learning_curves(trainer)
-            self._plot_attention(trainer, pl_module, model)
+            if isinstance(pl_module, ClassificationModule):
+                self._plot_attention(trainer, pl_module, model)
         _print_table("fit summary", values)
 
     def _plot_learning_curves(self, trainer: Trainer) -> None:
@@ -137,24 +143,26 @@ class RunReport(Callback):
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The confusion matrix over every rank's shard of the test set: computing it gathers
         # the ranks' counts (a collective under DDP), so every rank computes it.
-        matrix = pl_module.test_confusion.compute().cpu()
+        matrix = None
+        if isinstance(pl_module, ClassificationModule):
+            matrix = pl_module.test_confusion.compute().cpu()
         if trainer.is_global_zero:
             self._report_test(trainer, pl_module, matrix)
 
     def _report_test(self, trainer: Trainer, pl_module: LightningModule,
-                     matrix: torch.Tensor) -> None:
+                     matrix: torch.Tensor | None) -> None:
         seconds = time.perf_counter() - self._start.get("test", time.perf_counter())
         logged = {k: _number(v) for k, v in trainer.callback_metrics.items()
                   if k.startswith("test_")}
-        per_class = (matrix.diag() / matrix.sum(1).clamp_min(1)).tolist()
         values = {**logged, "test_seconds": round(seconds, 1),
-                  "test_examples": int(matrix.sum()),
-                  "test_per_class_accuracy": dict(zip(pl_module.class_names,
-                                                      [round(a, 4) for a in per_class],
-                                                      strict=True)),
                   "tested_checkpoint": trainer.ckpt_path or "the final weights of the fit"}
+        if matrix is not None:
+            per_class = (matrix.diag() / matrix.sum(1).clamp_min(1)).tolist()
+            values["test_examples"] = int(matrix.sum())
+            values["test_per_class_accuracy"] = dict(zip(
+                pl_module.class_names, [round(a, 4) for a in per_class], strict=True))
         self.update_metrics(trainer, values)
-        if self.plots:
+        if self.plots and matrix is not None:
             from .plots import plot_confusion_matrix
 
             plot_confusion_matrix(matrix, pl_module.class_names,
@@ -167,24 +175,21 @@ def default_latents(num_latents: int, count: int = 4) -> list[int]:
     return list(range(0, num_latents, step))[:count]
 
 
-def standalone_model(pl_module: LightningModule, state: dict[str, torch.Tensor]):
+def standalone_model(pl_module: TrainingModule, state: dict[str, torch.Tensor]):
     """A fresh copy of the module's model (same preset and overrides) on the CPU, in eval
     mode, with the weights of ``state`` (the module's state dict)."""
-    from ..registry import create_model
-
-    h = pl_module.hparams
-    model = create_model(h.model, num_classes=h.num_classes, **(h.model_args or {}))
+    model = pl_module.create_model()
     model.load_state_dict({k.removeprefix("model."): v.detach().cpu()
                            for k, v in state.items() if k.startswith("model.")})
     return model.eval()
 
 
-def export_model(model, pl_module: LightningModule, folder: Path) -> Path:
-    """``save_pretrained`` the model with the module's class names and input spec."""
+def export_model(model, pl_module: TrainingModule, folder: Path) -> Path:
+    """``save_pretrained`` the model with the module's ``export_extra()`` (a classifier's
+    class names and input spec)."""
     from ..hub import save_pretrained
 
-    return save_pretrained(model, folder, extra={"classes": list(pl_module.class_names),
-                                                 "input_spec": pl_module.input_spec})
+    return save_pretrained(model, folder, extra=pl_module.export_extra())
 
 
 def _number(v: Any) -> Any:
@@ -194,7 +199,8 @@ def _number(v: Any) -> Any:
 
 
 def _print_table(title: str, values: dict[str, Any]) -> None:
-    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
+    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in values.items()
+            if not isinstance(v, dict)]  # nested records (the data's description): in the JSON
     width = max(len(k) for k, _ in rows)
     vwidth = max(len(v) for _, v in rows)
     line = "-" * (width + vwidth + 7)

@@ -1,5 +1,11 @@
-"""``omniperceiver fit | validate | test | predict``: Lightning's ``LightningCLI`` over
-:class:`ClassificationModule` and the data modules.
+"""``omniperceiver fit | validate | test | predict``: Lightning's ``LightningCLI`` over the
+training modules and the data modules.
+
+The module is :class:`ClassificationModule` unless the config names another
+:class:`~omniperceiver.training.module.TrainingModule` (``model: class_path:
+omniperceiver.training.LanguageModelModule``, as ``configs/perceiver_ar_bytes.yaml`` does);
+the data is any ``LightningDataModule`` named by ``data: class_path:``. A classifier takes its
+number of classes, class names and input spec from its data module.
 
 Every option lives in a YAML config (``--config configs/mnist.yaml``) and can be overridden on
 the command line (``--trainer.max_epochs 5``, ``--model.lr 1e-3``,
@@ -41,7 +47,7 @@ import torch
 import yaml
 from jsonargparse import Namespace, lazy_instance
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -53,7 +59,7 @@ from .callbacks import RunReport
 from .checkpoint import AtomicCheckpointIO
 from .data import ClassificationData, MNISTData
 from .model_args import merge_model_args
-from .module import ClassificationModule
+from .module import ClassificationModule, TrainingModule
 from .precision import describe_choice, resolve_precision
 from .run_folder import check_run_folder
 
@@ -138,10 +144,11 @@ class OmniperceiverCLI(LightningCLI):
             parser.link_arguments("trainer.default_root_dir", f"{key}.dirpath",
                                   compute_fn=_checkpoint_dir)
         parser.add_lightning_class_args(RunReport, "report")
-        parser.set_defaults({"data": lazy_instance(MNISTData)})
-        for source, target in (("data.num_classes", "model.num_classes"),
-                               ("data.classes", "model.class_names"),
-                               ("data.input_spec", "model.input_spec")):
+        parser.set_defaults({"model": lazy_instance(ClassificationModule),
+                             "data": lazy_instance(MNISTData)})
+        for source, target in (("data.num_classes", "model.init_args.num_classes"),
+                               ("data.classes", "model.init_args.class_names"),
+                               ("data.input_spec", "model.init_args.input_spec")):
             parser.link_arguments(source, target, apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs: Any):
@@ -163,7 +170,8 @@ class OmniperceiverCLI(LightningCLI):
 
     # --- checks before anything runs ---
     def _check_model_accepts_data(self) -> None:
-        check_model_accepts_data(self.model, self.datamodule, self.subcommand)
+        if isinstance(self.model, ClassificationModule):
+            check_model_accepts_data(self.model, self.datamodule, self.subcommand)
 
     def before_fit(self) -> None:
         check_run_folder(self.trainer, self.model, self._get(self.config, "ckpt_path"),
@@ -191,6 +199,10 @@ class OmniperceiverCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule)
 
     def predict(self, model, datamodule, return_predictions=None, **kwargs) -> None:
+        if not isinstance(model, ClassificationModule):
+            raise ConfigError(f"predict is for classifiers; continue text with a trained "
+                              f"{type(model).__name__}'s exported model: omniperceiver "
+                              "generate MODEL_FOLDER --prompt TEXT")
         outputs = self.trainer.predict(model, datamodule=datamodule, return_predictions=True,
                                        **kwargs)
         if self.trainer.is_global_zero:
@@ -266,9 +278,10 @@ def run(args: list[str] | None, *, run_subcommand: bool = True) -> Omniperceiver
     warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
     return OmniperceiverCLI(
-        ClassificationModule,
-        ClassificationData,
+        TrainingModule,
+        LightningDataModule,
         trainer_class=PerceiverTrainer,
+        subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=SaveRunConfig,
         trainer_defaults=TRAINER_DEFAULTS,

@@ -1,4 +1,7 @@
-"""The LightningModule: classification with any preset model over any input adapter."""
+"""The LightningModules: :class:`TrainingModule` (what every task shares: the optimizer,
+its parameter groups, the warm-up schedule, gradient clipping, ``torch.compile``) and
+:class:`ClassificationModule` (classification with any preset model over any input adapter).
+Language modelling is :class:`omniperceiver.training.language.LanguageModelModule`."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from ..errors import ConfigError, NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError, OmniPerceiverError
 from ..registry import create_model
 from ..validation import check_options
 from .augment import SpecAugment, attach_spec_augment
@@ -62,7 +65,92 @@ def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-class ClassificationModule(LightningModule):
+class TrainingModule(LightningModule):
+    """What every task's module shares. A subclass saves its hyper-parameters (among them
+    ``optimizer``, ``lr``, ``weight_decay``, ``betas``, ``schedule``, ``warmup``,
+    ``min_lr_ratio``, ``step_milestones``, ``step_gamma`` and ``compile``, documented in
+    :class:`ClassificationModule`), builds ``self.model`` with :meth:`create_model` and
+    defines the steps; this class configures the optimizer and schedule, clips gradients and
+    compiles the model."""
+
+    def create_model(self) -> nn.Module:
+        """A fresh model of the module's preset and overrides (for training and export)."""
+        raise NotImplementedError
+
+    def export_extra(self) -> dict[str, Any]:
+        """What ``save_pretrained`` stores beside the model's recipe (``extra``)."""
+        return {}
+
+    def _build_model(self) -> nn.Module:
+        try:
+            return self.create_model()
+        except OmniPerceiverError:
+            raise  # already names the preset and keywords (registry.create_model)
+        except (TypeError, ValueError) as error:
+            h = self.hparams
+            raise ConfigError(f"cannot build model {h.model!r} with model_args "
+                              f"{h.model_args}: {error}") from error
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.model.compile()
+            self._compiled = True
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def _non_finite_message(self, loss: Tensor, x: Any) -> str:
+        trainer = self.trainer
+        tensors = x.values() if isinstance(x, dict) else [x]
+        bad_inputs = any(not torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+        causes = [f"the learning rate is too high (lr={self.hparams.lr}; try a lower "
+                  "--model.lr or a longer --model.warmup)",
+                  "no gradient clipping (set --trainer.gradient_clip_val 1.0)"]
+        if str(trainer.precision).startswith("16"):
+            causes.append(f"float16 overflow (precision={trainer.precision}; use bf16-mixed or "
+                          "32-true)")
+        causes.append("the inputs contain NaN or Inf" if bad_inputs
+                      else "corrupt data (the inputs of this batch are finite)")
+        return (f"training loss is {loss.item()} at step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx + 1}); "
+                f"training stopped. Likely causes: " + "; ".join(causes) + ".")
+
+    # --- optimisation ---
+    def configure_optimizers(self):
+        h = self.hparams
+        groups = weight_decay_groups(self.model, h.weight_decay)
+        if h.optimizer == "lamb":
+            from pytorch_optimizer import Lamb
+
+            optimizer = Lamb(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas),
+                                          weight_decay=h.weight_decay)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(h.warmup * total) if h.warmup < 1 else int(h.warmup)
+        milestones = [int(f * total) for f in (h.step_milestones or [0.7, 0.85, 0.95])]
+        schedule = WarmupSchedule(h.schedule, total_steps=total, warmup_steps=warmup,
+                                  min_lr_ratio=h.min_lr_ratio, milestones=milestones,
+                                  gamma=h.step_gamma)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        """Norm clipping under FSDP too: Lightning's FSDP precision plugin refuses
+        ``gradient_clip_algorithm="norm"`` (the norm of sharded gradients needs the root FSDP
+        module, which it does not hold), so the root module clips here."""
+        root = self.trainer.strategy.model  # under FSDP: the root FullyShardedDataParallel
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") \
+                and callable(getattr(root, "clip_grad_norm_", None)):
+            root.clip_grad_norm_(gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+class ClassificationModule(TrainingModule):
     """Trains ``create_model(model, num_classes=..., **model_args)`` with cross-entropy.
 
     Args:
@@ -118,7 +206,7 @@ class ClassificationModule(LightningModule):
         model_args = dict(model_args or {})
         if "num_classes" in model_args:
             raise ConfigError("set the number of classes through the data, not model_args")
-        self.model = create_model(model, num_classes=num_classes, **model_args)
+        self.model = self._build_model()
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.input_spec = input_spec
         if spec_augment is not None and attach_spec_augment(
@@ -129,20 +217,17 @@ class ClassificationModule(LightningModule):
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
-        self._compiled = False
 
     # --- model ---
-    def configure_model(self) -> None:
-        if self.hparams.compile and not self._compiled:
-            self.model.compile()
-            self._compiled = True
+    def create_model(self) -> nn.Module:
+        h = self.hparams
+        return create_model(h.model, num_classes=h.num_classes, **(h.model_args or {}))
+
+    def export_extra(self) -> dict[str, Any]:
+        return {"classes": list(self.class_names), "input_spec": self.input_spec}
 
     def forward(self, x: Any) -> Tensor:
         return self.model(x)
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
 
     # --- steps ---
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -165,22 +250,6 @@ class ClassificationModule(LightningModule):
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False,
                  batch_size=batch_size)
         return loss
-
-    def _non_finite_message(self, loss: Tensor, x: Any) -> str:
-        trainer = self.trainer
-        tensors = x.values() if isinstance(x, dict) else [x]
-        bad_inputs = any(not torch.isfinite(t).all() for t in tensors if t.is_floating_point())
-        causes = [f"the learning rate is too high (lr={self.hparams.lr}; try a lower "
-                  "--model.lr or a longer --model.warmup)",
-                  "no gradient clipping (set --trainer.gradient_clip_val 1.0)"]
-        if str(trainer.precision).startswith("16"):
-            causes.append(f"float16 overflow (precision={trainer.precision}; use bf16-mixed or "
-                          "32-true)")
-        causes.append("the inputs contain NaN or Inf" if bad_inputs
-                      else "corrupt data (the inputs of this batch are finite)")
-        return (f"training loss is {loss.item()} at step {trainer.global_step} (epoch "
-                f"{trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx + 1}); "
-                f"training stopped. Likely causes: " + "; ".join(causes) + ".")
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
@@ -205,38 +274,6 @@ class ClassificationModule(LightningModule):
         x, index = batch
         return {"index": index, "probs": self.model(x).float().softmax(-1)}
 
-    # --- optimisation ---
-    def configure_optimizers(self):
-        h = self.hparams
-        groups = weight_decay_groups(self.model, h.weight_decay)
-        if h.optimizer == "lamb":
-            from pytorch_optimizer import Lamb
 
-            optimizer = Lamb(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas),
-                                          weight_decay=h.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = int(h.warmup * total) if h.warmup < 1 else int(h.warmup)
-        milestones = [int(f * total) for f in (h.step_milestones or [0.7, 0.85, 0.95])]
-        schedule = WarmupSchedule(h.schedule, total_steps=total, warmup_steps=warmup,
-                                  min_lr_ratio=h.min_lr_ratio, milestones=milestones,
-                                  gamma=h.step_gamma)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
-                                    gradient_clip_algorithm=None) -> None:
-        """Norm clipping under FSDP too: Lightning's FSDP precision plugin refuses
-        ``gradient_clip_algorithm="norm"`` (the norm of sharded gradients needs the root FSDP
-        module, which it does not hold), so the root module clips here."""
-        root = self.trainer.strategy.model  # under FSDP: the root FullyShardedDataParallel
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") \
-                and callable(getattr(root, "clip_grad_norm_", None)):
-            root.clip_grad_norm_(gradient_clip_val)
-            return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-
-__all__ = ["ClassificationModule", "NonFiniteLossError", "WarmupSchedule"]
+__all__ = ["TrainingModule", "ClassificationModule", "NonFiniteLossError",
+           "WarmupSchedule", "weight_decay_groups"]

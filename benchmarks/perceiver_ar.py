@@ -1,0 +1,202 @@
+"""Perceiver AR against a decoder-only Transformer of the same size: training-step time and
+peak memory against the context, and generation speed with and without the cache.
+
+    python benchmarks/perceiver_ar.py [--quick] [--device cpu] [--memory-limit-gb 16]
+
+* Training step (forward, backward, AdamW step; batch ``--batch``) of
+  ``perceiver-ar-bytes-small`` (128 latents) and ``CausalTransformer.like`` it
+  (experiments/baselines.py, causal ``scaled_dot_product_attention``) at contexts 1k .. 64k:
+  both timed in this process, alternating (benchmarks/common.py); the peak memory of each in
+  a fresh subprocess (CPU: ``VmHWM`` as benchmarks/memory.py measures it; CUDA:
+  ``max_memory_allocated``). The Transformer stops at the first context whose memory passes
+  ``--memory-limit-gb`` or whose step would take more than ``--max-step-seconds`` (from the
+  previous one, times 4: attention is quadratic).
+* Generation: ``--new-tokens`` tokens after a prompt filling the context (1k, 4k, 16k), with
+  ``PerceiverAR.generate`` (the cache) and by recomputing the model on the window for every
+  token; tokens per second and their ratio.
+
+Writes ``<device>-perceiver_ar.json`` and ``.md`` to ``--out`` (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+import common  # noqa: E402
+from common import Table  # noqa: E402
+
+QUICK_ARGS = {"num_latents": 8, "dim": 16, "heads": 2, "num_self_attends": 1}
+
+
+def build(kind: str, context: int, *, quick: bool, device: str):
+    from experiments.baselines import CausalTransformer
+    from omniperceiver import create_model
+
+    torch.manual_seed(0)
+    model = create_model("perceiver-ar-bytes-small", max_context=context, dropout=0.0,
+                         **(QUICK_ARGS if quick else {}))
+    if kind == "transformer":
+        model = CausalTransformer.like(model)
+    return model.to(device)
+
+
+def train_step(model, context: int, batch: int, device: str):
+    ids = torch.randint(6, 262, (batch, context + 1), device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        logits = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), ids[:, -logits.shape[1]:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def child(spec: dict) -> dict:
+    """Peak memory of one training step (after a warm-up step), in this fresh process."""
+    from memory import _reset_peak_rss, _status_kb
+
+    device = spec["device"]
+    model = build(spec["kind"], spec["context"], quick=spec["quick"], device=device)
+    step = train_step(model, spec["context"], spec["batch"], device)
+    step()
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return {"peak_mb": (torch.cuda.max_memory_allocated() - base) / 2 ** 20}
+    _reset_peak_rss()
+    base = _status_kb("VmRSS")
+    step()
+    return {"peak_mb": (_status_kb("VmHWM") - base) / 1024}
+
+
+def peak_memory(spec: dict) -> float | None:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=3600,
+                          env={"MALLOC_MMAP_THRESHOLD_": "65536", **os.environ})
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def run_training(args) -> Table:
+    table = Table("train", f"Training step (batch {args.batch}): Perceiver AR vs Transformer",
+                  ["context", "Perceiver AR ms", "Transformer ms", "Transformer / Perceiver AR",
+                   "Perceiver AR peak MB", "Transformer peak MB"])
+    transformer_fits, previous = True, None
+    for context in args.contexts:
+        fns, memory = {}, {}
+        for kind in ("perceiver-ar", "transformer"):
+            if kind == "transformer" and not transformer_fits:
+                continue
+            spec = {"kind": kind, "context": context, "batch": args.batch, "quick": args.quick,
+                    "device": args.device}
+            memory[kind] = peak_memory(spec)
+            if kind == "transformer" and (memory[kind] is None
+                                          or memory[kind] > args.memory_limit_gb * 1024):
+                transformer_fits = False
+                continue
+            fns[kind] = train_step(build(kind, context, quick=args.quick, device=args.device),
+                                   context, args.batch, args.device)
+        times = common.alternate(fns, repeats=args.repeats, warmup=args.warmup,
+                                 device=args.device)
+        ms = {k: 1000 * common.median(v) for k, v in times.items()}
+        ratio = ms["transformer"] / ms["perceiver-ar"] if "transformer" in ms else None
+        table.add(context, ms["perceiver-ar"], ms.get("transformer"), ratio,
+                  memory.get("perceiver-ar"), memory.get("transformer") if "transformer" in ms
+                  else None)
+        print(f"  train N={context}: {ms}", flush=True)
+        if "transformer" in ms:
+            previous = ms["transformer"] / 1000
+            if previous * 4 > args.max_step_seconds:
+                transformer_fits = False
+    table.notes.append(f"the Transformer stops past {args.memory_limit_gb} GB of peak memory "
+                       f"or an expected step of {args.max_step_seconds} s")
+    return table
+
+
+def generators(model, prompt, new_tokens: int) -> dict:
+    """Greedy generation of ``new_tokens`` after ``prompt``: with the cache, and by running
+    the model on the window again for every token."""
+    context = model.max_context
+
+    def cached() -> None:
+        model.generate(prompt, new_tokens, temperature=0)
+
+    @torch.no_grad()
+    def recomputed() -> None:
+        ids = prompt
+        for _ in range(new_tokens):
+            step = model(ids[:, -context:])[:, -1]
+            ids = torch.cat([ids, step.argmax(-1, keepdim=True)], dim=1)
+    return {"cached": cached, "recomputed": recomputed}
+
+
+def run_generation(args) -> Table:
+    table = Table("generate", f"Perceiver AR generation, {args.new_tokens} tokens after a "
+                  "prompt filling the context", ["context", "cached tokens/s",
+                                                 "recomputed tokens/s", "speed-up"])
+    for context in args.generation_contexts:
+        model = build("perceiver-ar", context, quick=args.quick, device=args.device).eval()
+        prompt = torch.randint(6, 262, (1, context), device=args.device)
+        times = common.alternate(generators(model, prompt, args.new_tokens),
+                                 repeats=args.repeats, warmup=args.warmup, device=args.device)
+        rate = {k: args.new_tokens / common.median(v) for k, v in times.items()}
+        table.add(context, rate["cached"], rate["recomputed"], rate["cached"] / rate["recomputed"])
+        print(f"  generate N={context}: {rate}", flush=True)
+    return table
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--memory-limit-gb", type=float, default=16.0)
+    parser.add_argument("--max-step-seconds", type=float, default=120.0)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return {}
+    args.contexts = [2 ** k * 1024 for k in range(7)]  # 1k .. 64k
+    args.generation_contexts = [1024, 4096, 16384]
+    if args.quick:
+        args.contexts, args.generation_contexts = [16, 32], [16, 32]
+        args.new_tokens, args.repeats = 4, min(args.repeats, 2)
+    meta = {**common.machine_info(args.device), "quick": args.quick, "batch": args.batch,
+            "command": shlex.join(["python", "benchmarks/perceiver_ar.py", *(argv or [])])}
+    tables = [run_training(args), run_generation(args)]
+    stem = f"{args.device.split(':')[0]}-perceiver_ar" + ("-quick" if args.quick else "")
+    json_path, md_path = common.write_results(tables, meta, args.out, stem)
+    print("\n".join(t.markdown() for t in tables))
+    return {"json": json_path, "markdown": md_path}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
