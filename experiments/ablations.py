@@ -50,7 +50,11 @@ TINY_PERCEIVER = dict(num_latents=8, latent_dim=32, num_blocks=2, self_attends_p
                       num_cross_attends=2)
 
 
-def axes(base: nn.Module) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+LATENTS = (8, 16, 32, 64, 128, 256)
+
+
+def axes(base: nn.Module, latents: Sequence[int] = LATENTS,
+         ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Every axis as ``[(label, change)]``. A change holds preset keywords, ``encoder``
     (fields of the encoder config) and ``adapter`` (position options of the image adapter);
     an empty change is the reference model."""
@@ -66,7 +70,7 @@ def axes(base: nn.Module) -> dict[str, list[tuple[str, dict[str, Any]]]]:
 
     return {
         "latents": [ref(str(n), n, encoder.num_latents, {"num_latents": n})
-                    for n in (8, 16, 32, 64, 128, 256)],
+                    for n in latents],
         "cross_attends": [
             ref("1, at the start", 1, encoder.num_cross_attends, {"num_cross_attends": 1}),
             ref(f"{encoder.num_blocks}, interleaved", encoder.num_blocks,
@@ -159,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--axes", nargs="+", default=None,
                         help="axes to run (default all: latents cross_attends sharing bands "
                              "max_frequency position depth)")
+    parser.add_argument("--latents", nargs="+", type=int, default=list(LATENTS),
+                        help="the values of the latents axis (default: %(default)s; 256 "
+                             "latents train about 8x longer than the main job's 32)")
     args = common.parse(parser, argv)
     config = common.load_config("mnist")
     preset, model_args = config["model"]["model"], dict(config["model"].get("model_args") or {})
@@ -178,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             x = aug.random_affine(x, degrees=rotate, scale=scale)
         return aug.random_shift(x, shift)
 
-    all_axes = axes(create_model(preset, **model_args))
+    all_axes = axes(create_model(preset, **model_args), args.latents)
     if args.quick and args.axes is None:  # the machinery, cheaply: a few values per axis
         all_axes = {a: v[:2] if a != "position" else v for a, v in all_axes.items()}
     if args.axes is not None:

@@ -327,6 +327,10 @@ class RunLog:
             previous = json.loads(self.path.read_text())
             self.runs = previous.get("runs", [])
             self.extra = previous.get("extra", {})
+            if self.runs:  # where the runs kept come from
+                before = previous.get("meta", {})
+                self.meta["resumed_from"] = before.get("resumed_from") or {
+                    k: before.get(k) for k in ("command", "git_commit", "date")}
 
     def find(self, **key) -> dict[str, Any] | None:
         for run in self.runs:
@@ -403,7 +407,10 @@ def markdown_header(title: str, meta: dict[str, Any]) -> str:
     return (f"## {title}\n\n"
             f"Command: `{meta['command']}`  \n"
             f"Commit: `{meta['git_commit']}`{dirty}; {meta['date']}  \n"
-            f"Machine: {meta['cpu']} ({meta['cpu_capability']}, {meta['torch_threads']} torch "
+            + (f"Resumed a run started by `{first['command']}` at commit "
+               f"`{first['git_commit']}`, {first['date']}  \n"
+               if (first := meta.get("resumed_from")) else "")
+            + f"Machine: {meta['cpu']} ({meta['cpu_capability']}, {meta['torch_threads']} torch "
             f"threads of {meta['cpu_count']} CPUs); torch {meta['torch']}\n\n")
 
 

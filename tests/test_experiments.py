@@ -57,9 +57,13 @@ def test_permutation_quick(tmp_path):
     check = data["extra"]["logit_check"]
     assert check["max_abs_diff"] <= 1e-5
     assert check["same_predictions"] == 1.0
-    # --resume keeps the finished runs and trains nothing again
-    assert len(json.loads(Path(permutation.main([*argv, "--resume"])["json"])
-                          .read_text())["runs"]) == len(data["runs"])
+    # --resume keeps the finished runs, trains nothing again and says where they came from
+    resumed = permutation.main([*argv, "--resume"])
+    again = json.loads(Path(resumed["json"]).read_text())
+    assert len(again["runs"]) == len(data["runs"])
+    assert again["meta"]["resumed_from"]["command"] == data["meta"]["command"]
+    assert f"Resumed a run started by `{data['meta']['command']}`" in \
+        Path(resumed["markdown"]).read_text()
 
 
 def test_trained_perceiver_ignores_pixel_order():
@@ -97,7 +101,8 @@ def test_modalities_quick(tmp_path):
 
 
 def test_ablations_quick(tmp_path):
-    paths = ablations.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    paths = ablations.main(["--quick", "--threads", "1", "--out", str(tmp_path),
+                            "--latents", "4", "8"])
     data = _check_files(paths)
     markdown = Path(paths["markdown"]).read_text()
     for axis, variants in data["meta"]["axes"].items():
@@ -106,6 +111,7 @@ def test_ablations_quick(tmp_path):
             assert f"| {axis} | {label} |" in markdown
     assert {"Fourier (reference)", "learned", "none"} <= {
         label for label, _ in data["meta"]["axes"]["position"]}
+    assert [label for label, _ in data["meta"]["axes"]["latents"]] == ["4", "8 (reference)"]
 
 
 def test_curve_quick(tmp_path):
