@@ -339,6 +339,21 @@ def test_missing_dataset_folder(tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_image_folder_without_a_test_split_stops_before_training(tmp_path, capsys):
+    folder = str(write_image_folder(tmp_path / "images"))
+    args = ["--config", str(CONFIGS / "imagenet_folder.yaml"), "--data.init_args.root", folder,
+            "--data.init_args.image_size", "16", "--model.model", "image-perceiver",
+            "--model.model_args", json.dumps({**TINY, "image_size": [16, 16], "channels": 3}),
+            "--trainer.default_root_dir", str(tmp_path / "run"), *QUIET]
+    assert main(["fit", *args]) == 1
+    assert "ImageFolderData needs test_root (or val_root) to test" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # without testing after fit, the same folder trains
+    assert main(["fit", *args, "--test_after_fit", "false", "--trainer.max_steps", "1",
+                 "--trainer.accumulate_grad_batches", "1", "--data.init_args.num_workers",
+                 "0", "--data.init_args.batch_size", "4", "--overwrite", "true"]) == 0
+
+
 def test_model_that_does_not_fit_the_data(tmp_path, capsys):
     args = tiny_args("digits.yaml", tmp_path / "run", model_args={"channels": 3})
     assert main(["fit", *args]) == 1

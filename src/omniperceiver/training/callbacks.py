@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 
+from ..errors import ConfigError
 from ..files import write_atomically
 from .module import ClassificationModule, TrainingModule
 
@@ -125,7 +126,10 @@ class RunReport(Callback):
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "dataset"):
             return
-        dataset = datamodule.dataset("test")
+        try:
+            dataset = datamodule.dataset("test")
+        except ConfigError:  # a data module without a test split: training examples
+            dataset = datamodule.dataset("train")
         count = min(self.attention_examples, len(dataset))
         examples = [dataset[i] for i in range(count)]
         num_latents = model.encoder.latents.shape[0]

@@ -177,6 +177,8 @@ class OmniperceiverCLI(LightningCLI):
         check_run_folder(self.trainer, self.model, self._get(self.config, "ckpt_path"),
                          overwrite=self._get(self.config, "overwrite"))
         self._check_model_accepts_data()
+        if self._get(self.config, "test_after_fit"):  # no test split: say so before training
+            self.datamodule.dataset("test")
         if self.datamodule.dataset("val") is None:  # val_size 0: no best model to select
             for callback in self.trainer.checkpoint_callbacks:
                 if getattr(callback, "monitor", None):
