@@ -18,6 +18,7 @@ _LAZY = {
     "ClassificationModule": "module",
     "LanguageModelModule": "language",
     "TextBytesData": "language",
+    "ResumableData": "resumable",
     "ClassificationData": "data",
     "MNISTData": "data",
     "DigitsData": "data",

@@ -4,25 +4,21 @@ Every module exposes ``classes``, ``num_classes`` and ``input_spec`` (the modali
 shape, which the model saves so that ``predict`` can read files later) as soon as it is built,
 so a wrong dataset path or option fails before training starts.
 
-Data order is a pure function of ``(seed, epoch)``: :class:`ResumableSampler` shuffles with its
-own generator and shards the permutation over distributed ranks, and the data module's
-``state_dict`` (saved in every checkpoint) stores how far into the epoch training got, so a run
-resumed from a mid-epoch checkpoint sees exactly the batches an uninterrupted run would have.
-Augmentations run batch-wise on the device (:meth:`ClassificationData.augment`) from a
+Data order and resuming come from :class:`~omniperceiver.training.resumable.ResumableData`:
+a run resumed from a mid-epoch checkpoint sees exactly the batches an uninterrupted run would
+have. Augmentations run batch-wise on the device (:meth:`ClassificationData.augment`) from a
 generator reseeded per batch.
 """
 
 from __future__ import annotations
 
-import os
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -32,12 +28,13 @@ from ..position import pixel_permutation
 from ..validation import check_options
 from . import augment as aug
 from .inputs import PredictFiles
-from .sampling import ResumableSampler, rank_and_world
+from .resumable import ResumableData
+from .sampling import rank_and_world
 
 # --- the base data module ---------------------------------------------------------------------
 
 
-class ClassificationData(LightningDataModule, ABC):
+class ClassificationData(ResumableData):
     """Train / validation / test / predict loaders for a classification dataset.
 
     Args:
@@ -58,21 +55,13 @@ class ClassificationData(LightningDataModule, ABC):
     def __init__(self, *, batch_size: int = 64, eval_batch_size: int | None = None,
                  num_workers: int = 0, val_size: float = 0.1, seed: int | None = None,
                  shuffle: bool = True, predict_files: list[str] | None = None):
-        super().__init__()
         check_options(dict(batch_size=batch_size, eval_batch_size=eval_batch_size,
                            val_size=val_size), where=f"{type(self).__name__} options")
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size,
+                         num_workers=num_workers, seed=seed, shuffle=shuffle)
         self.val_size = val_size
-        self._seed = seed
-        self.shuffle = shuffle
         self.predict_files = list(predict_files or [])
         self._datasets: dict[str, Dataset] = {}
-        self._epoch = 0  # epoch of the batches counted below
-        self._batches_in_epoch = 0
-        self._batches_total = 0
-        self._resume: tuple[int, int] | None = None
 
     # --- what subclasses provide ---
     @property
@@ -104,12 +93,6 @@ class ClassificationData(LightningDataModule, ABC):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    @property
-    def seed(self) -> int:
-        if self._seed is not None:
-            return self._seed
-        return int(os.environ.get("PL_GLOBAL_SEED", 0))
-
     def dataset(self, split: str) -> Dataset:
         """``"train"`` (minus validation), ``"val"``, ``"test"`` or ``"predict"``."""
         if split not in self._datasets:
@@ -140,38 +123,6 @@ class ClassificationData(LightningDataModule, ABC):
             self._datasets["val"] = Subset(full, np.sort(val_idx).tolist())
 
     # --- loaders ---
-    def position(self) -> tuple[int, int]:
-        """(epoch, training batches done in it) -- where a resumed run picks up."""
-        trainer = self.trainer
-        if trainer is not None and self._batches_in_epoch >= trainer.num_training_batches:
-            return self._epoch + 1, 0
-        return self._epoch, self._batches_in_epoch
-
-    def train_dataloader(self) -> DataLoader:
-        train = self.dataset("train")
-        if len(train) < self.batch_size:
-            raise ConfigError(f"batch_size={self.batch_size} is larger than the "
-                              f"{len(train)} training examples")
-        sampler = ResumableSampler(len(train), shuffle=self.shuffle, seed=self.seed, pad=True)
-        if self._resume is not None:  # restored from a checkpoint (see load_state_dict)
-            epoch, batches = self._resume
-            sampler.resume_at(epoch, batches * self.batch_size)
-            self._resume = None
-        return DataLoader(train, sampler=sampler, batch_size=self.batch_size, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        sampler = ResumableSampler(len(dataset), shuffle=False, pad=False)
-        return DataLoader(dataset, sampler=sampler, batch_size=self.eval_batch_size,
-                          num_workers=self.num_workers)
-
-    def val_dataloader(self):
-        val = self.dataset("val")
-        return [] if val is None else self._eval_loader(val)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.dataset("test"))
-
     def predict_dataloader(self) -> DataLoader:
         if not self.predict_files:
             raise ConfigError("predict needs files: pass --data.init_args.predict_files "
@@ -180,32 +131,13 @@ class ClassificationData(LightningDataModule, ABC):
         return DataLoader(self.dataset("predict"), batch_size=1)
 
     # --- per-batch augmentation, reproducible across resumes ---
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        trainer = self.trainer
-        if trainer is None or not trainer.training:
-            return batch
-        if trainer.current_epoch != self._epoch:
-            self._epoch, self._batches_in_epoch = trainer.current_epoch, 0
+    def training_batch(self, batch: Any, index: int) -> Any:
         rank, world = rank_and_world()
         # One seed per (run seed, batch, rank): dropout and augmentation do not depend on
         # whether the run was interrupted and resumed.
-        torch.manual_seed((self.seed * 1_000_003 + self._batches_total) * world + rank)
-        self._batches_in_epoch += 1
-        self._batches_total += 1
+        torch.manual_seed((self.seed * 1_000_003 + index) * world + rank)
         x, y = batch
         return self.augment(x, y)
-
-    # Lightning saves this in checkpoints and restores it before it asks for the training
-    # loader, which then starts where the interrupted run stopped.
-    def state_dict(self) -> dict[str, int]:
-        epoch, batches = self.position()
-        return {"epoch": epoch, "batches_in_epoch": batches, "batches_total": self._batches_total}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._epoch = int(state["epoch"])
-        self._batches_in_epoch = int(state["batches_in_epoch"])
-        self._batches_total = int(state["batches_total"])
-        self._resume = (self._epoch, self._batches_in_epoch)
 
 
 def _targets(dataset: Dataset) -> Sequence[int]:
@@ -649,5 +581,4 @@ class AVDigitsData(SpokenDigitsData):
 
 __all__ = ["ClassificationData", "ImageData", "MNISTData", "DigitsData", "ImageFolderData",
            "PointData", "PointCloudData", "ModelNetData", "SpokenDigitsData",
-           "MovingDigitsData", "AVDigitsData", "ResumableSampler",
-           "ConfigError"]
+           "MovingDigitsData", "AVDigitsData"]

@@ -29,16 +29,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..adapters.text import ByteTokenizer
 from ..data import DatasetError
 from ..errors import ConfigError, NonFiniteLossError
 from ..registry import create_model
 from .module import TrainingModule
-from .sampling import ResumableSampler
+from .resumable import ResumableData
 
 SPLITS = ("train", "val", "test")
 #: Folders left out of a corpus: installed packages, test suites and caches.
@@ -153,7 +152,7 @@ class ByteWindows(Dataset):
         return window[:-1], window[1:]
 
 
-class TextBytesData(LightningDataModule):
+class TextBytesData(ResumableData):
     """Byte-level language modelling on a folder of text files (default: the Python standard
     library's sources), split by file; see the module docstring.
 
@@ -179,7 +178,8 @@ class TextBytesData(LightningDataModule):
                  train_windows: int | None = None, eval_windows: int | None = None,
                  batch_size: int = 16, eval_batch_size: int | None = None,
                  num_workers: int = 0, seed: int | None = None):
-        super().__init__()
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size,
+                         num_workers=num_workers, seed=seed)
         if context < 1:
             raise ConfigError(f"context must be a positive integer, got {context}")
         if batch_size < 1:
@@ -193,19 +193,8 @@ class TextBytesData(LightningDataModule):
                                  fractions=(val_fraction, test_fraction))
         self.train_windows = train_windows
         self.eval_windows = eval_windows
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self._seed = seed
         self._datasets: dict[str, ByteWindows] = {}
-        self._resume: tuple[int, int] | None = None
         self.description = {**self.corpus.description, "context": context}
-
-    @property
-    def seed(self) -> int:
-        if self._seed is not None:
-            return self._seed
-        return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def dataset(self, split: str) -> ByteWindows:
         """The ``"train"``, ``"val"`` or ``"test"`` windows."""
@@ -226,44 +215,6 @@ class TextBytesData(LightningDataModule):
                 windows = ByteWindows(tokens, self.context, count, random=False)
             self._datasets[split] = windows
         return self._datasets[split]
-
-    def train_dataloader(self) -> DataLoader:
-        train = self.dataset("train")
-        if len(train) < self.batch_size:
-            raise ConfigError(f"batch_size={self.batch_size} is larger than the {len(train)} "
-                              "training windows (set train_windows)")
-        sampler = ResumableSampler(len(train), shuffle=True, seed=self.seed, pad=True)
-        if self._resume is not None:  # restored from a checkpoint (see load_state_dict)
-            epoch, batches = self._resume
-            sampler.resume_at(epoch, batches * self.batch_size)
-            self._resume = None
-        return DataLoader(train, sampler=sampler, batch_size=self.batch_size, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        windows = self.dataset(split)
-        sampler = ResumableSampler(len(windows), shuffle=False, pad=False)
-        return DataLoader(windows, sampler=sampler, batch_size=self.eval_batch_size,
-                          num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    # Where a resumed run picks up: saved in checkpoints, restored before the training loader.
-    def state_dict(self) -> dict[str, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return {"epoch": 0, "batches_in_epoch": 0}
-        batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        if batches >= trainer.num_training_batches:
-            return {"epoch": trainer.current_epoch + 1, "batches_in_epoch": 0}
-        return {"epoch": trainer.current_epoch, "batches_in_epoch": batches}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume = (int(state["epoch"]), int(state["batches_in_epoch"]))
 
 
 def bits_per_byte(loss: Tensor | float) -> Tensor | float:
