@@ -62,6 +62,7 @@ class PretrainedClassifier:
     loaded: list[str]
     fresh: list[str]
     frozen: list[str] = field(default_factory=list)
+    freeze: str = "none"
 
     @property
     def preset(self) -> str:
@@ -82,7 +83,8 @@ class PretrainedClassifier:
                          f"{', '.join(self.fresh)}")
         if self.frozen:
             count = sum(p.numel() for n, p in self.model.named_parameters() if n in self.frozen)
-            lines.append(f"frozen: {len(self.frozen)} parameter tensors ({count:,} parameters)")
+            lines.append(f"frozen (freeze {self.freeze}): {len(self.frozen)} parameter tensors "
+                         f"({count:,} parameters)")
         return "\n  ".join(lines)
 
 
@@ -208,7 +210,7 @@ def pretrained_classifier(path: str | os.PathLike, num_classes: int, *,
     for name, p in ours.named_parameters():
         p.requires_grad_(name not in frozen)
     return PretrainedClassifier(ours, str(path), loaded=[n for n in names if n not in fresh],
-                                fresh=fresh, frozen=frozen)
+                                fresh=fresh, frozen=frozen, freeze=freeze)
 
 
 def _frozen(name: str, parts: tuple[str, ...]) -> bool:

@@ -244,10 +244,13 @@ def check_model_accepts_data(model: ClassificationModule, datamodule: Classifica
         with torch.no_grad():
             logits = model.model(batch)
     except (TypeError, ValueError) as error:
+        fix = ("Fine-tune from a model made for inputs like these" if model.hparams.pretrained
+               else "Adjust --model.model_args to the data (e.g. image_size, channels, "
+                    "num_points)")
+        source = f" (pretrained {model.hparams.pretrained})" if model.hparams.pretrained else ""
         raise ConfigError(
-            f"the model {model.hparams.model!r} does not accept the inputs of "
-            f"{type(datamodule).__name__} ({_describe(batch)}): {error}. Adjust "
-            f"--model.model_args to the data (e.g. image_size, channels, num_points).") from error
+            f"the model {model.hparams.model!r}{source} does not accept the inputs of "
+            f"{type(datamodule).__name__} ({_describe(batch)}): {error}. {fix}.") from error
     finally:
         model.train(was_training)
     if logits.shape[-1] != datamodule.num_classes:
