@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 pytest.importorskip("lightning")
 
@@ -158,6 +159,8 @@ def test_fine_tune_export_and_predict_with_the_new_classes(source, tmp_path, cap
     line = capsys.readouterr().out.strip()
     assert line.startswith(str(image)) and "%" in line
     assert not any(name in line for name in SOURCE_CLASSES)
+    assert main(["predict", str(root / "checkpoints" / "last.ckpt"), str(image)]) == 0
+    assert capsys.readouterr().out.strip() == line  # the checkpoint rebuilds the same model
 
     # the run resumes from its own config.yaml (its checkpoint holds the same model)
     resume = ["--config", str(root / "config.yaml"), "--ckpt_path", "last",
@@ -205,24 +208,47 @@ def test_only_the_head_trains_with_all_but_head(source, tmp_path):
     assert trainable == head_names(cli.model.model)
 
 
+def test_the_documented_digits_commands_run(tmp_path, monkeypatch, capsys):
+    """The digits commands of docs/training.md's Fine-tuning section run as written, 2 steps
+    each: train a model, fine-tune it, predict a file (the image-folder, perceiver-pytorch and
+    DeepMind forms run shrunk in the tests below)."""
+    from PIL import Image
+
+    text = (CONFIGS.parent / "docs" / "training.md").read_text()
+    section = text[text.index("## Fine-tuning"):text.index("## Plots")]
+    commands = [shlex.split(c.replace("\\\n", " "), comments=True) for c in
+                re.findall(r"^    (omniperceiver (?:.*\\\n)*.*)$", section, flags=re.M)]
+    commands = [c for c in commands if "configs/digits.yaml" in c or c[1] == "predict"]
+    assert [c[1] for c in commands] == ["fit", "fit", "predict"]
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save("digit.png")
+    shrink = ["--trainer.max_steps", "2", "--trainer.limit_test_batches", "1",
+              "--data.init_args.batch_size", "8", *QUIET]
+    for command in commands:
+        args = [str(CONFIGS / "digits.yaml") if a == "configs/digits.yaml" else a
+                for a in command[1:]]
+        assert main([*args, *shrink] if args[0] == "fit" else args) == 0, command
+    assert Path("runs/digits-finetuned/model/model.safetensors").is_file()
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("digit.png  ")
+
+
 # --- other libraries' checkpoints -------------------------------------------------------------
 
 
-def write_image_config(tmp_path: Path, pretrained: Path, **model) -> Path:
-    """A 2-step fit on a folder of 8x8 RGB images of 2 classes."""
+def image_folder_args(tmp_path: Path, pretrained: Path, *extra: str) -> list[str]:
+    """Fine-tune with configs/imagenet_folder.yaml (the architecture from the source) for 2
+    steps on a folder of 8x8 RGB images of 2 classes: the documented command, shrunk."""
     from test_cli import write_image_folder
 
-    images = write_image_folder(tmp_path / "images", size=8)
-    config = {"trainer": {"default_root_dir": str(tmp_path / "run"), "max_steps": 2,
-                          "limit_test_batches": 1, "enable_progress_bar": False,
-                          "enable_model_summary": False},
-              "model": {"pretrained": str(pretrained), **model},
-              "data": {"class_path": "omniperceiver.training.ImageFolderData",
-                       "init_args": {"root": str(images), "test_root": str(images),
-                                     "image_size": 8, "batch_size": 4, "num_workers": 0}}}
-    path = tmp_path / "finetune.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    images = str(write_image_folder(tmp_path / "images", size=8))
+    return ["--config", str(CONFIGS / "imagenet_folder.yaml"), "--model.model", "null",
+            "--model.model_args", "null", "--model.pretrained", str(pretrained),
+            "--data.init_args.root", images, "--data.init_args.val_root", images,
+            "--data.init_args.image_size", "8", "--data.init_args.batch_size", "4",
+            "--data.init_args.num_workers", "0", "--trainer.accumulate_grad_batches", "1",
+            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
+            *QUIET, *extra]
 
 
 def test_fine_tune_a_transformers_checkpoint_folder(tmp_path):
@@ -238,8 +264,8 @@ def test_fine_tune_a_transformers_checkpoint_folder(tmp_path):
     (folder / "config.json").write_text(hf.config.to_json_string(use_diff=True))
     save_file({k: v.contiguous() for k, v in hf.state_dict().items()},
               str(folder / "model.safetensors"))
-    config = write_image_config(tmp_path, folder, pretrained_kwargs={"semantics": "deepmind"})
-    assert main(["fit", "--config", str(config)]) == 0
+    assert main(["fit", *image_folder_args(tmp_path, folder,
+                                           "--model.pretrained_lr_ratio", "0.1")]) == 0
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert saved["model"]["preset"] == "vision-perceiver-learned"
     assert saved["extra"]["classes"] == ["cat", "dog"]
@@ -285,14 +311,14 @@ def test_a_deepmind_pickle_needs_trust_pickle(tmp_path, capsys):
     path = write_deepmind_pickle(tmp_path)
     kwargs = {"num_bands": 2, "max_resolution": [8, 8],
               "encoder": {"num_blocks": 1, "self_attend": {"heads": 2}}}
-    config = write_image_config(tmp_path, path, pretrained_kwargs=kwargs)
-    assert main(["fit", "--config", str(config)]) == 1
+    args = image_folder_args(tmp_path, path, "--model.pretrained_kwargs", json.dumps(kwargs))
+    assert main(["fit", *args]) == 1
     err = capsys.readouterr().err
     assert "a Python pickle (a DeepMind checkpoint)" in err
     assert "--model.trust_pickle true" in err
     assert not (tmp_path / "run").exists()
 
-    assert main(["fit", "--config", str(config), "--model.trust_pickle", "true"]) == 0
+    assert main(["fit", *args, "--model.trust_pickle", "true"]) == 0
     tuned = omniperceiver.from_pretrained(tmp_path / "run" / "model")
     assert tuned.recipe["preset"] == "vision-perceiver-fourier"
     assert tuned.decoder.head.out_features == 2

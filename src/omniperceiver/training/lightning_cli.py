@@ -23,6 +23,9 @@ Beyond Lightning's own options:
   ``--best_checkpoint.*``: the one that keeps the best model by validation accuracy
   (``--ckpt_path best``). Both write to ``<trainer.default_root_dir>/checkpoints``.
 * ``--report.*``: :class:`~omniperceiver.training.callbacks.RunReport` (plots, export).
+* ``--model.pretrained PATH`` fine-tunes a pretrained classifier (an exported model, or a
+  transformers, perceiver-pytorch or DeepMind checkpoint): the architecture is the source's,
+  a head for the data's classes starts fresh (:mod:`~omniperceiver.training.finetune`).
 * ``--model.model_args`` merges key by key into the ``model_args`` of the configs and options
   before it (:mod:`~omniperceiver.training.model_args`), so ``--config configs/mnist.yaml
   --model.model_args '{num_latents: 8}'`` changes the number of latents and keeps the config's
