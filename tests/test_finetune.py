@@ -124,6 +124,17 @@ def test_options_are_checked(source, options, message):
         ClassificationModule(**{"pretrained": str(source), "num_classes": 10, **options})
 
 
+def test_a_source_for_other_inputs_stops_before_training(tmp_path, capsys):
+    mnist = omniperceiver.create_model("mnist-perceiver", num_latents=4, latent_dim=16,
+                                       num_blocks=1, num_cross_attends=1)
+    omniperceiver.save_pretrained(mnist, tmp_path / "mnist")
+    assert main(["fit", *fit_args(tmp_path / "run", tmp_path / "mnist")]) == 1
+    err = capsys.readouterr().err
+    assert f"the model 'mnist-perceiver' (pretrained {tmp_path / 'mnist'}) does not accept " \
+           "the inputs of DigitsData (inputs of shape (8, 8, 1))" in err
+    assert "Fine-tune from a model made for inputs like these." in err
+
+
 def test_a_misspelt_freeze_choice_on_the_command_line(source, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # the parser's usage error
         main(["fit", *fit_args(tmp_path / "run", source, "--model.freeze", "head")])
