@@ -125,12 +125,11 @@ def test_options_are_checked(source, options, message):
 
 
 def test_a_source_for_other_inputs_stops_before_training(tmp_path, capsys):
-    mnist = omniperceiver.create_model("mnist-perceiver", num_latents=4, latent_dim=16,
-                                       num_blocks=1, num_cross_attends=1)
-    omniperceiver.save_pretrained(mnist, tmp_path / "mnist")
-    assert main(["fit", *fit_args(tmp_path / "run", tmp_path / "mnist")]) == 1
+    rgb = omniperceiver.create_model("image-perceiver", **{**DIGITS_SOURCE, "channels": 3})
+    omniperceiver.save_pretrained(rgb, tmp_path / "rgb")
+    assert main(["fit", *fit_args(tmp_path / "run", tmp_path / "rgb")]) == 1
     err = capsys.readouterr().err
-    assert f"the model 'mnist-perceiver' (pretrained {tmp_path / 'mnist'}) does not accept " \
+    assert f"the model 'image-perceiver' (pretrained {tmp_path / 'rgb'}) does not accept " \
            "the inputs of DigitsData (inputs of shape (8, 8, 1))" in err
     assert "Fine-tune from a model made for inputs like these." in err
 
