@@ -45,7 +45,8 @@ FRACTIONS = frozenset({"dropout", "attn_dropout", "ff_dropout", "seq_dropout_pro
                        "label_smoothing"})
 #: Frequencies, resolutions, scales and rates: finite numbers > 0.
 POSITIVE_NUMBERS = frozenset({"max_frequency", "max_freq", "max_resolution", "latent_init_std",
-                              "rescale_factor", "norm_eps", "lr", "step_gamma"})
+                              "rescale_factor", "norm_eps", "lr", "step_gamma",
+                              "pretrained_lr_ratio"})
 #: Finite numbers >= 0.
 NON_NEGATIVE_NUMBERS = frozenset({"num_features", "weight_decay", "warmup", "min_lr_ratio",
                                   "val_size"})

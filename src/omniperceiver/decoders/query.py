@@ -150,6 +150,12 @@ class ClassificationDecoder(Decoder):
             self.norm = nn.LayerNorm(latent_dim)
             self.final = nn.Linear(latent_dim, num_classes)
 
+    @property
+    def head(self) -> nn.Linear:
+        """The last layer, features -> class logits: what fine-tuning on other classes
+        replaces."""
+        return self.query.final if self.pooling == "query" else self.final
+
     def decoder_query(self, latents: Tensor, adapted: AdapterOutput | None = None, *,
                       subsample: Tensor | None = None) -> Tensor | None:
         if self.pooling == "query":

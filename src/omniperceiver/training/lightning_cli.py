@@ -23,6 +23,9 @@ Beyond Lightning's own options:
   ``--best_checkpoint.*``: the one that keeps the best model by validation accuracy
   (``--ckpt_path best``). Both write to ``<trainer.default_root_dir>/checkpoints``.
 * ``--report.*``: :class:`~omniperceiver.training.callbacks.RunReport` (plots, export).
+* ``--model.pretrained PATH`` fine-tunes a pretrained classifier (an exported model, or a
+  transformers, perceiver-pytorch or DeepMind checkpoint): the architecture is the source's,
+  a head for the data's classes starts fresh (:mod:`~omniperceiver.training.finetune`).
 * ``--model.model_args`` merges key by key into the ``model_args`` of the configs and options
   before it (:mod:`~omniperceiver.training.model_args`), so ``--config configs/mnist.yaml
   --model.model_args '{num_latents: 8}'`` changes the number of latents and keeps the config's
@@ -244,10 +247,13 @@ def check_model_accepts_data(model: ClassificationModule, datamodule: Classifica
         with torch.no_grad():
             logits = model.model(batch)
     except (TypeError, ValueError) as error:
+        fix = ("Fine-tune from a model made for inputs like these" if model.hparams.pretrained
+               else "Adjust --model.model_args to the data (e.g. image_size, channels, "
+                    "num_points)")
+        source = f" (pretrained {model.hparams.pretrained})" if model.hparams.pretrained else ""
         raise ConfigError(
-            f"the model {model.hparams.model!r} does not accept the inputs of "
-            f"{type(datamodule).__name__} ({_describe(batch)}): {error}. Adjust "
-            f"--model.model_args to the data (e.g. image_size, channels, num_points).") from error
+            f"the model {model.hparams.model!r}{source} does not accept the inputs of "
+            f"{type(datamodule).__name__} ({_describe(batch)}): {error}. {fix}.") from error
     finally:
         model.train(was_training)
     if logits.shape[-1] != datamodule.num_classes:

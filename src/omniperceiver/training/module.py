@@ -6,11 +6,13 @@ Language modelling is :class:`omniperceiver.training.language.LanguageModelModul
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
@@ -18,6 +20,9 @@ from ..errors import ConfigError, NonFiniteLossError, OmniPerceiverError
 from ..registry import create_model
 from ..validation import check_options
 from .augment import SpecAugment, attach_spec_augment
+
+#: The preset of a ClassificationModule that names none.
+DEFAULT_MODEL = "mnist-perceiver"
 
 
 class WarmupSchedule:
@@ -49,20 +54,25 @@ class WarmupSchedule:
         return 1.0
 
 
-def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def weight_decay_groups(model: nn.Module, weight_decay: float,
+                        lr_ratios: Mapping[str, float] | None = None) -> list[dict]:
     """Optimizer parameter groups with weight decay on weight matrices only: not on biases,
-    norms, latents, embeddings or padding vectors (frozen parameters are left out)."""
-    decay, no_decay = [], []
+    norms, latents, embeddings or padding vectors (frozen parameters are left out).
+
+    ``lr_ratios`` gives parameters (by name) a learning rate of that fraction of the
+    optimizer's, e.g. 0.1 for the pretrained parts of a fine-tuned model: the groups then
+    split by ratio too. Every group says its ratio as ``lr_ratio`` (1 for the others); the
+    first two are the ratio-1 groups with and without decay."""
+    ratios = lr_ratios or {}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {(1.0, True): [], (1.0, False): []}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         leaf = name.rsplit(".", 1)[-1]
-        if p.ndim < 2 or leaf in ("latents", "embedding") or ".padding." in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        decays = not (p.ndim < 2 or leaf in ("latents", "embedding") or ".padding." in name)
+        groups.setdefault((float(ratios.get(name, 1.0)), decays), []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+             "lr_ratio": ratio} for (ratio, decays), params in groups.items()]
 
 
 class TrainingModule(LightningModule):
@@ -79,6 +89,11 @@ class TrainingModule(LightningModule):
 
     def export_extra(self) -> dict[str, Any]:
         """What ``save_pretrained`` stores beside the model's recipe (``extra``)."""
+        return {}
+
+    def lr_ratios(self) -> dict[str, float]:
+        """Learning rates of parameters of ``self.model`` (by name) as fractions of ``lr``;
+        the others train with ``lr``."""
         return {}
 
     def _build_model(self) -> nn.Module:
@@ -119,7 +134,9 @@ class TrainingModule(LightningModule):
     # --- optimisation ---
     def configure_optimizers(self):
         h = self.hparams
-        groups = weight_decay_groups(self.model, h.weight_decay)
+        groups = weight_decay_groups(self.model, h.weight_decay, self.lr_ratios())
+        for group in groups:
+            group["lr"] = h.lr * group["lr_ratio"]
         if h.optimizer == "lamb":
             from pytorch_optimizer import Lamb
 
@@ -151,14 +168,28 @@ class TrainingModule(LightningModule):
 
 
 class ClassificationModule(TrainingModule):
-    """Trains ``create_model(model, num_classes=..., **model_args)`` with cross-entropy.
+    """Trains ``create_model(model, num_classes=..., **model_args)`` with cross-entropy, or
+    fine-tunes a pretrained classifier (``pretrained``).
 
     Args:
-        model: A preset name (``omniperceiver list-models``).
+        model: A preset name (``omniperceiver list-models``; default ``mnist-perceiver``).
         model_args: Overrides of the preset's keywords (e.g. ``{num_latents: 64}``).
         num_classes: Set from the data module.
         class_names: Set from the data module (for reports and predictions).
         input_spec: Set from the data module: the input modality and shape (for predict).
+        pretrained: Start from this model (an exported model folder, a transformers
+            checkpoint folder, a perceiver-pytorch state dict or a DeepMind pickle; see
+            :mod:`omniperceiver.training.finetune`). The architecture is the source's:
+            ``model``/``model_args``, if given, must agree with it. A head for another
+            number of classes starts fresh.
+        pretrained_kwargs: The converter's options for a source of another library
+            (perceiver-pytorch: the constructor keywords that made the state dict).
+        trust_pickle: Allow reading a DeepMind checkpoint, a pickle (which can run code).
+        freeze: What of the pretrained model does not train: ``"none"``,
+            ``"input_adapter"``, ``"encoder"`` (the input adapter and the encoder) or
+            ``"all_but_head"`` (only the classification head trains).
+        pretrained_lr_ratio: The learning rate of the pretrained weights as a fraction of
+            ``lr`` (a fresh head trains with ``lr``).
         optimizer: ``"adamw"`` or ``"lamb"`` (pytorch-optimizer's LAMB).
         lr: Peak learning rate.
         weight_decay: Decoupled weight decay (not applied to biases, norms, latents and
@@ -178,11 +209,16 @@ class ClassificationModule(TrainingModule):
 
     def __init__(
         self,
-        model: str = "mnist-perceiver",
+        model: str | None = None,
         model_args: dict[str, Any] | None = None,
         num_classes: int | None = None,
         class_names: list[str] | None = None,
         input_spec: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+        pretrained_kwargs: dict[str, Any] | None = None,
+        trust_pickle: bool = False,
+        freeze: Literal["none", "input_adapter", "encoder", "all_but_head"] = "none",
+        pretrained_lr_ratio: float = 1.0,
         optimizer: Literal["adamw", "lamb"] = "adamw",
         lr: float = 2e-3,
         weight_decay: float = 0.05,
@@ -200,19 +236,28 @@ class ClassificationModule(TrainingModule):
         self.save_hyperparameters()
         check_options(dict(num_classes=num_classes, lr=lr, weight_decay=weight_decay,
                            warmup=warmup, min_lr_ratio=min_lr_ratio, step_gamma=step_gamma,
-                           label_smoothing=label_smoothing), where="model options")
+                           label_smoothing=label_smoothing,
+                           pretrained_lr_ratio=pretrained_lr_ratio), where="model options")
         if num_classes is None:
             raise ConfigError("num_classes is required (the CLI sets it from the data module)")
         model_args = dict(model_args or {})
         if "num_classes" in model_args:
             raise ConfigError("set the number of classes through the data, not model_args")
-        self.model = self._build_model()
+        self.pretrained_names: frozenset[str] = frozenset()
+        if pretrained is None:
+            if freeze != "none" or pretrained_lr_ratio != 1:
+                raise ConfigError(f"freeze ({freeze!r}) and pretrained_lr_ratio "
+                                  f"({pretrained_lr_ratio}) are for fine-tuning: set pretrained")
+            self.hparams.model = model or DEFAULT_MODEL
+            self.model = self._build_model()
+        else:
+            self.model = self._load_pretrained()
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.input_spec = input_spec
         if spec_augment is not None and attach_spec_augment(
                 self.model, SpecAugment(**spec_augment)) == 0:
-            raise ConfigError(f"spec_augment needs a model with log-mel inputs; {model!r} "
-                             "has none")
+            raise ConfigError(f"spec_augment needs a model with log-mel inputs; "
+                              f"{self.hparams.model!r} has none")
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
@@ -222,6 +267,26 @@ class ClassificationModule(TrainingModule):
     def create_model(self) -> nn.Module:
         h = self.hparams
         return create_model(h.model, num_classes=h.num_classes, **(h.model_args or {}))
+
+    def _load_pretrained(self) -> nn.Module:
+        """The model of ``pretrained`` for the data's classes; ``model`` and ``model_args``
+        become the source's, so that checkpoints and exports rebuild it."""
+        from .finetune import pretrained_classifier
+
+        h = self.hparams
+        loaded = pretrained_classifier(h.pretrained, h.num_classes, freeze=h.freeze,
+                                       trust_pickle=h.trust_pickle, kwargs=h.pretrained_kwargs,
+                                       model=h.model, model_args=h.model_args)
+        h.model, h.model_args = loaded.preset, loaded.model_args
+        self.pretrained_names = frozenset(loaded.loaded)
+        rank_zero_info(loaded.describe() + (
+            f"\n  learning rate of the pretrained weights: {h.pretrained_lr_ratio} x lr"
+            if h.pretrained_lr_ratio != 1 else ""))
+        return loaded.model
+
+    def lr_ratios(self) -> dict[str, float]:
+        ratio = self.hparams.pretrained_lr_ratio
+        return {} if ratio == 1 else dict.fromkeys(self.pretrained_names, ratio)
 
     def export_extra(self) -> dict[str, Any]:
         return {"classes": list(self.class_names), "input_spec": self.input_spec}
