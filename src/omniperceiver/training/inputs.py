@@ -25,10 +25,12 @@ from ..data.readers import (
     AUDIO_SUFFIXES,
     IMAGE_SUFFIXES,
     MESH_SUFFIXES,
+    POINT_SUFFIXES,
     finite_float,
     mesh_points,
     read_array,
     read_image,
+    read_points,
     read_video_array,
     read_waveform,
     unit_float,
@@ -38,7 +40,8 @@ from ..errors import DatasetError, InputFileError
 from ..position import pixel_permutation
 
 _KIND = {**{s: "an image" for s in IMAGE_SUFFIXES}, **{s: "a WAV audio file" for s in
-         AUDIO_SUFFIXES}, ".off": "a mesh (.off)", ".npy": "a NumPy array (.npy)"}
+         AUDIO_SUFFIXES}, ".off": "a mesh (.off)", ".ply": "a point cloud (.ply)",
+         ".npy": "a NumPy array (.npy)"}
 
 
 def describe_spec(spec: dict[str, Any]) -> str:
@@ -51,6 +54,8 @@ def describe_spec(spec: dict[str, Any]) -> str:
     if m == "audio":
         return (f"audio clips of {spec['num_samples']} samples at {spec['sample_rate']} Hz "
                 f"(.wav files, or .npy arrays of shape (num_samples,))")
+    if m == "points" and spec.get("point_files"):
+        return "point clouds (.off meshes, .ply files, or .npy arrays of shape (N, 3))"
     if m == "points":
         c = 3 + spec.get("num_features", 0)
         return f"point clouds (.off meshes, or .npy arrays of shape (num_points, {c}))"
@@ -114,6 +119,8 @@ def _load_points(path: Path, spec: dict[str, Any]) -> Tensor:
     n, features = spec["num_points"], spec.get("num_features", 0)
     rng = np.random.default_rng(0)
     suffix = path.suffix.lower()
+    if spec.get("point_files") and suffix in POINT_SUFFIXES:  # a model trained on a folder
+        return _read(read_points, path, n, rng)
     if suffix in MESH_SUFFIXES:
         return _read(mesh_points, path, n, rng, normals=features == 3)
     if suffix in ARRAY_SUFFIXES:
