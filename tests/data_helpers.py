@@ -133,3 +133,65 @@ def write_garbage(path: Path, data: bytes = b"this is not a valid file at all\x0
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def write_ply(path: Path, points: np.ndarray, *, binary: bool = False) -> Path:
+    """The vertices ``points`` (N, 3) as a .ply file (ASCII or binary little-endian), with a
+    face element after them as mesh files have."""
+    header = ("ply\nformat {} 1.0\ncomment made by the tests\nelement vertex {}\n"
+              "property float x\nproperty float y\nproperty float z\n"
+              "element face 1\nproperty list uchar int vertex_indices\nend_header\n")
+    points = np.asarray(points, dtype="<f4")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if binary:
+        body = points.tobytes() + bytes([3]) + np.array([0, 1, 2], "<i4").tobytes()
+        path.write_bytes(header.format("binary_little_endian", len(points)).encode() + body)
+    else:
+        rows = "".join(" ".join(f"{c:.6f}" for c in p) + "\n" for p in points)
+        path.write_text(header.format("ascii", len(points)) + rows + "3 0 1 2\n")
+    return path
+
+
+# --- a user's folder for each modality: 2 classes x `count` files ------------------------------
+
+
+def write_wav_folder(root: Path, count: int = 6, rate: int = 8000) -> Path:
+    """Two classes of 0.25 s tones (low / high), at ``rate`` Hz."""
+    for name, freq in (("low", 200.0), ("high", 1500.0)):
+        for i in range(count):
+            write_wav(root / name / f"{i}.wav", sine(rate // 4, freq * (1 + i / 50), rate))
+    return root
+
+
+def write_video_folder(root: Path, count: int = 6, shape=(4, 12, 12)) -> Path:
+    """Two classes of uint8 clips (T, H, W): a bar moving right / moving down."""
+    t, h, w = shape
+    for name in ("right", "down"):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            clip = np.zeros(shape, np.uint8)
+            for f in range(t):
+                if name == "right":
+                    clip[f, :, (f + i) % w] = 255
+                else:
+                    clip[f, (f + i) % h, :] = 255
+            np.save(root / name / f"{i}.npy", clip)
+    return root
+
+
+def write_point_folder(root: Path, count: int = 6) -> Path:
+    """Two classes (cube / tetra), each as .off meshes, ASCII and binary .ply files and .npy
+    arrays of points."""
+    rng = np.random.default_rng(0)
+    shapes = {"cube": (CUBE_VERTICES, CUBE_QUADS), "tetra": (TETRA_VERTICES, TETRA_FACES)}
+    for name, (vertices, faces) in shapes.items():
+        for i in range(count):
+            points = np.asarray(vertices) + rng.normal(0, 0.01, (len(vertices), 3))
+            kind = i % 4
+            if kind == 0:
+                write_off(root / name / f"{i}.off", points, faces)
+            elif kind in (1, 2):
+                write_ply(root / name / f"{i}.ply", points, binary=kind == 2)
+            else:
+                np.save(root / name / f"{i}.npy", points.astype(np.float32))
+    return root
