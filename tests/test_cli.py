@@ -115,6 +115,12 @@ def _config_case(name: str, tmp_path: Path) -> list[str]:
                 "--trainer.accumulate_grad_batches", "1", "--model.model", "image-perceiver",
                 "--model.model_args", json.dumps({**TINY, "image_size": [16, 16],
                                                   "channels": 3, "num_bands": 4})]
+    from test_own_data import WALK_THROUGHS  # the user-folder configs, shrunk
+
+    if name in WALK_THROUGHS:
+        write, data_args, model_args, _ = WALK_THROUGHS[name]
+        return ["--data.init_args.root", str(write(tmp_path / "data")), *data_args,
+                "--model.model_args", json.dumps({**TINY, **model_args})]
     return []
 
 
@@ -344,9 +350,11 @@ def test_image_folder_without_a_test_split_stops_before_training(tmp_path, capsy
     args = ["--config", str(CONFIGS / "imagenet_folder.yaml"), "--data.init_args.root", folder,
             "--data.init_args.image_size", "16", "--model.model", "image-perceiver",
             "--model.model_args", json.dumps({**TINY, "image_size": [16, 16], "channels": 3}),
-            "--trainer.default_root_dir", str(tmp_path / "run"), *QUIET]
+            "--data.init_args.test_size", "0", "--trainer.default_root_dir",
+            str(tmp_path / "run"), *QUIET]
     assert main(["fit", *args]) == 1
-    assert "ImageFolderData needs test_root (or val_root) to test" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ImageFolderData needs test_root, val_root or test_size > 0 to test" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
     # without testing after fit, the same folder trains
     assert main(["fit", *args, "--test_after_fit", "false", "--trainer.max_steps", "1",

@@ -16,7 +16,7 @@ from torch.utils.data import Subset
 pytest.importorskip("lightning")
 
 import data_helpers as H  # noqa: E402
-from test_cli import QUIET, TINY, tiny_args, write_image_folder  # noqa: E402
+from test_cli import tiny_args, write_image_folder  # noqa: E402
 
 from omniperceiver.cli import main  # noqa: E402
 from omniperceiver.data.readers import read_ply, read_points  # noqa: E402
@@ -145,43 +145,35 @@ def test_empty_class_folder_is_named(tmp_path, capsys):
     assert f"class folder {folder / 'empty'} contains no" in err
 
 
+# Every file of the folder in the first batch (the folder is also the test folder), so the bad
+# one is read.
+ALL_IN_ONE_BATCH = ["--data.init_args.batch_size", "17", "--data.init_args.test_size", "0",
+                    "--data.init_args.val_size", "0"]
+
+
 def test_unreadable_file_is_named_or_skipped(tmp_path, capsys):
     folder = H.write_point_folder(tmp_path / "data", count=8)
     H.write_garbage(folder / "cube" / "broken.ply")
     err = _fit("point_folder.yaml", folder, tmp_path, capsys,
-               extra=["--data.init_args.batch_size", "16", "--data.init_args.val_size", "0"])
+               extra=[*ALL_IN_ONE_BATCH, "--data.init_args.test_root", str(folder)])
     assert "broken.ply: not a .ply file" in err
     run = tmp_path / "skip"
     with pytest.warns(UserWarning, match="skipping unreadable file .*broken.ply"):
         assert main(["fit", *own_data_args("point_folder.yaml", folder, run,
                                            ["--data.init_args.on_error", "skip"])]) == 0
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 2
 
 
-def test_mixed_shapes_name_the_file(tmp_path, capsys):
-    folder = H.write_point_folder(tmp_path / "data", count=8)
-    np.save(folder / "tetra" / "normals.npy", np.zeros((10, 6), np.float32))
-    err = _fit("point_folder.yaml", folder, tmp_path, capsys,
-               extra=["--data.init_args.on_error", "skip", "--data.init_args.val_size", "0"])
-    # skipped with a warning, so training goes on: check the reader's message instead
-    assert err == "" or "normals.npy" in err
-
-
-def test_mixed_video_channels_name_the_file(tmp_path, capsys):
-    folder = H.write_video_folder(tmp_path / "data", count=8)
-    np.save(folder / "down" / "rgb.npy", np.zeros((4, 12, 12, 3), np.uint8))
-    err = _fit("video_folder.yaml", folder, tmp_path, capsys,
-               extra=["--data.init_args.batch_size", "16", "--data.init_args.val_size", "0",
-                      "--data.init_args.test_size", "0", "--data.init_args.val_root",
-                      str(folder)])
-    assert "rgb.npy: expected shape (T, H, W, 1)" in err and "(4, 12, 12, 3)" in err
-
-
-def test_no_test_folder_and_no_test_split_stops_before_training(tmp_path, capsys):
-    folder = write_image_folder(tmp_path / "images", size=16)
-    err = _fit("image_folder.yaml", folder, tmp_path, capsys,
-               extra=["--data.init_args.test_size", "0"])
-    assert "ImageFolderData needs test_root, val_root or test_size > 0 to test" in err
-    assert not (tmp_path / "run" / "checkpoints").exists()
-
-
-assert QUIET and TINY  # shared with test_cli
+@pytest.mark.parametrize("config, write, bad, array, message", [
+    ("point_folder.yaml", H.write_point_folder, "tetra/normals.npy", (10, 6),
+     "expected points of shape (N, 3), got shape (10, 6)"),
+    ("video_folder.yaml", H.write_video_folder, "down/rgb.npy", (4, 12, 12, 3),
+     "expected shape (T, H, W, 1) with 1 channels, got shape (4, 12, 12, 3)"),
+], ids=["points", "video"])
+def test_a_file_of_another_shape_is_named(config, write, bad, array, message, tmp_path,
+                                          capsys):
+    folder = write(tmp_path / "data", count=8)
+    np.save(folder / bad, np.zeros(array, np.float32))
+    err = _fit(config, folder, tmp_path, capsys,
+               extra=[*ALL_IN_ONE_BATCH, "--data.init_args.test_root", str(folder)])
+    assert f"{folder / bad}: {message}" in err
