@@ -327,8 +327,9 @@ def case_optical_flow(dtype=np.float64):
     inputs = np_with_fourier(np_linear(stacked, flat, "image_preprocessor/patches_linear"), 64,
                              (4, 6))
     z = np_encoder(flat, "perceiver_encoder", inputs, cross_heads=1, self_heads=2, num_blocks=2)
+    # DeepMind's examples multiply the model's output by 20 to get flow in pixels.
     flow = np_linear(np_cross_attention(flat, f"{d}/cross_attention", inputs, z, 1, False),
-                     flat, f"{d}/output") / 100.0
+                     flat, f"{d}/output") / 100.0 * 20.0
     return _ours(model, x), t(flow.reshape(2, 4, 6, 2))
 
 
