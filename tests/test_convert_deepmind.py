@@ -3,6 +3,7 @@ DeepMind's forward pass (perceiver.py, io_processors.py, position_encoding.py) r
 synthetic parameters with the release's names and shapes (float64; tolerance 1e-9 after our
 float32 conversion is undone by comparing in float64)."""
 
+import json
 import math
 import pickle
 
@@ -327,8 +328,9 @@ def case_optical_flow(dtype=np.float64):
     inputs = np_with_fourier(np_linear(stacked, flat, "image_preprocessor/patches_linear"), 64,
                              (4, 6))
     z = np_encoder(flat, "perceiver_encoder", inputs, cross_heads=1, self_heads=2, num_blocks=2)
+    # DeepMind's examples multiply the model's output by 20 to get flow in pixels.
     flow = np_linear(np_cross_attention(flat, f"{d}/cross_attention", inputs, z, 1, False),
-                     flat, f"{d}/output") / 100.0
+                     flat, f"{d}/output") / 100.0 * 20.0
     return _ours(model, x), t(flow.reshape(2, 4, 6, 2))
 
 
@@ -462,6 +464,11 @@ def test_cli_converts_a_trusted_pickle(tmp_path):
                              "--encoder", '{"num_blocks": 2, "self_attend": {"heads": 2}}']) == 0
     model = from_pretrained(out)
     assert model.config.encoder.num_blocks == 2
+    # predict reads images for it as DeepMind's ImageNet example prepares them; a pickle holds
+    # no class names.
+    extra = json.loads((out / "config.json").read_text())["extra"]
+    assert extra["classes"] == [str(i) for i in range(model.decoder.output_channels)]
+    assert extra["input_spec"]["preprocess"]["center_crop"] == {"fraction": [0.875, 0.875]}
 
 
 def test_haiku_mappings_unpickle_without_haiku(tmp_path, monkeypatch):

@@ -114,12 +114,27 @@ def test_masked_language_model_with_mask(config):
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_optical_flow(config):
     hf = hf_model("PerceiverForOpticalFlow", config, train_size=[4, 6])
-    ours = from_transformers(hf, semantics="transformers")
+    ours = from_transformers(hf, semantics="transformers", flow_scale=1.0)  # raw output
     assert n_params(ours) == n_params(hf)
     x = torch.randn(2, 2, 27, 4, 6, dtype=torch.float64)  # transformers: (batch, 2, 27, H, W)
     with torch.no_grad():
         torch.testing.assert_close(ours(x.permute(0, 1, 3, 4, 2)), hf(inputs=x).logits,
                                    **FOURIER)
+
+
+def test_optical_flow_is_in_pixels_by_default():
+    """Flow in pixels as DeepMind's examples compute it: 20x transformers' output, recorded
+    in the saved recipe and kept through save_pretrained/from_pretrained and the CLI."""
+    hf = hf_model("PerceiverForOpticalFlow", "plain", train_size=[4, 6])
+    ours = from_transformers(hf, semantics="transformers")
+    assert ours.recipe["overrides"]["flow_scale"] == 20.0
+    x = torch.randn(2, 2, 27, 4, 6, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x.permute(0, 1, 3, 4, 2)), 20 * hf(inputs=x).logits,
+                                   **FOURIER)
+    with pytest.raises(ValueError, match="flow_scale"):
+        from_transformers(hf_model("PerceiverForImageClassificationLearned", num_labels=3,
+                                   image_size=4), flow_scale=1.0)
 
 
 @pytest.mark.parametrize("config", ["plain", "knobs"])

@@ -82,25 +82,46 @@ def read_transformers_checkpoint(folder: str | Path) -> tuple[dict, dict]:
     return state, config
 
 
+def _add_image_spec(extra: dict, model: torch.nn.Module, config: dict,
+                    processor: dict | None) -> None:
+    """An image classifier's ``input_spec`` and ``classes`` (see
+    :func:`~omniperceiver.convert.transformers.image_input_spec`), for ``predict``."""
+    from .transformers import class_names, image_input_spec
+
+    spec = image_input_spec(model, processor)
+    if spec is not None:
+        extra["input_spec"] = spec
+        extra["classes"] = class_names(config, model.recipe["overrides"]["num_classes"])
+
+
 def convert(source: str, src: str | Path, *, semantics: str = "deepmind",
             trust_pickle: bool = False, family: str | None = None, kwargs: dict | None = None,
             encoder: dict | None = None, decoder: dict | None = None,
-            overrides: dict | None = None) -> tuple[torch.nn.Module, dict]:
-    """The converted model and the ``extra`` entries saved with it."""
+            overrides: dict | None = None,
+            flow_scale: float | None = None) -> tuple[torch.nn.Module, dict]:
+    """The converted model and the ``extra`` entries saved with it: where it came from and,
+    for an image classifier, how ``predict`` prepares images (``input_spec``) and the class
+    names (``classes``: the source config's ``id2label``, else "0".."N-1").
+    ``flow_scale``: an optical-flow model's output scale (default: the preset's, 20)."""
     extra = {"converted_from": source, "source": str(src)}
     if source == "transformers":
         from .transformers import from_transformers
 
         state, config = read_transformers_checkpoint(src)
-        model = from_transformers(state, config, semantics=semantics)
+        model = from_transformers(state, config, semantics=semantics, flow_scale=flow_scale)
         extra["semantics"] = semantics
-        if config.get("id2label"):
-            extra["id2label"] = config["id2label"]
+        processor = Path(src) / "preprocessor_config.json"
+        _add_image_spec(extra, model, config,
+                        _json(str(processor), processor.name) if processor.exists() else None)
     elif source == "deepmind":
         from .deepmind import from_deepmind
 
+        if flow_scale is not None:
+            overrides = {**(overrides or {}), "flow_scale": flow_scale}
         model = from_deepmind(src, family, trust_pickle=trust_pickle, encoder=encoder,
                               decoder=decoder, **(overrides or {}))
+        # DeepMind's ImageNet example prepares images as transformers' processor does.
+        _add_image_spec(extra, model, {}, None)
     elif source == "lucidrains":
         from .lucidrains import from_lucidrains
 
@@ -135,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--family", help="deepmind: the model (a preset name such as "
                                          "optical-flow-perceiver, or a release file name); "
                                          "default: told by the parameter names")
+    parser.add_argument("--flow-scale", type=float, default=None,
+                        help="optical flow: multiply the decoder's output by this (default 20: "
+                             "flow in pixels, as DeepMind's examples compute it; 1: "
+                             "transformers' raw output)")
     parser.add_argument("--kwargs", help="lucidrains: constructor keywords, JSON text or file")
     parser.add_argument("--encoder", help="deepmind: encoder overrides as JSON, e.g. "
                                           "'{\"self_attend\": {\"heads\": 4}}'")
@@ -156,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             args.source, args.src, semantics=args.semantics, trust_pickle=args.trust_pickle,
             family=args.family, kwargs=_json(args.kwargs, "--kwargs"),
             encoder=_json(args.encoder, "--encoder"), decoder=_json(args.decoder, "--decoder"),
-            overrides=_json(args.overrides, "--overrides"))
+            overrides=_json(args.overrides, "--overrides"), flow_scale=args.flow_scale)
         out = save_pretrained(model, args.out, extra=extra)
         params = sum(p.numel() for p in model.parameters())
         print(f"converted {args.source} {args.src} -> {out} ({params:,} parameters)")

@@ -202,11 +202,12 @@ def _conv(state, cfg, activation, semantics):
     return model, {**ours, **_encoder_state(state), **_classifier_state(state)}
 
 
-def _flow(state, cfg, activation, semantics):
+def _flow(state, cfg, activation, semantics, flow_scale=None):
     project = state["input_preprocessor.conv_after_patches.weight"]  # (64, 2 * 27)
     d = "decoder.decoder"
     model = create_model(
         "optical-flow-perceiver", train_size=list(cfg.train_size),
+        **({} if flow_scale is None else {"flow_scale": flow_scale}),
         input_channels=project.shape[1] // 2, project_channels=project.shape[0],
         activation=activation, encoder=_encoder_override(state, cfg),
         decoder=_spec_override(state, f"{d}.decoding_cross_attention", heads=1,
@@ -306,13 +307,18 @@ def _activation(cfg: _Config, semantics: str) -> str:
     return _ACTIVATIONS[act]
 
 
-def from_transformers(model, config=None, *, semantics: str = "deepmind") -> nn.Module:
+def from_transformers(model, config=None, *, semantics: str = "deepmind",
+                      flow_scale: float | None = None) -> nn.Module:
     """Convert a transformers Perceiver model, or its ``(state_dict, config)``.
 
     ``config`` is a ``PerceiverConfig`` or the ``config.json`` dict (needed with a state dict;
     its ``architectures`` entry names the model, else the weights tell). Returns our model in
     eval mode, in the weights' dtype, built from a registered preset (``model.recipe``) so
     ``save_pretrained``/``from_pretrained`` work.
+
+    ``flow_scale`` (optical flow only): the output is transformers' times this; by default
+    the preset's 20, flow in pixels as DeepMind's examples compute it (1: transformers' raw
+    output).
     """
     if semantics not in SEMANTICS:
         raise ConfigError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
@@ -334,8 +340,14 @@ def from_transformers(model, config=None, *, semantics: str = "deepmind") -> nn.
     state = {k.removeprefix("perceiver."): v for k, v in state.items()}
     family = _family(architecture, state)
     dtype = state["embeddings.latents"].dtype
+    options = {}
+    if flow_scale is not None:
+        if family != "flow":
+            raise ConfigError(f"flow_scale is for optical flow models, not {family!r}")
+        options["flow_scale"] = flow_scale
     try:
-        ours, weights = _BUILDERS[family](state, cfg, _activation(cfg, semantics), semantics)
+        ours, weights = _BUILDERS[family](state, cfg, _activation(cfg, semantics), semantics,
+                                          **options)
     except KeyError as error:
         raise ModelFileError(f"these weights lack {error.args[0]!r}: not a complete transformers "
                              f"{architecture or family} checkpoint") from None
@@ -347,4 +359,62 @@ def from_transformers(model, config=None, *, semantics: str = "deepmind") -> nn.
     return ours
 
 
-__all__ = ["from_transformers", "ARCHITECTURES", "SEMANTICS"]
+# --- how inputs are prepared ---------------------------------------------------------------
+
+IMAGE_PRESETS = ("vision-perceiver-fourier", "vision-perceiver-learned", "vision-perceiver-conv")
+
+
+def _height_width(size) -> tuple[int, int]:
+    """transformers' sizes: ``{"height": h, "width": w}``, ``[h, w]`` or one number."""
+    if isinstance(size, Mapping):
+        return int(size["height"]), int(size["width"])
+    if isinstance(size, (list, tuple)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def image_input_spec(model: nn.Module, processor: Mapping | None = None) -> dict | None:
+    """The ``input_spec`` (see :mod:`omniperceiver.training.inputs`) of a converted image
+    classifier: RGB images of the model's size, prepared as transformers'
+    ``PerceiverImageProcessor`` does (``processor``: a checkpoint's
+    ``preprocessor_config.json``; its absent fields take the processor's defaults). None for
+    other models.
+
+    The processor crops ``size / crop_size`` of the shorter side; the resize goes to the
+    model's own image size, which a checkpoint's ``size`` matches.
+    """
+    from ..data.preprocess import PERCEIVER_IMAGE_PROCESSOR, RESAMPLE, image_preprocess
+
+    recipe = getattr(model, "recipe", None) or {}
+    if recipe.get("preset") not in IMAGE_PRESETS:
+        return None
+    p = {**PERCEIVER_IMAGE_PROCESSOR, **(processor or {})}
+    size = _height_width(recipe["overrides"]["image_size"])
+    crop = None
+    if p.get("do_center_crop", True):
+        (h, w), (crop_h, crop_w) = _height_width(p["size"]), _height_width(p["crop_size"])
+        crop = (h / crop_h, w / crop_w)
+    names = {number: name for name, number in RESAMPLE.items()}
+    resample = names.get(p["resample"], p["resample"])
+    normalize = p.get("do_normalize", True)
+    preprocess = image_preprocess(
+        size=size, crop_fraction=crop, resample=resample,
+        rescale=p["rescale_factor"] if p.get("do_rescale", True) else 1.0,
+        mean=p["image_mean"] if normalize else (0.0, 0.0, 0.0),
+        std=p["image_std"] if normalize else (1.0, 1.0, 1.0))
+    return {"modality": "image", "image_size": list(size), "channels": 3,
+            "preprocess": preprocess}
+
+
+def class_names(config: Mapping, num_classes: int) -> list[str]:
+    """The class names in a config's ``id2label`` (keys "0".."N-1"); "0".."N-1" themselves
+    when it has none or not one for every class."""
+    id2label = config.get("id2label") or {}
+    names = [id2label.get(str(i), id2label.get(i)) for i in range(num_classes)]
+    if any(name is None for name in names):
+        return [str(i) for i in range(num_classes)]
+    return [str(name) for name in names]
+
+
+__all__ = ["from_transformers", "image_input_spec", "class_names", "ARCHITECTURES",
+           "SEMANTICS", "IMAGE_PRESETS"]

@@ -6,6 +6,8 @@ reader             result
 =================  =================================================================
 read_image         float32 (H, W, C) in [0, 1], C = 1, 3 or 4; 16-bit images keep their
                    range; optionally resized (antialiased bilinear)
+decode_image       any function of the decoded Pillow image (e.g. a converted model's
+                   preparation, :mod:`omniperceiver.data.preprocess`)
 read_waveform      float32 (num_samples,) in [-1, 1] (channels averaged), optionally
                    resampled and padded/cropped
 read_array         a numeric, non-empty ``.npy`` array (never unpickled)
@@ -29,9 +31,9 @@ faces), NaN or infinite values, a type of values it cannot scale, or a decompres
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +50,8 @@ MESH_SUFFIXES = (".off",)
 PLY_SUFFIXES = (".ply",)
 ARRAY_SUFFIXES = (".npy",)
 POINT_SUFFIXES = (*MESH_SUFFIXES, *PLY_SUFFIXES, *ARRAY_SUFFIXES)
+
+T = TypeVar("T")
 
 _GREY_16 = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -86,19 +90,24 @@ def read_image(path: str | os.PathLike, *, channels: int = 3,
     animated images: the first frame), resized to ``size`` (H, W) when given."""
     if channels not in (1, 3, 4):
         raise ValueError(f"channels must be 1, 3 or 4, got {channels!r}")
+    x = torch.from_numpy(decode_image(path, lambda img: _image_array(img, channels)))
+    return x if size is None else resize_image(x, size)
+
+
+def decode_image(path: str | os.PathLike, decode: Callable[[Any], T]) -> T:
+    """``decode(img)`` of the decoded Pillow image in the file ``path`` (animated images: the
+    first frame), with every decoding failure a :class:`DatasetError` naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             img.load()
-            arr = _image_array(img, channels)
+            return decode(img)
     except Image.DecompressionBombError as exc:
         raise DatasetError(f"{path}: refused to decode a possible decompression bomb ({exc}); "
                            f"raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
-    x = torch.from_numpy(arr)
-    return x if size is None else resize_image(x, size)
 
 
 def read_waveform(path: str | os.PathLike, *, sample_rate: int | None = None,
@@ -316,7 +325,7 @@ def suffix_of(path: str | os.PathLike) -> str:
 
 __all__ = ["IMAGE_SUFFIXES", "AUDIO_SUFFIXES", "MESH_SUFFIXES", "PLY_SUFFIXES",
            "ARRAY_SUFFIXES", "POINT_SUFFIXES",
-           "resize_image", "read_image", "read_waveform", "read_array", "unit_float",
-           "finite_float", "waveform_array",
+           "resize_image", "read_image", "decode_image", "read_waveform", "read_array",
+           "unit_float", "finite_float", "waveform_array",
            "check_video_array", "read_video_array", "mesh_points", "read_ply", "read_points",
            "suffix_of"]

@@ -41,18 +41,20 @@ class SequenceOutput(OutputAdapter):
 
 
 class FlowOutput(OutputAdapter):
-    """(batch, H * W, 2) -> flow (batch, H, W, 2) on the input grid, divided by
-    ``rescale_factor``."""
+    """(batch, H * W, 2) -> flow (batch, H, W, 2) on the input grid: divided by
+    ``rescale_factor`` (the decoder's training scale), then multiplied by ``flow_scale`` (the
+    unit of the result; 20 turns the published models' output into pixels)."""
 
-    def __init__(self, rescale_factor: float = 100.0):
+    def __init__(self, rescale_factor: float = 100.0, flow_scale: float = 1.0):
         super().__init__()
         self.rescale_factor = rescale_factor
+        self.flow_scale = flow_scale
 
     def forward(self, outputs: Tensor, adapted: AdapterOutput | None = None) -> Tensor:
         if adapted is None or adapted.grid_shape is None:
             raise ValueError("flow outputs are laid out on the input grid: pass the input "
                              "adapter's output")
-        return (outputs / self.rescale_factor).reshape(
+        return (outputs / self.rescale_factor * self.flow_scale).reshape(
             outputs.shape[0], *adapted.grid_shape, outputs.shape[-1])
 
 

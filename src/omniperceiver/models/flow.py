@@ -27,13 +27,19 @@ def optical_flow_perceiver(
     project_channels: int = 64,
     num_bands: int = 64,
     rescale_factor: float = 100.0,
+    flow_scale: float = 20.0,
     activation: str = "gelu",
     encoder: dict | None = None,
     decoder: dict | None = None,
 ) -> PerceiverModel:
     """Frames (batch, 2, H, W, 27) of the training size (see
     :func:`~omniperceiver.adapters.flow_patches`) -> flow (batch, H, W, 2). The decoder's
-    queries are the encoder's inputs (each pixel's features with their position features)."""
+    queries are the encoder's inputs (each pixel's features with their position features).
+
+    The output is the decoder's divided by ``rescale_factor`` and multiplied by
+    ``flow_scale``: with the published weights, 20 (the default) gives flow in pixels, as
+    DeepMind's examples compute it; 1 gives transformers' ``PerceiverForOpticalFlow`` logits.
+    """
     adapter = FlowAdapter(image_shape=tuple(train_size), input_channels=input_channels,
                           project_channels=project_channels, num_bands=num_bands)
     config = encoder_config(FLOW_ENCODER, encoder, activation)
@@ -42,7 +48,8 @@ def optical_flow_perceiver(
                                      query_channels=adapter.num_channels, cross_attend=spec)
     return PerceiverModel(input_adapter=adapter,
                           encoder=PerceiverEncoder(adapter.num_channels, config),
-                          decoder=flow_decoder, output_adapter=FlowOutput(rescale_factor))
+                          decoder=flow_decoder,
+                          output_adapter=FlowOutput(rescale_factor, flow_scale))
 
 
 __all__ = ["FLOW_ENCODER", "optical_flow_perceiver"]

@@ -4,7 +4,9 @@
 The files are read with the data sets' readers (:mod:`omniperceiver.data.readers`), so a file
 becomes the same tensor here as in training. The model's ``input_spec`` (saved with it) says
 which modality and shape it takes, e.g. ``{"modality": "image", "image_size": [28, 28],
-"channels": 1}``. A file of another modality or an array of the wrong shape raises
+"channels": 1}``; a converted model's spec adds how its source prepared images
+(``"preprocess"``, see :mod:`omniperceiver.data.preprocess`). A file of another modality or
+an array of the wrong shape raises
 :class:`~omniperceiver.errors.InputFileError` naming the file, what the model takes and what
 the file holds.
 """
@@ -20,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..data.audio import fix_length
+from ..data.preprocess import normalize_pixels, prepare_image
 from ..data.readers import (
     ARRAY_SUFFIXES,
     AUDIO_SUFFIXES,
@@ -83,6 +86,9 @@ def _read(reader: Callable[..., Any], path: Path, *args, **kwargs) -> Any:
 def _load_image(path: Path, spec: dict[str, Any]) -> Tensor:
     size, channels = tuple(spec["image_size"]), spec["channels"]
     suffix = path.suffix.lower()
+    preprocess = spec.get("preprocess")
+    if preprocess is not None and suffix in IMAGE_SUFFIXES:
+        return _read(prepare_image, path, preprocess)
     if suffix in IMAGE_SUFFIXES:
         x = _read(read_image, path, channels=channels, size=size)
     elif suffix in ARRAY_SUFFIXES:
@@ -93,6 +99,8 @@ def _load_image(path: Path, spec: dict[str, Any]) -> Tensor:
         if arr.shape != (*size, channels):
             raise _wrong(path, spec, f"an array of shape {shape}")
         x = _read(unit_float, arr, path)
+        if preprocess is not None:  # an array in [0, 1] is an image already cropped and resized
+            return normalize_pixels(x * 255.0, preprocess)
     else:
         raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
     permutation_seed = spec.get("permutation_seed")
