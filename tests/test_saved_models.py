@@ -59,3 +59,14 @@ def test_saved_models_load_in_a_fresh_interpreter():
                             env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("version, scale", [("0.1.0", 1.0), ("0.2.0", 1.0), ("0.3.0", 20.0),
+                                            (None, 20.0)])
+def test_flow_folders_keep_the_units_of_the_release_that_wrote_them(version, scale):
+    """Flow in pixels (x20) since 0.3.0; a folder written before keeps transformers' units."""
+    from omniperceiver.hub import build_from_recipe
+
+    with torch.device("meta"):
+        model = build_from_recipe({"preset": "optical-flow-perceiver", "overrides": {}}, version)
+    assert model.output_adapter.flow_scale == scale

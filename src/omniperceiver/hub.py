@@ -45,8 +45,8 @@ CHANGED_DEFAULTS: dict[str, tuple[str, dict]] = {
     # 0.2.0: the main job reads raw pixels (it read a conv stem's 7x7 grid)
     "mnist-perceiver": ("0.2.0", {"mode": "conv", "num_bands": 8, "widening_factor": 1,
                                   "latent_init_std": 0.02}),
-    # 0.2.0: flow in pixels (x20, as DeepMind's examples); before, transformers' raw output
-    "optical-flow-perceiver": ("0.2.0", {"flow_scale": 1.0}),
+    # 0.3.0: flow in pixels (x20, as DeepMind's examples); before, transformers' raw output
+    "optical-flow-perceiver": ("0.3.0", {"flow_scale": 1.0}),
 }
 
 
