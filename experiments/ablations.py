@@ -16,8 +16,9 @@ sharing        weights shared (the paper: all cross-attends after the first shar
 bands          Fourier bands: 4, 8, 16, 32, 64
 max_frequency  the highest Fourier frequency, max_resolution / 2, for max_resolution a quarter,
                half, one, two and four times the input grid
-position       Fourier features vs learned position embeddings (as many channels) vs none (the
-               model then sees a bag of pixel values)
+position       Fourier features vs learned position embeddings (as many channels) vs none (each
+               input is then one pixel value, which the cross-attend's LayerNorm over its one
+               channel maps to the same constant: the model sees nothing and must sit at chance)
 depth          latent self-attends per block: 1, 2, 4, 6
 =============  ================================================================================
 
