@@ -99,6 +99,33 @@ def permutation_summary(data: dict) -> str:
         "\n".join(lines) + "\n\n"
 
 
+def ablation_summary(data: dict, permutation: dict | None) -> str:
+    """The reference model, the seed noise of the same model and budget (from the permutation
+    study, when it has the same epochs), and every change beyond twice that noise."""
+    runs = {(r["variant"], r["seed"]): r["test_accuracy"] for r in data["runs"]}
+    reference = statistics.fmean(a for (v, _), a in runs.items() if v == "{}")
+    epochs = data["meta"]["recipe"]["epochs"]
+    accuracies = [r["test_accuracy"] for r in (permutation or {}).get("runs", [])
+                  if (r["model"], r["dataset"], r["permuted"], r["epochs"])
+                  == ("perceiver", "mnist", False, epochs)]
+    noise = statistics.stdev(accuracies) if len(accuracies) > 1 else None
+    threshold = 2 * noise if noise is not None else 0.03
+    text = f"The reference model: {100 * reference:.1f}% after {epochs} epochs. "
+    if noise is not None:
+        text += (f"Three seeds of the same model and budget in the permutation study spread "
+                 f"by {100 * noise:.2f} points (standard deviation), so this one-seed table "
+                 f"resolves only differences of more than {100 * threshold:.1f} points (twice that). ")
+    changes = []
+    for axis, variants in data["meta"]["axes"].items():
+        for label, variant in variants:
+            accuracy = statistics.fmean(a for (v, _), a in runs.items() if v == variant)
+            if variant != "{}" and abs(accuracy - reference) > threshold:
+                changes.append(f"{axis} {label}: {100 * (accuracy - reference):+.1f}")
+    text += ("Changes beyond that: " + "; ".join(changes) + ".\n\n" if changes
+             else "No change goes beyond that.\n\n")
+    return text
+
+
 def build() -> str:
     text = ("# Results\n\n"
             "Every table below is copied from a result file in the repository, written by the "
@@ -118,6 +145,8 @@ def build() -> str:
             text += permutation_summary(data)
         if name == "curve":
             text += step_time_note()
+        if name == "ablations":
+            text += ablation_summary(data, _load("permutation"))
         if png.exists():
             text += f"![{name}](../experiments/results/{name}.png)\n\n"
         text += _demote(md.read_text().split("\n", 1)[1]) + "\n"
