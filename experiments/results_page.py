@@ -114,7 +114,8 @@ def ablation_summary(data: dict, permutation: dict | None) -> str:
     if noise is not None:
         text += (f"Three seeds of the same model and budget in the permutation study spread "
                  f"by {100 * noise:.2f} points (standard deviation), so this one-seed table "
-                 f"resolves only differences of more than {100 * threshold:.1f} points (twice that). ")
+                 f"resolves only differences of more than {100 * threshold:.1f} points "
+                 "(twice that). ")
     changes = []
     for axis, variants in data["meta"]["axes"].items():
         for label, variant in variants:
