@@ -5,9 +5,9 @@
 
 Each config runs as ``omniperceiver fit --config configs/<name>.yaml --trainer.default_root_dir
 runs/measure/<name> --overwrite true`` (fit, then test on the held-out split; a new measurement
-replaces the previous one); the table lists the test accuracy
-from the run's metrics.json, the wall time of the whole command (start-up, data, training,
-test, plots, export) and the fit time alone. Extra arguments after ``--`` go to every run.
+replaces the previous one); the table lists the test accuracy (and a language model's test
+bits per byte) from the run's metrics.json, the wall time of the whole command (start-up,
+data, training, test, plots, export) and the fit time alone. Extra arguments after ``--`` go to every run.
 The machine should be otherwise idle: other processes on the same cores slow PyTorch down
 (by far more than their share with multi-threaded kernels); the table gives the 1-minute load
 average before and during each run.
@@ -66,6 +66,7 @@ def run_config(name: str, run_dir: Path, extra: list[str]) -> dict:
     wall, loads = timed(command, ROOT, log)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"config": name, "test_accuracy": metrics["test_accuracy"],
+            "test_bits_per_byte": metrics.get("test_bits_per_byte"),  # language models
             "wall_seconds": round(wall, 1), "fit_seconds": metrics["fit_seconds"],
             "epochs": metrics["epochs"], "parameters": metrics["num_parameters"],
             "load_before": round(load_before, 2),
@@ -93,17 +94,20 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
 
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     lines = [f"Measured on {platform.node()} ({os.cpu_count()} CPUs, {cpu_model()}, PyTorch "
              f"CPU capability {torch.backends.cpu.get_cpu_capability()}), "
-             f"{time.strftime('%Y-%m-%d')}, command: "
+             f"{time.strftime('%Y-%m-%d')}, commit {commit[:10]}, command: "
              f"python scripts/measure_configs.py {' '.join(argv)}", "",
-             "| config | test accuracy | wall time (s) | fit time (s) | epochs | parameters "
-             "| load before / during |",
-             "|---|---|---|---|---|---|---|"]
+             "| config | test accuracy | test bits per byte | wall time (s) | fit time (s) "
+             "| epochs | parameters | load before / during |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['test_accuracy']:.2%} | {r['wall_seconds']:.0f} | "
-                     f"{r['fit_seconds']:.0f} | {r['epochs']} | {r['parameters']:,} | "
-                     f"{r['load_before']} / {r['load_during']} |")
+        bits = "-" if r["test_bits_per_byte"] is None else f"{r['test_bits_per_byte']:.3f}"
+        lines.append(f"| {r['config']} | {r['test_accuracy']:.2%} | {bits} | "
+                     f"{r['wall_seconds']:.0f} | {r['fit_seconds']:.0f} | {r['epochs']} | "
+                     f"{r['parameters']:,} | {r['load_before']} / {r['load_during']} |")
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:
