@@ -8,9 +8,9 @@ runs/measure/<name> --overwrite true`` (fit, then test on the held-out split; a 
 replaces the previous one); the table lists the test accuracy (and a language model's test
 bits per byte) from the run's metrics.json, the wall time of the whole command (start-up,
 data, training, test, plots, export) and the fit time alone. Extra arguments after ``--`` go
-to every run. The machine should be otherwise idle: other processes on the same cores slow PyTorch down
-(by far more than their share with multi-threaded kernels); the table gives the 1-minute load
-average before and during each run.
+to every run. The machine should be otherwise idle: other processes on the same cores slow
+PyTorch down (by far more than their share with multi-threaded kernels); the table gives the
+1-minute load average before and during each run.
 """
 
 from __future__ import annotations
