@@ -102,6 +102,16 @@ def test_resuming_another_model_is_refused_before_anything_is_written(finished, 
     assert snapshot(finished) == before
 
 
+def test_resuming_with_other_training_settings_names_them(run_copy):
+    args = tiny_args("mnist.yaml", run_copy, steps=3,
+                     extra=[*NO_PLOTS, "--ckpt_path", "last", "--model.lr", "0.0005",
+                            "--model.label_smoothing", "0.0"])
+    with pytest.warns(UserWarning, match=r"resuming with training settings other than the "
+                      r"checkpoint's: label_smoothing 0.1 in the checkpoint, 0.0 now; lr 0.002 "
+                      r"in the checkpoint, 0.0005 now\. The optimizer"):
+        assert main(["fit", *args]) == 0
+
+
 def test_a_resume_that_fails_keeps_the_previous_results(run_copy, monkeypatch, capsys):
     from omniperceiver.errors import NonFiniteLossError
     from omniperceiver.training.module import ClassificationModule

@@ -10,6 +10,7 @@ another model than the one the options build, naming each setting and parameter 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,8 @@ def _show(value: Any) -> str:
 
 def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
     """Raise a :class:`ConfigError` naming the settings and parameters that differ if the
-    checkpoint ``path`` holds another model than ``module`` (whose weights it would load)."""
+    checkpoint ``path`` holds another model than ``module`` (whose weights it would load);
+    warn, naming them, if only training settings differ (lr, label smoothing, ...)."""
     try:
         checkpoint = load_checkpoint_file(path, mmap=True)
     except Exception as error:  # noqa: BLE001  (any unreadable file)
@@ -116,6 +118,28 @@ def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
             f"--ckpt_path {path} holds another model than this run builds: "
             f"{'; '.join(problems)}. Resume with the run's own settings (its config.yaml), or "
             f"start a new run with a new --trainer.default_root_dir.")
+    others = [f"{key} {saved[key]!r} in the checkpoint, {ours[key]!r} now"
+              for key in sorted(saved.keys() & set(ours.keys()))
+              if key not in MODEL_SETTINGS and _plain(saved[key]) != _plain(ours[key])]
+    if others:
+        warnings.warn(
+            f"--ckpt_path {path}: resuming with training settings other than the "
+            f"checkpoint's: {'; '.join(others)}. The optimizer and its learning-rate schedule "
+            f"continue as saved in the checkpoint (a new lr, weight_decay, betas, schedule or "
+            f"warmup has no effect); the other settings take the new values.", stacklevel=2)
+
+
+#: Hyper-parameters that decide the model (checked above) or come from the data.
+MODEL_SETTINGS = ("model", "num_classes", "model_args", "class_names", "input_spec")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists (a checkpoint stores tuples as lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 __all__ = ["check_run_folder", "check_writable", "check_checkpoint_matches"]
