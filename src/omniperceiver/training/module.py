@@ -6,6 +6,7 @@ Language modelling is :class:`omniperceiver.training.language.LanguageModelModul
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -75,7 +76,7 @@ def weight_decay_groups(model: nn.Module, weight_decay: float,
              "lr_ratio": ratio} for (ratio, decays), params in groups.items()]
 
 
-class TrainingModule(LightningModule):
+class TrainingModule(LightningModule, ABC):
     """What every task's module shares. A subclass saves its hyper-parameters (among them
     ``optimizer``, ``lr``, ``weight_decay``, ``betas``, ``schedule``, ``warmup``,
     ``min_lr_ratio``, ``step_milestones``, ``step_gamma`` and ``compile``, documented in
@@ -83,9 +84,9 @@ class TrainingModule(LightningModule):
     defines the steps; this class configures the optimizer and schedule, clips gradients and
     compiles the model."""
 
+    @abstractmethod
     def create_model(self) -> nn.Module:
         """A fresh model of the module's preset and overrides (for training and export)."""
-        raise NotImplementedError
 
     def export_extra(self) -> dict[str, Any]:
         """What ``save_pretrained`` stores beside the model's recipe (``extra``)."""
