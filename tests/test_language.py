@@ -81,8 +81,12 @@ def test_bad_options_are_reported(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(omniperceiver.errors.DatasetError, match="no .py files"):
         TextBytesData(root=str(tmp_path / "empty"))
-    with pytest.raises(omniperceiver.errors.ConfigError, match="context"):
-        TextBytesData(root=str(write_text_folder(tmp_path / "text")), context=0)
+    text = str(write_text_folder(tmp_path / "text"))
+    for option, value in (("context", 0), ("batch_size", 0), ("max_bytes", -5),
+                          ("eval_windows", 0)):
+        with pytest.raises(omniperceiver.errors.ConfigError,
+                           match=f"TextBytesData options: {option} must"):
+            TextBytesData(root=text, **{option: value})
     data = TextBytesData(root=str(write_text_folder(tmp_path / "small", count=2)), context=8)
     with pytest.raises(omniperceiver.errors.DatasetError, match="the val split .* has 0 bytes"):
         data.dataset("val")

@@ -322,3 +322,14 @@ def test_save_and_load_in_a_fresh_interpreter_give_the_same_logits(tmp_path):
     got, got_tokens = json.loads(result.stdout)
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=0, atol=1e-6)
     assert got_tokens == want_tokens
+
+
+@pytest.mark.parametrize("option, value", [("max_context", 0), ("num_self_attends", 0),
+                                           ("prefix_dropout", 1.0), ("dropout", -0.1),
+                                           ("init_std", float("nan"))])
+def test_options_are_checked_by_name(option, value):
+    from omniperceiver.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"PerceiverAR: {option} must"):
+        PerceiverAR(**{"max_context": 16, "num_latents": 4, "dim": 16, "heads": 2,
+                       option: value})

@@ -42,7 +42,7 @@ from .adapters.text import ByteTokenizer
 from .attention import Attention, FeedForward, make_norm
 from .kernels import attend
 from .position import RotaryPositions
-from .validation import check_mask, check_token_ids
+from .validation import check_mask, check_options, check_token_ids
 
 Angles = tuple[Tensor, Tensor]
 
@@ -148,11 +148,15 @@ class PerceiverAR(nn.Module):
         init_std: float = 0.02,
     ):
         super().__init__()
-        if not 1 <= num_latents <= max_context:
+        check_options(dict(vocab_size=vocab_size, max_context=max_context,
+                           num_latents=num_latents, dim=dim, heads=heads,
+                           num_self_attends=num_self_attends, widening_factor=widening_factor,
+                           dropout=dropout, prefix_dropout=prefix_dropout,
+                           max_wavelength=max_wavelength, init_std=init_std),
+                      where="PerceiverAR")
+        if num_latents > max_context:
             raise ValueError(f"num_latents must lie in [1, max_context={max_context}], "
                              f"got {num_latents}")
-        if not 0.0 <= prefix_dropout < 1.0:
-            raise ValueError(f"prefix_dropout must lie in [0, 1), got {prefix_dropout}")
         if dim % heads:
             raise ValueError(f"dim={dim} must be divisible by heads={heads}")
         self.vocab_size = vocab_size

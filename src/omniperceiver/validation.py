@@ -38,15 +38,16 @@ POSITIVE_INTEGERS = frozenset({
     "patch_shape", "video_shape", "frames_shape", "train_size", "output_shape", "input_shape",
     "shape", "max_samples", "audio_samples", "samples_per_patch", "sample_rate", "n_mels",
     "hop_length", "max_length", "vocab_size", "max_frames", "input_chunk_size", "num_points",
-    "num_samples", "num_frames", "batch_size", "eval_batch_size",
+    "num_samples", "num_frames", "batch_size", "eval_batch_size", "max_context",
+    "num_self_attends", "context", "max_bytes", "train_windows", "eval_windows",
 })
 #: Probabilities of dropping or smoothing: in [0, 1).
 FRACTIONS = frozenset({"dropout", "attn_dropout", "ff_dropout", "seq_dropout_prob",
-                       "label_smoothing"})
+                       "prefix_dropout", "label_smoothing"})
 #: Frequencies, resolutions, scales and rates: finite numbers > 0.
 POSITIVE_NUMBERS = frozenset({"max_frequency", "max_freq", "max_resolution", "latent_init_std",
                               "rescale_factor", "norm_eps", "lr", "step_gamma",
-                              "pretrained_lr_ratio"})
+                              "pretrained_lr_ratio", "init_std", "max_wavelength"})
 #: Finite numbers >= 0.
 NON_NEGATIVE_NUMBERS = frozenset({"num_features", "weight_decay", "warmup", "min_lr_ratio",
                                   "val_size", "test_size"})

@@ -36,6 +36,7 @@ from ..adapters.text import ByteTokenizer
 from ..data import DatasetError
 from ..errors import ConfigError, NonFiniteLossError
 from ..registry import create_model
+from ..validation import check_options
 from .module import TrainingModule
 from .resumable import ResumableData
 
@@ -180,10 +181,10 @@ class TextBytesData(ResumableData):
                  num_workers: int = 0, seed: int | None = None):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size,
                          num_workers=num_workers, seed=seed)
-        if context < 1:
-            raise ConfigError(f"context must be a positive integer, got {context}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+        check_options(dict(context=context, batch_size=batch_size,
+                           eval_batch_size=eval_batch_size, max_bytes=max_bytes,
+                           train_windows=train_windows, eval_windows=eval_windows),
+                      where=f"{type(self).__name__} options")
         if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
             raise ConfigError(f"val_fraction and test_fraction must be > 0 with a sum < 1, got "
                               f"{val_fraction} and {test_fraction}")
