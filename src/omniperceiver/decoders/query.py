@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from ..adapters.base import AdapterOutput
@@ -118,11 +117,14 @@ class TokenQueryDecoder(QueryDecoder):
 
     def decoder_query(self, latents: Tensor, adapted: AdapterOutput | None = None, *,
                       subsample: Tensor | None = None) -> Tensor:
-        if subsample is None and adapted is not None:
-            num_inputs = adapted.inputs.shape[1]
-            if num_inputs != self.output_shape[0]:
-                subsample = torch.arange(num_inputs, device=latents.device)
-        return super().decoder_query(latents, adapted, subsample=subsample)
+        queries = super().decoder_query(latents, adapted, subsample=subsample)
+        if subsample is None and adapted is not None:  # the first num_inputs positions
+            num_inputs, max_length = adapted.inputs.shape[1], self.output_shape[0]
+            if num_inputs > max_length:
+                raise ValueError(f"{num_inputs} input positions, but this decoder has queries "
+                                 f"for at most max_length={max_length}")
+            queries = queries[:, :num_inputs]
+        return queries
 
 
 class ClassificationDecoder(Decoder):
