@@ -5,7 +5,9 @@
 The Transformer (:class:`experiments.baselines.CausalTransformer`, sized like the Perceiver
 AR) trains at ``--context`` N; Perceiver AR (``perceiver-ar-bytes-small``: 128 latents) at N,
 4N and 16N. Every model has the same parameter count (the context changes no weight) and
-the same wall-clock budget, ``--budget-seconds`` of training steps (batch ``--batch-size``,
+the same budget, ``--budget-seconds`` of training steps counted in CPU seconds of this process
+(``time.process_time``: other work on a shared machine does not shorten one model's budget;
+with ``--threads 1`` a CPU second is a wall second on an idle core) (batch ``--batch-size``,
 AdamW, linear warm-up then cosine decay over the budget, gradient clipping). All are scored
 on the same held-out bytes: the last ``--scored`` bytes of ``--eval-windows`` windows of the
 test files (the corpus is split by file, :class:`omniperceiver.training.TextBytesData`),
@@ -42,16 +44,17 @@ PROMPT = "def read_config(path):\n    "
 
 def train_for(model: nn.Module, tokens: Tensor, context: int, *, seconds: float,
               max_steps: int | None, batch_size: int, lr: float, seed: int) -> dict[str, Any]:
-    """AdamW steps on random windows of ``tokens`` until ``seconds`` of training have passed:
+    """AdamW steps on random windows of ``tokens`` until ``seconds`` of CPU time have passed:
     the loss is over every position the model predicts (all N for the Transformer, the last
     M for Perceiver AR)."""
     windows = ByteWindows(tokens, context, 1 << 30, random=True, seed=seed)
     optimizer = torch.optim.AdamW(weight_decay_groups(model, 0.1), lr=lr, betas=(0.9, 0.95))
     torch.manual_seed(seed)
     model.train()
-    step, losses, start, warmup = 0, [], time.perf_counter(), 20
-    while (max_steps is None or step < max_steps) and time.perf_counter() - start < seconds:
-        done = (time.perf_counter() - start) / seconds
+    step, losses, start, warmup = 0, [], time.process_time(), 20
+    wall = time.perf_counter()
+    while (max_steps is None or step < max_steps) and time.process_time() - start < seconds:
+        done = (time.process_time() - start) / seconds
         factor = min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * done)))
         for group in optimizer.param_groups:
             group["lr"] = lr * factor
@@ -66,7 +69,8 @@ def train_for(model: nn.Module, tokens: Tensor, context: int, *, seconds: float,
         optimizer.step()
         losses.append(loss.item())
         step += 1
-    return {"steps": step, "train_seconds": round(time.perf_counter() - start, 1),
+    return {"steps": step, "train_seconds": round(time.process_time() - start, 1),
+            "wall_seconds": round(time.perf_counter() - wall, 1),
             "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4)}
 
 
@@ -141,11 +145,12 @@ def report(log: common.RunLog) -> str:
     text += (f"Corpus: {corpus['corpus']} (Python {corpus['python']}), split by file: "
              + ", ".join(f"{s} {corpus[s]['files']} files / {corpus[s]['bytes']:,} bytes"
                          for s in ("train", "val", "test"))
-             + f". Budget {log.meta['budget_seconds']} s of training per model.\n\n")
+             + f". Budget {log.meta['budget_seconds']} CPU seconds of training per model "
+             f"({log.meta['torch_threads']} torch threads).\n\n")
     rows = [[r["model"], f"{r['context']:,}", f"{r['params']:,}", r["seed"], r["steps"],
              f"{r['train_seconds']:.0f}", f"{r['test_bits_per_byte']:.3f}"] for r in log.runs]
     text += common.markdown_table(["model", "context", "parameters", "seed", "steps",
-                                   "training s", "test bits/byte"], rows)
+                                   "training CPU s", "test bits/byte"], rows)
     text += f"\nSamples (prompt `{log.meta['prompt']!r}`):\n\n"
     for r in log.runs:
         text += f"- {r['model']} N={r['context']:,}: `{r['sample']!r}`\n"
@@ -165,7 +170,7 @@ def chart(log: common.RunLog, path) -> None:
                 label=kind, linestyle="-" if kind == "perceiver-ar" else "none")
     ax.set_xscale("log", base=2)
     ax.set(xlabel="context (bytes)", ylabel="test bits per byte",
-           title=f"Same parameters, {log.meta['budget_seconds']} s of training each")
+           title=f"Same parameters, {log.meta['budget_seconds']} CPU s of training each")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -179,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--context", type=int, default=1024,
                         help="the Transformer's context; Perceiver AR also at 4x and 16x")
     parser.add_argument("--budget-seconds", type=float, default=900,
-                        help="training seconds per model (default 900)")
+                        help="training CPU seconds per model (default 900)")
     parser.add_argument("--max-steps", type=int, default=None, help="also stop after this")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
