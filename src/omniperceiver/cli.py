@@ -225,9 +225,13 @@ def load_trained(path: str | Path):
         model.eval()
         spec, classes = h.get("input_spec"), h.get("class_names")
     if spec is None:
+        from .training.predict_tasks import task_input_spec
+
+        spec = task_input_spec(model)
+    if spec is None:
         raise ModelFileError(f"{path}: the model has no input_spec, so files cannot be read for "
                            "it (train it with omniperceiver fit)")
-    if classes is None:
+    if classes is None and hasattr(getattr(model, "decoder", None), "output_channels"):
         classes = [str(i) for i in range(model.decoder.output_channels)]
     return model, classes, spec
 
@@ -238,23 +242,33 @@ def load_trained(path: str | Path):
 def predict_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="omniperceiver predict",
-        description="Print the top classes for each file (image, WAV, .off mesh, .npy). "
+        description="Print the top classes for each file (image, WAV, .off mesh, .npy); for a "
+                    "masked language model, fill in each [MASK] of text files; for an "
+                    "optical-flow model, the flow between each pair of image files. "
                     "For the LightningCLI form use: omniperceiver predict --config CONFIG "
                     "--ckpt_path CKPT --data.init_args.predict_files [FILES]")
     parser.add_argument("model", help="a Lightning checkpoint (.ckpt) or an exported model folder")
-    parser.add_argument("files", nargs="+", help="input files (multimodal: IMAGE+AUDIO)")
+    parser.add_argument("files", nargs="+", help="input files (multimodal: IMAGE+AUDIO; "
+                                                 "optical flow: FRAME1 FRAME2 [FRAME1 FRAME2 ...])")
     parser.add_argument("--top_k", type=int, default=3,
                         help="how many classes to print per file (>= 1)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="optical flow: a folder for the flows, FRAME1_FRAME2.flow.npy "
+                             "(H, W, 2) float32, (x, y) in pixels; existing files are kept")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         raise CommandError(f"--top_k must be >= 1 (the number of classes to print), got "
                            f"{args.top_k}")
+    model, classes, spec = load_trained(args.model)
+    if spec.get("modality") == "text":
+        return _predict_masked_text(model, spec, args.files)
+    if spec.get("modality") == "frame_pair":
+        return _predict_flow(model, spec, args.files, args.out)
     import torch
 
     from .training.inputs import load_input_file
     from .training.lightning_cli import print_predictions
 
-    model, classes, spec = load_trained(args.model)
     inputs = [load_input_file(f, spec) for f in args.files]  # every file checked first
     probs = []
     with torch.no_grad():
@@ -266,6 +280,42 @@ def predict_command(argv: list[str]) -> int:
             raise ModelFileError(f"{args.model}: the model's output for {file} is NaN or "
                                  "infinite; its weights may be damaged")
     print_predictions(args.files, torch.cat(probs), classes, top_k=args.top_k)
+    return 0
+
+
+def _predict_masked_text(model, spec: dict, files: list[str]) -> int:
+    from .training.predict_tasks import fill_masks, masked_ids, read_text
+
+    ids = [masked_ids(read_text(Path(f)), spec["max_length"], source=f) for f in files]
+    for file, x in zip(files, ids, strict=True):
+        print(f"{file}: {fill_masks(model, x)}")
+    return 0
+
+
+def _predict_flow(model, spec: dict, files: list[str], out: Path | None) -> int:
+    import numpy as np
+
+    from .files import write_atomically
+    from .training.predict_tasks import describe_flow, optical_flow, read_frame_pair
+
+    if len(files) % 2:
+        raise CommandError(f"an optical-flow model takes pairs of frames (FRAME1 FRAME2 ...); "
+                           f"got {len(files)} files")
+    pairs = [(Path(a), Path(b)) for a, b in zip(files[::2], files[1::2], strict=True)]
+    targets = [None if out is None else out / f"{a.stem}_{b.stem}.flow.npy" for a, b in pairs]
+    for target in targets:
+        if target is not None and target.exists():
+            raise CommandError(f"{target}: exists; choose another --out folder or remove it")
+    frames = [read_frame_pair(a, b) for a, b in pairs]  # every file checked first
+    for (a, b), x, target in zip(pairs, frames, targets, strict=True):
+        flow = optical_flow(model, x, spec["train_size"], spec.get("min_overlap", 20),
+                            source=f"{a} and {b}")
+        line = f"{a} -> {b}: {describe_flow(flow)}"
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(target, lambda f, flow=flow: np.save(f, flow.numpy()))
+            line += f" -> {target}"
+        print(line)
     return 0
 
 

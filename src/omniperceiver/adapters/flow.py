@@ -27,6 +27,7 @@ class FlowAdapter(InputAdapter):
                  num_frames: int = 2, project_channels: int = 64, num_bands: int = 64,
                  max_resolution: Sequence[float] | None = None):
         super().__init__()
+        self.image_shape = tuple(image_shape)
         self.input_channels = input_channels
         self.num_frames = num_frames
         self.project = nn.Linear(num_frames * input_channels, project_channels)
