@@ -196,3 +196,16 @@ def test_flow_errors_are_one_line(tmp_path, capsys, files, message):
     assert cli_main(["predict", str(folder), *[str(tmp_path / f) for f in files]]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_model_predict_cannot_read_files_for_says_what_predict_runs(tmp_path, capsys):
+    model = create_model("perceiver-ar-bytes-small", max_context=16, num_latents=4, dim=16,
+                         heads=2, num_self_attends=1)
+    save_pretrained(model, tmp_path / "ar")
+    (tmp_path / "a.txt").write_text("abc")
+    assert cli_main(["predict", str(tmp_path / "ar"), str(tmp_path / "a.txt")]) == 1
+    err = capsys.readouterr().err
+    assert "(perceiver-ar-bytes-small) has no input_spec" in err
+    assert "masked byte language models and optical-flow models" in err
+    assert "omniperceiver generate" in err
+    assert "Traceback" not in err

@@ -229,8 +229,13 @@ def load_trained(path: str | Path):
 
         spec = task_input_spec(model)
     if spec is None:
-        raise ModelFileError(f"{path}: the model has no input_spec, so files cannot be read for "
-                           "it (train it with omniperceiver fit)")
+        preset = (getattr(model, "recipe", None) or {}).get("preset", type(model).__name__)
+        raise ModelFileError(f"{path}: the model ({preset}) has no input_spec, so predict "
+                             "cannot read files for it; predict runs classifiers trained with "
+                             "omniperceiver fit or converted image classifiers, masked byte "
+                             "language models and optical-flow models (Perceiver AR: "
+                             "omniperceiver generate); call this one from Python "
+                             "(omniperceiver.from_pretrained)")
     if classes is None and hasattr(getattr(model, "decoder", None), "output_channels"):
         classes = [str(i) for i in range(model.decoder.output_channels)]
     return model, classes, spec
