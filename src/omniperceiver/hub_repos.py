@@ -110,12 +110,13 @@ def download(repo_id: str, files: Sequence[str], *, revision: str | None = None,
         where = f"{source}: no such file or folder here, and the" if source else "The"
         raise HubError(f"{where} Hugging Face Hub repository {repo_id!r} (revision "
                        f"{revision or 'main'}) cannot be read: "
-                       f"{_reason(hub, error, revision, cache_dir, cache_only)}") from error
+                       f"{_reason(error, revision, cache_dir, cache_only)}") from error
     return Path(folder)
 
 
-def _reason(hub: ModuleType, error: Exception, revision: str | None,
-            cache_dir: str | os.PathLike | None, cache_only: bool) -> str:
+def _reason(error: Exception, revision: str | None, cache_dir: str | os.PathLike | None,
+            cache_only: bool) -> str:
+    from huggingface_hub import constants
     from huggingface_hub.utils import (
         HFValidationError,
         LocalEntryNotFoundError,
@@ -129,7 +130,7 @@ def _reason(hub: ModuleType, error: Exception, revision: str | None,
         return ("no such repository, or it is private or gated (pass token=, set HF_TOKEN or "
                 "log in with `hf auth login`)")
     if isinstance(error, LocalEntryNotFoundError):
-        cache = cache_dir or hub.constants.HF_HUB_CACHE
+        cache = cache_dir or constants.HF_HUB_CACHE
         how = ("and downloads are off (local_files_only=True or HF_HUB_OFFLINE=1)" if cache_only
                else "and the Hub cannot be reached")
         return f"it is not in the cache {cache} {how}"
