@@ -45,7 +45,7 @@ def test_import_omniperceiver_loads_nothing_beyond_torch():
         "print(json.dumps(sorted(set(sys.modules) - before)))"))
     top = {name.split(".")[0] for name in new}
     heavy = top & {"lightning", "pytorch_lightning", "PIL", "safetensors", "transformers",
-                   "jsonargparse", "matplotlib", "onnx"}
+                   "jsonargparse", "matplotlib", "onnx", "huggingface_hub"}
     assert not heavy
     assert not [name for name in new if name.startswith(("omniperceiver.training",
                                                           "omniperceiver.data",

@@ -13,6 +13,7 @@ from .decoders import ClassificationDecoder, Decoder, OutputAdapter, QueryDecode
 from .encoder import EncoderConfig, PerceiverEncoder
 from .errors import OmniPerceiverError
 from .hub import from_pretrained, save_pretrained
+from .hub_repos import push_to_hub
 from .kernels import attend
 from .model import (
     ClassificationDecoderConfig,
@@ -46,5 +47,5 @@ __all__ = [
     "LearnedPositionEncoding", "fourier_features", "PerceiverResampler", "PerceiverAR",
     "OmniPerceiverError",
     "create_model", "describe_model", "list_models", "register_model", "from_pretrained",
-    "save_pretrained",
+    "save_pretrained", "push_to_hub",
 ]

@@ -15,6 +15,8 @@
 
 ``fit``/``validate``/``test``/``predict`` are Lightning's ``LightningCLI`` subcommands
 (:mod:`omniperceiver.training.lightning_cli`); ``--help`` after any of them lists every option.
+Wherever a model folder is taken, a Hugging Face Hub repository id ``user/name[@revision]``
+is taken too (:mod:`omniperceiver.hub_repos`).
 Everything is imported lazily: ``omniperceiver list-models`` does not load Lightning.
 """
 
@@ -186,12 +188,13 @@ def list_models_command(argv: list[str]) -> int:
 
 def load_trained(path: str | Path):
     """A trained model from a Lightning checkpoint (``.ckpt``, loaded with
-    ``weights_only=True``) or a ``save_pretrained`` folder: ``(model, class_names,
-    input_spec)``."""
+    ``weights_only=True``), a ``save_pretrained`` folder or a Hugging Face Hub repository
+    holding one (``user/name[@revision]``): ``(model, class_names, input_spec)``."""
     from .files import read_file
     from .hub import CONFIG_NAME, WEIGHTS_NAME, from_pretrained, load_config, model_folder
+    from .hub_repos import locate
 
-    path = model_folder(path)
+    path = model_folder(locate(path, (CONFIG_NAME, WEIGHTS_NAME)))
     if not path.exists():
         raise CommandError(f"{path}: no such checkpoint file or model folder")
     if path.name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -252,7 +255,9 @@ def predict_command(argv: list[str]) -> int:
                     "optical-flow model, the flow between each pair of image files. "
                     "For the LightningCLI form use: omniperceiver predict --config CONFIG "
                     "--ckpt_path CKPT --data.init_args.predict_files [FILES]")
-    parser.add_argument("model", help="a Lightning checkpoint (.ckpt) or an exported model folder")
+    parser.add_argument("model", help="a Lightning checkpoint (.ckpt), an exported model folder "
+                                      "or a Hugging Face Hub repository id "
+                                      "user/name[@revision] holding one")
     parser.add_argument("files", nargs="+", help="input files (multimodal: IMAGE+AUDIO; "
                                                  "optical flow: FRAME1 FRAME2 [FRAME1 FRAME2 ...])")
     parser.add_argument("--top_k", type=int, default=3,
@@ -353,7 +358,8 @@ def generate_command(argv: list[str]) -> int:
         description="Continue a prompt with a trained Perceiver AR (an exported model folder, "
                     "e.g. runs/perceiver_ar_bytes/model), writing the new bytes to stdout as "
                     "they are drawn (UTF-8, undecodable bytes replaced).")
-    parser.add_argument("model", help="a model folder saved by save_pretrained / fit")
+    parser.add_argument("model", help="a model folder saved by save_pretrained / fit, or a "
+                                      "Hugging Face Hub repository id user/name[@revision]")
     parser.add_argument("--prompt", help="the text to continue")
     parser.add_argument("--prompt-file", help="a file whose bytes are the prompt")
     parser.add_argument("--max-new-tokens", type=_number(int, 0, "an integer >= 0"),
@@ -385,10 +391,11 @@ def generate_command(argv: list[str]) -> int:
     import torch
 
     from .adapters.text import ByteTokenizer
-    from .hub import from_pretrained, load_config, model_folder
+    from .hub import CONFIG_NAME, WEIGHTS_NAME, from_pretrained, load_config, model_folder
+    from .hub_repos import locate
     from .perceiver_ar import PerceiverAR
 
-    folder = model_folder(args.model)
+    folder = model_folder(locate(args.model, (CONFIG_NAME, WEIGHTS_NAME)))
     if not folder.is_dir():
         raise CommandError(f"{folder}: no such model folder (train one with omniperceiver fit "
                            "--config configs/perceiver_ar_bytes.yaml; it is exported to "
@@ -424,7 +431,8 @@ def plot_attention_command(argv: list[str]) -> int:
         prog="omniperceiver plot-attention",
         description="Draw the first cross-attend's attention of chosen latents over input files "
                     "(the Perceiver paper's attention figure).")
-    parser.add_argument("model", help="a Lightning checkpoint (.ckpt) or an exported model folder")
+    parser.add_argument("model", help="a Lightning checkpoint (.ckpt), an exported model folder "
+                                      "or a Hugging Face Hub repository id user/name[@revision]")
     parser.add_argument("files", nargs="+", help="input files (images, WAV, .off, .npy)")
     parser.add_argument("--latents", type=int, nargs="+", default=None,
                         help="latent indices (default: 4 spread over the latent array)")

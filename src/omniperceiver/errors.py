@@ -27,6 +27,12 @@ class ModelFileError(OmniPerceiverError):
     """A saved model or checkpoint that cannot be read or rebuilt."""
 
 
+class HubError(ModelFileError):
+    """A model in a Hugging Face Hub repository that cannot be read or published: no such
+    repository or revision, not in the cache while offline, no permission, or huggingface_hub
+    not installed (the message names the repository and the revision)."""
+
+
 class InputFileError(OmniPerceiverError):
     """A file given to ``predict`` that the model cannot take."""
 
@@ -44,5 +50,5 @@ class NonFiniteLossError(OmniPerceiverError, FloatingPointError):
 
 
 __all__ = ["OmniPerceiverError", "ConfigError", "UnknownModelError", "CommandError",
-           "ModelFileError", "InputFileError", "DatasetError", "MissingProgramError",
+           "ModelFileError", "HubError", "InputFileError", "DatasetError", "MissingProgramError",
            "NonFiniteLossError"]

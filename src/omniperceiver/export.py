@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="omniperceiver export",
         description="Export a saved model (config.json + model.safetensors) to ONNX (.onnx) or "
                     "a torch.export program (.pt2), with a dynamic batch axis.")
-    parser.add_argument("checkpoint", help="folder written by save_pretrained / convert")
+    parser.add_argument("checkpoint", help="folder written by save_pretrained / convert, or a "
+                                           "Hugging Face Hub repository id user/name[@revision]")
     parser.add_argument("out", help="output file: .onnx or .pt2")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
     parser.add_argument("--input-shape", type=_shape,

@@ -17,6 +17,7 @@ from torch import nn
 from .adapters import GridAdapter
 from .errors import ModelFileError
 from .files import read_file, set_aside, write_folder_atomically
+from .hub_repos import locate
 from .model import PerceiverIO, PerceiverIOConfig
 from .registry import create_model
 
@@ -120,15 +121,25 @@ def load_config(path: str | os.PathLike) -> dict:
 
 
 def from_pretrained(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    strict: bool = True) -> nn.Module:
+                    strict: bool = True, revision: str | None = None,
+                    cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                    local_files_only: bool = False) -> nn.Module:
     """Rebuild a model saved by :func:`save_pretrained` and load its weights (no pickle).
 
+    ``path`` is the folder, or a Hugging Face Hub repository id ``"user/name"`` (pinned with
+    ``"user/name@revision"`` or ``revision``) whose two files are read through
+    huggingface_hub's cache; ``cache_dir``, ``token`` and ``local_files_only`` go to
+    huggingface_hub (see :mod:`omniperceiver.hub_repos`). A local path that exists wins.
+
     A missing, truncated or damaged ``config.json`` or ``model.safetensors``, or weights that
-    do not fit the model the config describes, raise :class:`ModelFileError` naming the file.
+    do not fit the model the config describes, raise :class:`ModelFileError` naming the file;
+    a repository that cannot be read raises :class:`~omniperceiver.errors.HubError`.
     """
     from safetensors.torch import load_file
 
-    path = model_folder(path)
+    path = model_folder(locate(path, (CONFIG_NAME, WEIGHTS_NAME), revision=revision,
+                               cache_dir=cache_dir, token=token,
+                               local_files_only=local_files_only))
     if not path.is_dir():
         raise ModelFileError(
             f"{path}: {'is a file' if path.exists() else 'no such folder'}; from_pretrained "

@@ -1,5 +1,6 @@
-"""What every converter shares: one attention layer's weights in a common form, and loading a
-converted state dict with errors that name the keys.
+"""What every converter shares: one attention layer's weights in a common form, loading a
+converted state dict with errors that name the keys, and reading a state dict that
+``torch.save`` wrote.
 
 A converter reads its source's names into :class:`LayerWeights` (torch layout: weights are
 ``(out_features, in_features)``) and :func:`layer_state` writes them under our names, fusing
@@ -8,6 +9,7 @@ separate key and value projections into ``to_kv`` (keys first, then values).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ModelFileError
+from ..files import read_file
 
 Pair = tuple[Tensor, Tensor | None]  # (weight, bias)
 
@@ -100,9 +103,21 @@ def load_converted(model: nn.Module, state: Mapping[str, Tensor], *, source: str
     return model.eval()
 
 
+def read_torch_state_dict(path: str | os.PathLike) -> dict:
+    """The state dict in a file written by ``torch.save`` (a Lightning-style checkpoint's
+    ``state_dict`` entry), read with ``weights_only=True``: tensors and plain containers only,
+    no other pickled objects."""
+    state = read_file(path, lambda p: torch.load(p, map_location="cpu", weights_only=True),
+                      what="a PyTorch state dict saved with torch.save", error=ModelFileError)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of distinct parameters (shared ones counted once)."""
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["LayerWeights", "layer_state", "load_converted", "count_parameters"]
+__all__ = ["LayerWeights", "layer_state", "load_converted", "read_torch_state_dict",
+           "count_parameters"]

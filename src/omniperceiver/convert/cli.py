@@ -6,7 +6,8 @@ model.safetensors, loadable with :func:`omniperceiver.from_pretrained`).
     omniperceiver convert --from lucidrains FILE.pt OUT --kwargs '{"depth": 6, ...}'
 
 ``DIR`` is a transformers checkpoint folder (``config.json`` and ``model.safetensors`` or
-``pytorch_model.bin``, read with ``torch.load(weights_only=True)``); ``FILE.pt`` a
+``pytorch_model.bin``, read with ``torch.load(weights_only=True)``) or a Hugging Face Hub
+repository id (``deepmind/vision-perceiver-conv``, pinned with ``@revision``); ``FILE.pt`` a
 perceiver-pytorch state dict (read the same way) with the constructor keywords in ``--kwargs``
 (JSON text or a .json file). DeepMind's pickles are read only with ``--trust-pickle``.
 """
@@ -20,9 +21,9 @@ from pathlib import Path
 import torch
 
 from ..cli import report_user_errors
-from ..errors import ConfigError, ModelFileError
-from ..files import read_file
+from ..errors import ConfigError
 from ..hub import save_pretrained
+from ._common import read_torch_state_dict
 
 SOURCES = ("transformers", "deepmind", "lucidrains")
 
@@ -39,47 +40,6 @@ def _json(text: str | None, option: str) -> dict | None:
     if not isinstance(value, dict):
         raise ConfigError(f"{option}: expected a JSON object, got {text!r}")
     return value
-
-
-def _torch_weights(path: Path) -> dict:
-    state = read_file(path, lambda p: torch.load(p, map_location="cpu", weights_only=True),
-                      what="a PyTorch state dict saved with torch.save", error=ModelFileError)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    return state
-
-
-def read_transformers_checkpoint(folder: str | Path) -> tuple[dict, dict]:
-    """A transformers checkpoint folder -> (state dict, config dict), without transformers."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelFileError(f"{folder}: {'is a file' if folder.exists() else 'no such folder'}; "
-                             "expected a transformers checkpoint folder (config.json and "
-                             "model.safetensors or pytorch_model.bin)")
-
-    def json_file(path: Path) -> dict:
-        return read_file(path, lambda p: json.loads(p.read_text(encoding="utf-8")),
-                         what="a JSON file", error=ModelFileError)
-
-    def safetensors_file(path: Path) -> dict:
-        return read_file(path, lambda p: load_file(str(p)), what="a safetensors file",
-                         error=ModelFileError)
-
-    config = json_file(folder / "config.json")
-    if (folder / "model.safetensors").exists():
-        state = safetensors_file(folder / "model.safetensors")
-    elif (folder / "model.safetensors.index.json").exists():
-        index = json_file(folder / "model.safetensors.index.json")
-        state = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            state.update(safetensors_file(folder / shard))
-    elif (folder / "pytorch_model.bin").exists():
-        state = _torch_weights(folder / "pytorch_model.bin")
-    else:
-        raise ModelFileError(f"{folder}: no model.safetensors or pytorch_model.bin")
-    return state, config
 
 
 def _add_image_spec(extra: dict, model: torch.nn.Module, config: dict,
@@ -105,12 +65,13 @@ def convert(source: str, src: str | Path, *, semantics: str = "deepmind",
     ``flow_scale``: an optical-flow model's output scale (default: the preset's, 20)."""
     extra = {"converted_from": source, "source": str(src)}
     if source == "transformers":
-        from .transformers import from_transformers
+        from .transformers import from_transformers, locate_checkpoint, read_checkpoint
 
-        state, config = read_transformers_checkpoint(src)
+        folder = locate_checkpoint(src)
+        state, config = read_checkpoint(folder)
         model = from_transformers(state, config, semantics=semantics, flow_scale=flow_scale)
         extra["semantics"] = semantics
-        processor = Path(src) / "preprocessor_config.json"
+        processor = folder / "preprocessor_config.json"
         _add_image_spec(extra, model, config,
                         _json(str(processor), processor.name) if processor.exists() else None)
     elif source == "deepmind":
@@ -128,7 +89,7 @@ def convert(source: str, src: str | Path, *, semantics: str = "deepmind",
         if kwargs is None:
             raise ConfigError("--from lucidrains needs --kwargs: the constructor keywords that "
                               "made the checkpoint")
-        model = from_lucidrains(_torch_weights(Path(src)), **kwargs)
+        model = from_lucidrains(read_torch_state_dict(Path(src)), **kwargs)
     else:
         raise ConfigError(f"--from must be one of {SOURCES}, got {source!r}")
     return model, extra
@@ -141,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "to omniperceiver's format (config.json + model.safetensors).")
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES,
                         help="the library that made the checkpoint")
-    parser.add_argument("src", help="transformers: checkpoint folder; deepmind: the pickle; "
+    parser.add_argument("src", help="transformers: checkpoint folder or Hugging Face Hub "
+                                    "repository id (user/name[@revision]); deepmind: the pickle; "
                                     "lucidrains: a state dict saved with torch.save")
     parser.add_argument("out", help="output folder")
     parser.add_argument("--semantics", choices=("transformers", "deepmind"),

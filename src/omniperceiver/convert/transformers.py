@@ -1,8 +1,9 @@
 """Hugging Face transformers ``Perceiver*`` models -> our models.
 
-``from_transformers(model)`` (or ``from_transformers(state_dict, config)``) returns our
-equivalent of ``PerceiverForImageClassificationFourier``, ``...Learned``,
-``...ConvProcessing``, ``PerceiverForMaskedLM``, ``PerceiverForOpticalFlow`` and
+``from_transformers(model)`` (or ``from_transformers(state_dict, config)``, or a checkpoint
+folder or Hugging Face Hub repository id) returns our equivalent of
+``PerceiverForImageClassificationFourier``, ``...Learned``, ``...ConvProcessing``,
+``PerceiverForMaskedLM``, ``PerceiverForOpticalFlow`` and
 ``PerceiverForMultimodalAutoencoding``. transformers itself is not needed: a state dict and the
 ``config.json`` contents (a dict) are enough.
 
@@ -23,14 +24,25 @@ Their names -> ours, per attention layer: ``attention.self.layernorm1/layernorm2
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, ModelFileError
+from ..files import read_file
+from ..hub_repos import download, locate, parse_repo_id
 from ..registry import create_model
-from ._common import LayerWeights, count_parameters, layer_state, load_converted
+from ._common import (
+    LayerWeights,
+    count_parameters,
+    layer_state,
+    load_converted,
+    read_torch_state_dict,
+)
 
 SEMANTICS = ("transformers", "deepmind")
 
@@ -276,6 +288,66 @@ _BUILDERS = {"fourier": _fourier, "learned": _learned, "conv": _conv, "language"
              "flow": _flow, "multimodal": _multimodal}
 
 
+# --- reading a checkpoint folder ----------------------------------------------------------
+
+#: The files of a checkpoint folder the converters read, weights as safetensors (one file or
+#: shards); a checkpoint without them has ``pytorch_model.bin``.
+CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "model.safetensors",
+                    "model.safetensors.index.json", "model-*-of-*.safetensors")
+TORCH_WEIGHTS = "pytorch_model.bin"
+
+
+def locate_checkpoint(source: str | os.PathLike, *, revision: str | None = None,
+                      cache_dir: str | os.PathLike | None = None,
+                      token: str | bool | None = None, local_files_only: bool = False) -> Path:
+    """The local folder of the checkpoint ``source``: a folder, or a Hugging Face Hub
+    repository id (see :func:`omniperceiver.hub_repos.locate`) whose config and safetensors
+    weights are read through huggingface_hub's cache, or its ``pytorch_model.bin`` when it
+    has no safetensors."""
+    hub = dict(cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+    folder = locate(source, CHECKPOINT_FILES, revision=revision, **hub)
+    if folder == Path(source) or any(folder.glob("*.safetensors")):
+        return folder
+    # A snapshot folder is named by its commit: the weights come from the same commit.
+    return download(parse_repo_id(source)[0], (TORCH_WEIGHTS,), revision=folder.name,
+                    source=str(source), **hub)
+
+
+def read_checkpoint(folder: str | os.PathLike) -> tuple[dict, dict]:
+    """A transformers checkpoint folder -> (state dict, config dict), without transformers:
+    ``config.json`` and ``model.safetensors`` (or its shards), else ``pytorch_model.bin``
+    read with ``torch.load(weights_only=True)``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelFileError(f"{folder}: {'is a file' if folder.exists() else 'no such folder'}; "
+                             f"expected a transformers checkpoint folder (config.json and "
+                             f"model.safetensors or {TORCH_WEIGHTS})")
+
+    def json_file(path: Path) -> dict:
+        return read_file(path, lambda p: json.loads(p.read_text(encoding="utf-8")),
+                         what="a JSON file", error=ModelFileError)
+
+    def safetensors_file(path: Path) -> dict:
+        return read_file(path, lambda p: load_file(str(p)), what="a safetensors file",
+                         error=ModelFileError)
+
+    config = json_file(folder / "config.json")
+    if (folder / "model.safetensors").exists():
+        state = safetensors_file(folder / "model.safetensors")
+    elif (folder / "model.safetensors.index.json").exists():
+        index = json_file(folder / "model.safetensors.index.json")
+        state = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            state.update(safetensors_file(folder / shard))
+    elif (folder / TORCH_WEIGHTS).exists():
+        state = read_torch_state_dict(folder / TORCH_WEIGHTS)
+    else:
+        raise ModelFileError(f"{folder}: no model.safetensors or {TORCH_WEIGHTS}")
+    return state, config
+
+
 # --- entry point --------------------------------------------------------------------------
 
 
@@ -308,8 +380,15 @@ def _activation(cfg: _Config, semantics: str) -> str:
 
 
 def from_transformers(model, config=None, *, semantics: str = "deepmind",
-                      flow_scale: float | None = None) -> nn.Module:
-    """Convert a transformers Perceiver model, or its ``(state_dict, config)``.
+                      flow_scale: float | None = None, revision: str | None = None,
+                      cache_dir: str | os.PathLike | None = None,
+                      token: str | bool | None = None,
+                      local_files_only: bool = False) -> nn.Module:
+    """Convert a transformers Perceiver model, its ``(state_dict, config)``, or a checkpoint:
+    a folder transformers' ``save_pretrained`` wrote, or a Hugging Face Hub repository id such
+    as ``"deepmind/vision-perceiver-fourier"`` (read through huggingface_hub's cache, pinned
+    with ``"user/name@revision"`` or ``revision``; ``cache_dir``, ``token`` and
+    ``local_files_only`` go to huggingface_hub). transformers is not needed for a checkpoint.
 
     ``config`` is a ``PerceiverConfig`` or the ``config.json`` dict (needed with a state dict;
     its ``architectures`` entry names the model, else the weights tell). Returns our model in
@@ -323,6 +402,11 @@ def from_transformers(model, config=None, *, semantics: str = "deepmind",
     if semantics not in SEMANTICS:
         raise ConfigError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
     reference_count = None
+    if isinstance(model, (str, os.PathLike)):
+        model, saved = read_checkpoint(locate_checkpoint(
+            model, revision=revision, cache_dir=cache_dir, token=token,
+            local_files_only=local_files_only))
+        config = saved if config is None else config
     if isinstance(model, nn.Module):
         config = model.config if config is None else config
         architecture = type(model).__name__
@@ -416,5 +500,6 @@ def class_names(config: Mapping, num_classes: int) -> list[str]:
     return [str(name) for name in names]
 
 
-__all__ = ["from_transformers", "image_input_spec", "class_names", "ARCHITECTURES",
-           "SEMANTICS", "IMAGE_PRESETS"]
+__all__ = ["from_transformers", "locate_checkpoint", "read_checkpoint", "image_input_spec",
+           "class_names", "ARCHITECTURES", "SEMANTICS", "IMAGE_PRESETS", "CHECKPOINT_FILES",
+           "TORCH_WEIGHTS"]

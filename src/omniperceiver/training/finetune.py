@@ -10,6 +10,8 @@ other weight is loaded. The source is one of
   (its ``config.json`` has an ``omniperceiver`` entry);
 * a transformers Perceiver checkpoint folder (``config.json`` and ``model.safetensors`` or
   ``pytorch_model.bin``);
+* a Hugging Face Hub repository id holding either folder (``user/name``, pinned with
+  ``user/name@revision``; see :mod:`omniperceiver.hub_repos`);
 * a perceiver-pytorch state dict written by ``torch.save`` (a zip file), with the constructor
   keywords that made it in ``pretrained_kwargs``;
 * a DeepMind checkpoint (any other file: a Python pickle), read only with
@@ -92,7 +94,9 @@ def read_pretrained(path: str | os.PathLike, *, trust_pickle: bool = False,
                     kwargs: dict[str, Any] | None = None) -> nn.Module:
     """The model saved or converted from ``path`` (see the module docstring for the kinds of
     source); ``kwargs`` are the converter's options."""
-    path = model_folder(path)
+    from ..convert.transformers import locate_checkpoint
+
+    path = model_folder(locate_checkpoint(path))
     options = dict(kwargs or {})
     if path.is_dir():
         config = read_file(path / CONFIG_NAME, lambda f: json.loads(f.read_text("utf-8")),
