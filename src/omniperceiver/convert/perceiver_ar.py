@@ -20,9 +20,9 @@ How their model maps onto our options:
   (the two only act in training, and there their dropouts sit elsewhere).
 
 Refused, naming the keyword: ``perceive_depth`` other than 1 (we have one cross-attend),
-``dim_head`` below 32 (their forward fails) or with an odd ``dim_head // 2`` above 64 (their
-rotary channels and frequencies then disagree), and an ``ff_mult`` that does not make a whole
-multiple of ``dim``. ``perceive_max_heads_process`` only saves memory and is ignored.
+``depth=0`` (we have at least one self-attend), ``dim_head`` below 32 (their forward fails)
+or with an odd ``dim_head // 2`` above 64 (their rotary channels and frequencies then
+disagree), and an ``ff_mult`` that does not make a whole multiple of ``dim``. ``perceive_max_heads_process`` only saves memory and is ignored.
 
 Their names -> ours: ``token_emb`` -> ``embedding``, ``pos_emb`` -> ``position_embedding``;
 per attention ``norm`` -> ``norm_q``, ``context_norm`` -> ``norm_kv``, ``to_q``/``to_kv``/
@@ -72,6 +72,9 @@ def perceiver_ar_options(kwargs: Mapping) -> dict:
         raise ConfigError(f"perceiver-ar-pytorch PerceiverAR: perceive_depth="
                           f"{k['perceive_depth']!r} cannot be converted (ours has one "
                           "cross-attend: perceive_depth=1)")
+    if k["depth"] < 1:
+        raise ConfigError(f"perceiver-ar-pytorch PerceiverAR: depth={k['depth']!r} cannot be "
+                          "converted (ours has at least one latent self-attend)")
     if not 0 < k["cross_attn_seq_len"] < k["max_seq_len"]:
         raise ConfigError(f"perceiver-ar-pytorch PerceiverAR: cross_attn_seq_len must lie in "
                           f"[1, max_seq_len={k['max_seq_len']}), got {k['cross_attn_seq_len']}")
