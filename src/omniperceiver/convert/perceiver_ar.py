@@ -22,7 +22,8 @@ How their model maps onto our options:
 Refused, naming the keyword: ``perceive_depth`` other than 1 (we have one cross-attend),
 ``depth=0`` (we have at least one self-attend), ``dim_head`` below 32 (their forward fails)
 or with an odd ``dim_head // 2`` above 64 (their rotary channels and frequencies then
-disagree), and an ``ff_mult`` that does not make a whole multiple of ``dim``. ``perceive_max_heads_process`` only saves memory and is ignored.
+disagree), and an ``ff_mult`` that does not make a whole multiple of ``dim``.
+``perceive_max_heads_process`` only saves memory and is ignored.
 
 Their names -> ours: ``token_emb`` -> ``embedding``, ``pos_emb`` -> ``position_embedding``;
 per attention ``norm`` -> ``norm_q``, ``context_norm`` -> ``norm_kv``, ``to_q``/``to_kv``/
