@@ -70,6 +70,15 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
+def ours_on_open_flamingo_media(ours, frames, media, mask=None):
+    """Our resampler on open_flamingo's media (batch, items, frames, v, dim) and a mask
+    (batch, items, frames, v) -> (batch, items, latents, dim), as theirs."""
+    if frames == "separate":  # each item's frames and tokens are one set of tokens
+        return ours(media.flatten(2, 3), None if mask is None else mask.flatten(2, 3))
+    out = ours(media.flatten(0, 1), None if mask is None else mask.flatten(0, 1))  # per item
+    return out.unflatten(0, media.shape[:2])
+
+
 def lengths_mask(lengths, tokens):
     """(batch,) real-token counts -> (batch, tokens) bool, True = real."""
     return torch.arange(tokens) < torch.tensor(lengths)[:, None]
@@ -108,10 +117,7 @@ def test_open_flamingo_parity(name, dtype):
     mask = lengths_mask(lengths, 5)[:, None, None].expand(-1, 2, 3, -1)
 
     def call(x, m=None):
-        if frames == "separate":  # each item's frames and tokens are one set of tokens
-            return ours(x.flatten(2, 3), None if m is None else m.flatten(2, 3))
-        out = ours(x.flatten(0, 1), None if m is None else m.flatten(0, 1))  # per item
-        return out.unflatten(0, x.shape[:2])
+        return ours_on_open_flamingo_media(ours, frames, x, m)
 
     tol = dict(atol=TOLERANCE[dtype], rtol=0)
     with torch.no_grad():
