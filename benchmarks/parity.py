@@ -17,6 +17,7 @@ tests' reference helpers are imported from tests/. ``--out PATH`` writes ``PATH.
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import sys
 import warnings
@@ -168,14 +169,20 @@ def perceiver_ar_cases(dtype: torch.dtype, published: bool = False):
     """Small: the tests' configuration and one with 3 heads of 64 channels, at N =
     max_seq_len, at a shorter N, and with a prefix mask (left padding and holes); float64 with
     their rotary frequencies in float64 as ours (and, one row, as they compute them)."""
-    from test_convert_perceiver_ar import KWARGS, prefix_mask, reference
+    from test_convert_perceiver_ar import KWARGS, exact_frequencies, prefix_mask, reference
 
-    if published:
+    if published:  # also both against theirs in float64 with exact rotary frequencies
         theirs = reference(dtype, exact=False, **PERCEIVER_AR_README)
         ours = from_lucidrains(theirs, **PERCEIVER_AR_README)
+        exact = copy.deepcopy(theirs).double()
+        exact_frequencies(exact)
         ids = torch.randint(0, 20000, (1, 4096), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            yield "PerceiverAR (N 4096, M 1024)", ours(ids), theirs(ids)
+            mine, want, truth = ours(ids), theirs(ids), exact(ids)
+        size = f"N 4096, M 1024, logits up to {truth.abs().max():.0f}"
+        yield f"PerceiverAR ({size})", mine, want
+        yield f"PerceiverAR ({size}): ours against float64", mine, truth
+        yield f"PerceiverAR ({size}): theirs against float64", want, truth
         return
     configs = {"": KWARGS, ", 3 heads of 64": dict(KWARGS, heads=3, dim_head=64, depth=1,
                                                     ff_mult=4, cross_attn_seq_len=8)}
