@@ -229,6 +229,24 @@ def test_cache_with_one_latent_or_every_position_a_latent(num_latents):
     torch.testing.assert_close(seen, want_seen, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("options", [dict(learned_positions=True),
+                                     dict(separate_latent_norm=True, head_dim=5)])
+@pytest.mark.parametrize("length", [3, 13, 30])  # < M, M .. N, > N
+@pytest.mark.parametrize("padded", [False, True])
+def test_generation_without_a_cache_equals_recomputing_at_every_step(options, length, padded):
+    """Models whose keys change as the window slides generate by recomputing: the same
+    tokens and logits as the forward on the window at every step."""
+    model = tiny(**options).double()
+    prompt = torch.randint(0, VOCAB, (2, length))
+    mask = torch.ones_like(prompt, dtype=torch.bool)
+    if padded:
+        mask[1, :length // 2] = False
+    ids, seen = model.generate(prompt, N + 3, temperature=0, mask=mask, return_logits=True)
+    want_ids, want_seen = recomputed(model, prompt, mask, N + 3)
+    assert torch.equal(ids, want_ids)
+    torch.testing.assert_close(seen, want_seen, rtol=0, atol=1e-10)
+
+
 def test_sampling_with_a_seed_is_reproducible():
     prompt = torch.randint(0, VOCAB, (3, 5))
     first = MODEL.generate(prompt, 20, temperature=1.5, seed=7)
@@ -288,6 +306,42 @@ def test_bad_inputs_name_what_was_expected_and_what_came(call, error, message):
         call()
 
 
+# -- options of converted perceiver-ar-pytorch models --------------------------------------
+
+def test_separate_latent_norm_norms_only_the_prefix_with_the_inputs_norm():
+    model = tiny(separate_latent_norm=True)
+    ids = torch.randint(0, VOCAB, (2, N))
+    every_input_a_latent, with_prefix = logits(model, ids, num_latents=N), logits(model, ids)
+    with torch.no_grad():
+        model.cross_attend.norm_kv.weight.mul_(3)
+        model.cross_attend.norm_kv.bias.add_(1)
+    torch.testing.assert_close(logits(model, ids, num_latents=N), every_input_a_latent,
+                               rtol=0, atol=0)
+    assert not torch.allclose(logits(model, ids), with_prefix)
+
+
+def test_learned_positions_are_added_by_index_in_the_window():
+    plain, model = tiny(), tiny(learned_positions=True)
+    model.load_state_dict({**plain.state_dict(),
+                           "position_embedding.weight": torch.zeros(N, 16)})
+    ids = torch.randint(0, VOCAB, (2, N))
+    torch.testing.assert_close(logits(model, ids), logits(plain, ids), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        model.position_embedding.weight.normal_()
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[:, 0] = False  # one token of left padding: without it, the row's window starts later
+    torch.testing.assert_close(logits(plain, ids, mask=mask), logits(plain, ids[:, 1:]),
+                               rtol=0, atol=1e-6)
+    assert not torch.allclose(logits(model, ids, mask=mask), logits(model, ids[:, 1:]))
+
+
+def test_final_norm_off_and_a_head_width_of_its_own():
+    model = tiny(final_norm=False, head_dim=5)
+    assert not any(name.startswith("norm.") for name in model.state_dict())
+    assert model.cross_attend.attention.to_q.weight.shape == (2 * 5, 16)
+    assert logits(model, torch.randint(0, VOCAB, (2, N))).shape == (2, M, VOCAB)
+
+
 # -- presets and saving --------------------------------------------------------------------
 
 def test_the_presets_are_registered_with_their_sizes():
@@ -326,7 +380,7 @@ def test_save_and_load_in_a_fresh_interpreter_give_the_same_logits(tmp_path):
 
 @pytest.mark.parametrize("option, value", [("max_context", 0), ("num_self_attends", 0),
                                            ("prefix_dropout", 1.0), ("dropout", -0.1),
-                                           ("init_std", float("nan"))])
+                                           ("init_std", float("nan")), ("head_dim", 0)])
 def test_options_are_checked_by_name(option, value):
     from omniperceiver.errors import ConfigError
 

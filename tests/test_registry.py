@@ -146,6 +146,10 @@ SHRUNK = {  # every preset, small: (overrides, one input)
                                       num_self_attends=1), lambda: torch.randint(0, 262, (2, 9))),
     "perceiver-ar-imagenet64": (dict(max_context=12, num_latents=4, dim=8, heads=2,
                                      num_self_attends=1), lambda: torch.randint(0, 256, (2, 9))),
+    "perceiver-ar": (dict(vocab_size=20, max_context=12, num_latents=4, dim=8, heads=2,
+                          head_dim=6, num_self_attends=1, learned_positions=True,
+                          separate_latent_norm=True, final_norm=False),
+                     lambda: torch.randint(0, 20, (2, 9))),
 }
 
 

@@ -65,26 +65,27 @@ class RotaryAttentionLayer(nn.Module):
 
     The keys and values are computed apart from the queries (:meth:`keys_values`), so that
     they can be cached: ``forward(x, angles, keys, values, mask)`` takes queries ``x`` (batch,
-    n, dim) at rotation ``angles``, keys and values (batch, heads, m, dim / heads) and a mask
+    n, dim) at rotation ``angles``, keys and values (batch, heads, m, head_dim) and a mask
     (batch, n, m) -> (batch, n, dim).
     """
 
-    def __init__(self, dim: int, *, heads: int, widening_factor: int, activation: str,
-                 dropout: float, cross: bool):
+    def __init__(self, dim: int, *, heads: int, head_dim: int, widening_factor: int,
+                 activation: str, dropout: float, cross: bool):
         super().__init__()
         self.norm_q = make_norm("layer", dim)
         self.norm_kv = make_norm("layer", dim) if cross else None
-        self.attention = Attention(q_dim=dim, kv_dim=dim, qk_channels=dim, v_channels=dim,
-                                   heads=heads, dropout=dropout)
+        self.attention = Attention(q_dim=dim, kv_dim=dim, qk_channels=heads * head_dim,
+                                   v_channels=heads * head_dim, heads=heads, dropout=dropout)
         self.norm_ff = make_norm("layer", dim)
         self.ff = FeedForward(dim, widening_factor=widening_factor, activation=activation,
                               dropout=dropout)
 
-    def keys_values(self, x: Tensor, angles: Angles, rotary: RotaryPositions
-                    ) -> tuple[Tensor, Tensor]:
+    def keys_values(self, x: Tensor, angles: Angles, rotary: RotaryPositions, *,
+                    latents: bool = False) -> tuple[Tensor, Tensor]:
         """Inputs (or latents) (batch, m, dim) -> rotated keys and values (batch, heads, m,
-        dim / heads)."""
-        x = self.norm_q(x) if self.norm_kv is None else self.norm_kv(x)
+        head_dim). ``latents=True``: a cross-attend's keys of latent positions normed with the
+        queries' norm (``PerceiverAR(separate_latent_norm=True)``)."""
+        x = self.norm_q(x) if self.norm_kv is None or latents else self.norm_kv(x)
         k, v = self.attention.to_kv(x).split(self.attention.kv_split, dim=-1)
         heads = self.attention.heads
         return rotary.rotate(_split_heads(k, heads), angles), _split_heads(v, heads)
@@ -119,15 +120,26 @@ class PerceiverAR(nn.Module):
 
     ``vocab_size`` (262: :class:`~omniperceiver.adapters.ByteTokenizer`'s bytes and specials);
     ``max_context`` the most inputs N one forward sees; ``num_latents`` the default M;
-    ``dim`` channels everywhere, ``heads`` attention heads; ``num_self_attends`` latent
-    self-attends after the cross-attend; feed-forwards ``widening_factor`` wide with
-    ``activation``; ``dropout`` on attention weights and feed-forward outputs.
+    ``dim`` channels everywhere, ``heads`` attention heads of ``head_dim`` channels each
+    (default ``dim / heads``); ``num_self_attends`` latent self-attends after the
+    cross-attend; feed-forwards ``widening_factor`` wide with ``activation``; ``dropout`` on
+    attention weights and feed-forward outputs.
     ``rotary_fraction``: the fraction of each head's query and key channels that rotary
     position embeddings turn (the rest carry no position), with wavelengths up to
     ``max_wavelength`` (default: ``max_context``, as the reference implementation).
     ``prefix_dropout``: in training, each example's cross-attend sees a random
     ``1 - prefix_dropout`` of its prefix positions (the inputs before the latents; the
     latents' own positions are always kept), the paper's regulariser.
+
+    Three options describe lucidrains' perceiver-ar-pytorch (for converted models, see
+    :mod:`omniperceiver.convert.perceiver_ar`): ``learned_positions`` adds a learned
+    embedding of each input's index in the window (0 .. N-1) to its token embedding, and
+    positions are then window indices everywhere (so left padding shifts a row's positions);
+    ``separate_latent_norm`` normalises the cross-attend's keys and values of the latent
+    positions with the latents' (queries') norm, and only the prefix with the inputs' norm;
+    ``final_norm=False`` leaves out the norm before the logits. A model with either of the
+    first two generates without the cache (each token recomputes :meth:`forward` over the
+    window), since a sliding window changes every cached key.
     """
 
     def __init__(
@@ -146,33 +158,44 @@ class PerceiverAR(nn.Module):
         rotary_fraction: float = 0.5,
         max_wavelength: float | None = None,
         init_std: float = 0.02,
+        head_dim: int | None = None,
+        learned_positions: bool = False,
+        separate_latent_norm: bool = False,
+        final_norm: bool = True,
     ):
         super().__init__()
         check_options(dict(vocab_size=vocab_size, max_context=max_context,
                            num_latents=num_latents, dim=dim, heads=heads,
                            num_self_attends=num_self_attends, widening_factor=widening_factor,
                            dropout=dropout, prefix_dropout=prefix_dropout,
-                           max_wavelength=max_wavelength, init_std=init_std),
+                           max_wavelength=max_wavelength, init_std=init_std,
+                           head_dim=head_dim),
                       where="PerceiverAR")
         if num_latents > max_context:
             raise ValueError(f"num_latents must lie in [1, max_context={max_context}], "
                              f"got {num_latents}")
-        if dim % heads:
-            raise ValueError(f"dim={dim} must be divisible by heads={heads}")
+        if head_dim is None and dim % heads:
+            raise ValueError(f"dim={dim} must be divisible by heads={heads} (or give head_dim)")
+        head_dim = head_dim or dim // heads
         self.vocab_size = vocab_size
         self.max_context = max_context
         self.num_latents = num_latents
         self.prefix_dropout = prefix_dropout
         self.embedding = nn.Embedding(vocab_size, dim)
         nn.init.normal_(self.embedding.weight, std=init_std)
-        self.rotary = RotaryPositions(dim // heads, fraction=rotary_fraction,
+        self.position_embedding = None
+        if learned_positions:
+            self.position_embedding = nn.Embedding(max_context, dim)
+            nn.init.normal_(self.position_embedding.weight, std=init_std)
+        self.separate_latent_norm = separate_latent_norm
+        self.rotary = RotaryPositions(head_dim, fraction=rotary_fraction,
                                       max_wavelength=max_wavelength or max_context)
-        layer = dict(heads=heads, widening_factor=widening_factor, activation=activation,
-                     dropout=dropout)
+        layer = dict(heads=heads, head_dim=head_dim, widening_factor=widening_factor,
+                     activation=activation, dropout=dropout)
         self.cross_attend = RotaryAttentionLayer(dim, cross=True, **layer)
         self.self_attends = nn.ModuleList(RotaryAttentionLayer(dim, cross=False, **layer)
                                           for _ in range(num_self_attends))
-        self.norm = make_norm("layer", dim)
+        self.norm = make_norm("layer", dim) if final_norm else nn.Identity()
         self.to_logits = nn.Linear(dim, vocab_size)
 
     def forward(self, ids: Tensor, mask: Tensor | None = None, *,
@@ -180,18 +203,31 @@ class PerceiverAR(nn.Module):
         """``ids`` (batch, N <= max_context) integer; ``mask`` (batch, N) bool, False =
         padding (left padding: the real tokens of a row end at its last position); padded
         positions are never attended, and a row's real positions get the outputs they get
-        without the padding. ``num_latents``: M (default ``min(self.num_latents, N)``).
+        without the padding (not so with ``learned_positions``, whose positions are window
+        indices). ``num_latents``: M (default ``min(self.num_latents, N)``).
         Returns the logits (batch, M, vocab_size) of the tokens after positions N-M .. N-1."""
         ids = check_token_ids(ids, vocab_size=self.vocab_size, max_length=self.max_context)
         batch, n = ids.shape
         mask = check_mask(mask, batch=batch, axes=(n,))
         num_latents = self._check_num_latents(num_latents, n)
         mask = ids.new_ones(batch, n, dtype=torch.bool) if mask is None else mask
-        positions = padded_positions(mask)
+        positions = self._positions(mask)
         if self.training and self.prefix_dropout and n > num_latents:
             ids, positions, mask = self._drop_prefix(ids, positions, mask, num_latents)
         latents, _ = self._extend(None, ids, positions, mask, num_latents, ids.shape[1])
         return self.to_logits(self.norm(latents))
+
+    def _positions(self, mask: Tensor) -> Tensor:
+        """(batch, n) bool -> positions (batch, n): counted from each row's first real token,
+        or with ``learned_positions`` the index in the window."""
+        if self.position_embedding is None:
+            return padded_positions(mask)
+        return torch.arange(mask.shape[1], device=mask.device).expand(mask.shape)
+
+    def _embed(self, ids: Tensor, positions: Tensor) -> Tensor:
+        """Token ids (batch, n) at ``positions`` -> (batch, n, dim)."""
+        x = self.embedding(ids)
+        return x if self.position_embedding is None else x + self.position_embedding(positions)
 
     def _check_num_latents(self, num_latents: int | None, n: int) -> int:
         if num_latents is None:
@@ -230,7 +266,7 @@ class PerceiverAR(nn.Module):
         new = min(ids.shape[1], size)  # new tokens that stay in the window
         ids, positions, mask = ids[:, -new:], positions[:, -new:], mask[:, -new:]
         keys, values = self.cross_attend.keys_values(
-            self.embedding(ids), self.rotary.angles(positions), self.rotary)
+            self._embed(ids, positions), self.rotary.angles(positions), self.rotary)
         if cache is not None:  # the old window, then the new tokens; the oldest leave
             ids = torch.cat([cache.ids, ids], dim=1)[:, -size:]
             positions = torch.cat([cache.positions, positions], dim=1)[:, -size:]
@@ -245,9 +281,16 @@ class PerceiverAR(nn.Module):
 
         first = size - count  # the window index of the first latent
         query = slice(first + cross_from, size)
-        crossed = self.cross_attend(
-            self.embedding(ids[:, query]), self.rotary.angles(positions[:, query]), self.rotary,
-            keys, values, causal_mask(positions[:, query], positions, mask))
+        queries = self._embed(ids[:, query], positions[:, query])
+        angles = self.rotary.angles(positions[:, query])
+        if self.separate_latent_norm:  # (no cache then: cross_from is 0, the queries are the
+            # latents) the latents' keys and values with their own norm, the prefix's as before
+            own_keys, own_values = self.cross_attend.keys_values(queries, angles, self.rotary,
+                                                                 latents=True)
+            keys = torch.cat([keys[:, :, :first], own_keys], dim=2)
+            values = torch.cat([values[:, :, :first], own_values], dim=2)
+        crossed = self.cross_attend(queries, angles, self.rotary, keys, values,
+                                    causal_mask(positions[:, query], positions, mask))
         if cross_from:
             crossed = torch.cat([cache.latents[:, old_latents - cross_from:], crossed], dim=1)
 
@@ -320,6 +363,10 @@ class PerceiverAR(nn.Module):
         if seed is not None:
             generator = torch.Generator(device=ids.device).manual_seed(seed)
 
+        if self.position_embedding is not None or self.separate_latent_norm:
+            yield from self._stream_without_cache(ids, mask, max_new_tokens, num_latents,
+                                                  (temperature, top_k, top_p, generator))
+            return
         positions = padded_positions(mask)
         next_position = positions[:, -1:] + 1
         cache, new_ids, new_positions, new_mask = None, ids, positions, mask
@@ -332,6 +379,22 @@ class PerceiverAR(nn.Module):
             new_ids = token[:, None]
             new_positions, new_mask = next_position, new_ids.new_ones(batch, 1, dtype=torch.bool)
             next_position = next_position + 1
+
+    def _stream_without_cache(self, ids: Tensor, mask: Tensor, max_new_tokens: int,
+                              num_latents: int, sampling: tuple
+                              ) -> Iterator[tuple[Tensor, Tensor]]:
+        """:meth:`stream` for models whose keys change as the window slides: each token
+        recomputes the latents of the last ``max_context`` positions, as :meth:`forward`."""
+        for _ in range(max_new_tokens):
+            window_ids, window_mask = ids[:, -self.max_context:], mask[:, -self.max_context:]
+            size = window_ids.shape[1]
+            latents, _ = self._extend(None, window_ids, self._positions(window_mask),
+                                      window_mask, min(num_latents, size), size)
+            step = self.to_logits(self.norm(latents[:, -1]))  # (batch, vocab_size)
+            token = sample_token(step, *sampling)
+            yield token, step
+            ids = torch.cat([ids, token[:, None]], dim=1)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
 
 
 def padded_positions(mask: Tensor) -> Tensor:

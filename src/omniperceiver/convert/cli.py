@@ -8,8 +8,9 @@ model.safetensors, loadable with :func:`omniperceiver.from_pretrained`).
 ``DIR`` is a transformers checkpoint folder (``config.json`` and ``model.safetensors`` or
 ``pytorch_model.bin``, read with ``torch.load(weights_only=True)``) or a Hugging Face Hub
 repository id (``deepmind/vision-perceiver-conv``, pinned with ``@revision``); ``FILE.pt`` a
-perceiver-pytorch state dict (read the same way) with the constructor keywords in ``--kwargs``
-(JSON text or a .json file). DeepMind's pickles are read only with ``--trust-pickle``.
+perceiver-pytorch or perceiver-ar-pytorch state dict (read the same way) with the constructor
+keywords in ``--kwargs`` (JSON text or a .json file). DeepMind's pickles are read only with
+``--trust-pickle``.
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def convert(source: str, src: str | Path, *, semantics: str = "deepmind",
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omniperceiver convert",
-        description="Convert a transformers, DeepMind or perceiver-pytorch Perceiver checkpoint "
-                    "to omniperceiver's format (config.json + model.safetensors).")
+        description="Convert a transformers, DeepMind, perceiver-pytorch or perceiver-ar-pytorch "
+                    "checkpoint to omniperceiver's format (config.json + model.safetensors).")
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES,
                         help="the library that made the checkpoint")
     parser.add_argument("src", help="transformers: checkpoint folder or Hugging Face Hub "

@@ -1,10 +1,13 @@
-"""perceiver-pytorch (lucidrains) checkpoints -> our models.
+"""perceiver-pytorch and perceiver-ar-pytorch (lucidrains) checkpoints -> our models.
 
 ``from_lucidrains(checkpoint, **kwargs)`` takes a perceiver-pytorch ``Perceiver`` or
-``PerceiverIO`` (the module or its ``state_dict()``) and the constructor keywords that made it,
-and returns our equivalent: :class:`omniperceiver.Perceiver` (preset ``perceiver-pytorch``) or a
+``PerceiverIO``, or a perceiver-ar-pytorch ``PerceiverAR`` (the module or its
+``state_dict()``) and the constructor keywords that made it, and returns our equivalent:
+:class:`omniperceiver.Perceiver` (preset ``perceiver-pytorch``), a
 :class:`omniperceiver.PerceiverModel` (preset ``perceiver-pytorch-io``) whose forward is
-``model(data, mask=None, queries=queries)``. perceiver-pytorch is not needed to convert.
+``model(data, mask=None, queries=queries)``, or a :class:`omniperceiver.PerceiverAR` (preset
+``perceiver-ar``; see :mod:`omniperceiver.convert.perceiver_ar`). Neither library is needed
+to convert.
 
 Their names -> ours: ``PreNorm.norm`` -> ``norm_q`` (``norm_ff`` before a feed-forward),
 ``norm_context`` -> ``norm_kv``, ``fn.to_q/to_kv/to_out`` -> ``attention.to_q/to_kv/to_out``
@@ -21,6 +24,7 @@ from torch import Tensor, nn
 from ..errors import ModelFileError
 from ..registry import create_model
 from ._common import LayerWeights, layer_state, load_converted
+from .perceiver_ar import convert_perceiver_ar, is_perceiver_ar
 
 
 def _pair(state: Mapping[str, Tensor], name: str) -> tuple[Tensor, Tensor | None]:
@@ -92,7 +96,8 @@ def _convert_perceiver_io(state: Mapping[str, Tensor], kwargs: dict) -> nn.Modul
 
 
 def from_lucidrains(checkpoint: nn.Module | Mapping[str, Tensor], **kwargs) -> nn.Module:
-    """Convert a perceiver-pytorch ``Perceiver`` or ``PerceiverIO`` (module or state dict).
+    """Convert a perceiver-pytorch ``Perceiver`` or ``PerceiverIO``, or a perceiver-ar-pytorch
+    ``PerceiverAR`` (module or state dict).
 
     ``kwargs`` are the constructor keywords that made the checkpoint (``weight_tie_layers``
     included). Returns the model in eval mode, in the checkpoint's dtype.
@@ -102,12 +107,15 @@ def from_lucidrains(checkpoint: nn.Module | Mapping[str, Tensor], **kwargs) -> n
     if any(k.startswith("perceiver_io.") for k in state):
         raise ModelFileError("perceiver-pytorch's PerceiverLM is not supported; convert its "
                              "perceiver_io.* weights with from_lucidrains as a PerceiverIO")
-    if any(k.startswith("cross_attend_block.") for k in state):
+    if is_perceiver_ar(state):
+        convert = convert_perceiver_ar
+    elif any(k.startswith("cross_attend_block.") for k in state):
         convert = _convert_perceiver_io
     elif any(k.startswith("layers.0.cross_attn.") for k in state):
         convert = _convert_perceiver
     else:
-        raise ModelFileError("not a perceiver-pytorch Perceiver or PerceiverIO state dict "
+        raise ModelFileError("not a perceiver-pytorch Perceiver or PerceiverIO, nor a "
+                             "perceiver-ar-pytorch PerceiverAR state dict "
                              f"(keys start {sorted(state)[:4]})")
     try:
         return convert(state, kwargs)

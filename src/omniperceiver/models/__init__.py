@@ -9,7 +9,7 @@ flow                optical-flow-perceiver
 multimodal          multimodal-perceiver
 perceiver_pytorch   perceiver-seed, perceiver-pytorch, perceiver-pytorch-io
 resampler           perceiver-resampler (Flamingo's Perceiver Resampler)
-perceiver_ar        perceiver-ar-bytes-small, perceiver-ar-imagenet64 (Perceiver AR)
+perceiver_ar        perceiver-ar, perceiver-ar-bytes-small, perceiver-ar-imagenet64 (Perceiver AR)
 classifiers         image-, mnist-, pointcloud-, audio-, video-, av-perceiver (the training
                     configs' task classifiers)
 ==================  =========================================================================

@@ -63,4 +63,10 @@ def perceiver_ar_imagenet64(
                        prefix_dropout=prefix_dropout, rotary_fraction=rotary_fraction)
 
 
+register_model(
+    "perceiver-ar",
+    "PerceiverAR with its own keywords, every option open (the preset converted "
+    "perceiver-ar-pytorch models are saved as; omniperceiver.convert.from_lucidrains)",
+)(PerceiverAR)
+
 __all__ = ["PerceiverAR", "perceiver_ar_bytes_small", "perceiver_ar_imagenet64"]
