@@ -16,6 +16,7 @@ root unit. A weight-shared layer is one module that runs several times, one unit
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from lightning.pytorch import Trainer
@@ -65,10 +66,12 @@ def shard_model(model: nn.Module, mesh: DeviceMesh) -> None:
             f"to the number of processes.")
     if isinstance(model, FSDPModule):
         return
+    # FSDP2 warns that a model whose output is a view (a classifier's logits) loses its
+    # pre-backward hook if the output is changed in place; the task modules never do that.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     data_parallel = mesh["data_parallel"]
-    for layer in model.modules():
-        if isinstance(layer, AttentionLayer):
-            fully_shard(layer, mesh=data_parallel)
+    for layer in [m for m in model.modules() if isinstance(m, AttentionLayer)]:
+        fully_shard(layer, mesh=data_parallel)
     fully_shard(model, mesh=data_parallel)
 
 
