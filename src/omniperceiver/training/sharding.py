@@ -31,17 +31,15 @@ from ..errors import ConfigError
 
 class FSDP2Strategy(ModelParallelStrategy):
     """``ModelParallelStrategy`` for FSDP2 alone: all processes (devices x nodes) form the
-    data-parallel dimension of the device mesh, the tensor-parallel one has size 1.
+    data-parallel dimension of the device mesh, the tensor-parallel one has size 1; rank 0
+    writes checkpoints whole, to one file.
 
     Args:
-        save_distributed_checkpoint: Each rank writes its own shards into a checkpoint
-            folder, instead of rank 0 writing the full state to one file.
         **kwargs: ``ModelParallelStrategy``'s ``process_group_backend`` and ``timeout``.
     """
 
-    def __init__(self, save_distributed_checkpoint: bool = False, **kwargs: Any):
-        super().__init__(tensor_parallel_size=1,
-                         save_distributed_checkpoint=save_distributed_checkpoint, **kwargs)
+    def __init__(self, **kwargs: Any):
+        super().__init__(tensor_parallel_size=1, save_distributed_checkpoint=False, **kwargs)
 
     def setup_environment(self) -> None:
         self._data_parallel_size = self.num_nodes * self.num_processes
