@@ -1,4 +1,4 @@
-"""Small models shared by the core tests."""
+"""Small models shared by the core tests, and what the scale-out tests compare."""
 
 import torch
 
@@ -31,3 +31,13 @@ def tiny_perceiver(**kwargs):
                 latent_dim_head=8, num_classes=4)
     args.update(kwargs)
     return Perceiver(**args).eval()
+
+
+def key_bias_entries(model) -> dict[str, slice]:
+    """The key half of every attention layer's ``to_kv.bias``: its gradient is zero in exact
+    arithmetic (the softmax cancels ``q . b_k``), so Adam turns rounding noise into steps of
+    the size of the learning rate there; runs that sum in another order differ by that much."""
+    from omniperceiver.attention import Attention
+
+    return {f"{name}.to_kv.bias": slice(0, module.qk_channels)
+            for name, module in model.named_modules() if isinstance(module, Attention)}

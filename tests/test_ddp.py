@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import key_bias_entries
 
 pytest.importorskip("lightning")
 
@@ -46,14 +47,6 @@ def fit(root: Path, *, batch_size: int, extra: list[str]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert process.returncode == 0, (process.stdout + process.stderr)[-4000:]
-
-
-def key_bias_entries(model) -> dict[str, slice]:
-    """The key half of every attention layer's ``to_kv.bias``."""
-    from omniperceiver.attention import Attention
-
-    return {f"{name}.to_kv.bias": slice(0, module.qk_channels)
-            for name, module in model.named_modules() if isinstance(module, Attention)}
 
 
 def test_two_process_ddp_fits_and_tests_like_one_process_with_the_combined_batch(

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger
 from ..errors import ConfigError
 from ..files import write_atomically
 from .module import ClassificationModule, TrainingModule
+from .sharding import full_state_dict
 
 
 class RunReport(Callback):
@@ -67,11 +68,11 @@ class RunReport(Callback):
         self._start["fit"] = time.perf_counter()
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # The full weights, gathered on every rank (a collective under FSDP), as a plain
+        # The full weights, gathered by every rank (a collective under FSDP), as a plain
         # model on the CPU for the export and the attention plot.
         model = None
         if self.export or self.plots:
-            state = trainer.strategy.lightning_module_state_dict()
+            state = full_state_dict(trainer)
             if trainer.is_global_zero:
                 model = standalone_model(pl_module, state)
         if trainer.is_global_zero:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -21,6 +22,7 @@ from ..errors import ConfigError, NonFiniteLossError, OmniPerceiverError
 from ..registry import create_model
 from ..validation import check_options
 from .augment import SpecAugment, attach_spec_augment
+from .sharding import shard_model
 
 #: The preset of a ClassificationModule that names none.
 DEFAULT_MODEL = "mnist-perceiver"
@@ -108,6 +110,12 @@ class TrainingModule(LightningModule, ABC):
                               f"{h.model_args}: {error}") from error
 
     def configure_model(self) -> None:
+        """Shard the model with FSDP2 under a ``ModelParallelStrategy``
+        (:func:`~omniperceiver.training.sharding.shard_model`), then compile it if asked to.
+        Lightning calls this before each of fit, validate and test: a model sharded or
+        compiled already stays as it is."""
+        if isinstance(self.trainer.strategy, ModelParallelStrategy):
+            shard_model(self.model, self.device_mesh)
         if self.hparams.compile and not getattr(self, "_compiled", False):
             self.model.compile()
             self._compiled = True

@@ -46,6 +46,7 @@ class ResumableData(LightningDataModule, ABC):
         self._batches_in_epoch = 0
         self._batches_total = 0
         self._resume: tuple[int, int] | None = None
+        self._train_sampler: ResumableSampler | None = None  # of the latest training loader
 
     @abstractmethod
     def dataset(self, split: str) -> Dataset | None:
@@ -75,6 +76,7 @@ class ResumableData(LightningDataModule, ABC):
             epoch, batches = self._resume
             sampler.resume_at(epoch, batches * self.batch_size)
             self._resume = None
+        self._train_sampler = sampler
         return DataLoader(dataset, sampler=sampler, batch_size=self.batch_size, drop_last=True,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
@@ -122,6 +124,10 @@ class ResumableData(LightningDataModule, ABC):
         self._batches_in_epoch = int(state["batches_in_epoch"])
         self._batches_total = int(state.get("batches_total", 0))
         self._resume = (self._epoch, self._batches_in_epoch)
+        if self._train_sampler is not None:
+            # Strategies that restore a checkpoint after their setup (FSDP, DeepSpeed) have
+            # built the training loader by then (to count the steps of the schedule).
+            self._train_sampler.resume_at(self._epoch, self._batches_in_epoch * self.batch_size)
 
 
 __all__ = ["ResumableData"]
