@@ -16,6 +16,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from .config import merge
 from .errors import ModelFileError
 
 #: The release that renamed the keywords.
@@ -70,7 +71,8 @@ def upgrade_model_args(preset: str, model_args: Mapping[str, Any],
                        version: str | None) -> dict[str, Any]:
     """The keywords of ``preset`` that a release ``version`` wrote (None: this release), in
     this release's names: they build the same model with the same weights. Keywords of
-    another preset, or written by 0.4.0 or later, come back as they are."""
+    another preset, or written by 0.4.0 or later, come back as they are; so do keywords that
+    already have today's names (a run config resumed from an old checkpoint may mix both)."""
     args = copy.deepcopy(dict(model_args))
     if version is None or release(version) >= release(RENAMED_IN):
         return args
@@ -86,7 +88,7 @@ def upgrade_model_args(preset: str, model_args: Mapping[str, Any],
             if modality == "audio" and "max_samples" in moved:
                 moved["max_resolution"] = [moved["max_samples"]]  # Fourier over the samples
         if moved:
-            args[modality] = moved
+            args[modality] = {**(args.get(modality) or {}), **moved}
     if preset == "pointcloud-perceiver" and "max_frequency" in args:
         args["max_resolution"] = 2 * args.pop("max_frequency")  # frequencies up to half of it
     if preset in _CLASSIFIERS:
@@ -113,9 +115,9 @@ def _nest_encoder(args: dict[str, Any]) -> None:
     encoder.update({key: spec for key, spec in (("cross_attend", cross),
                                                 ("self_attend", latent)) if spec})
     if encoder:
-        args["encoder"] = encoder
+        args["encoder"] = merge(args.get("encoder") or {}, encoder)
     if "pooling" in args:
-        args["decoder"] = {"pooling": args.pop("pooling")}
+        args["decoder"] = {**(args.get("decoder") or {}), "pooling": args.pop("pooling")}
 
 
 __all__ = ["RENAMED_IN", "release", "upgrade_model_args"]

@@ -1,4 +1,5 @@
-"""``model_args`` from configs and the command line, merged key by key.
+"""``model_args`` from configs and the command line: merged key by key, and read in this
+release's keywords when a run resumes from a checkpoint of an earlier release.
 
 jsonargparse lets each ``model_args`` mapping replace the one before it; here every mapping
 merges into the ones before it, so overriding one entry keeps a config's others.
@@ -14,6 +15,8 @@ from typing import Any
 import yaml
 
 from ..config import merge
+from ..renames import upgrade_model_args
+from .checkpoint import VERSION_KEY, load_checkpoint_file
 
 MODEL_ARGS = "--model.model_args"
 CONFIG_OPTIONS = ("--config", "-c")
@@ -55,6 +58,30 @@ def merge_model_args(args: list[str]) -> list[str]:
     return out
 
 
+def resumed_model_args(model_args: Mapping[str, Any] | None, ckpt_path: str | None,
+                       folders: list[str]) -> dict[str, Any] | None:
+    """``model_args`` of a run that continues from ``ckpt_path`` (a file, or ``"last"``: the
+    newest ``last*.ckpt`` in ``folders``), in this release's keywords if that checkpoint was
+    written by an earlier release (:func:`~omniperceiver.training.checkpoint.
+    checkpoint_model_args`): a run of 0.3.0 resumes with its own ``config.yaml``. Without a
+    readable checkpoint they come back as given (the run-folder checks report it)."""
+    if model_args is None or ckpt_path is None:
+        return model_args
+    if ckpt_path == "last":
+        found = [path for folder in folders for path in Path(folder).glob("last*.ckpt")]
+        path = max(found, key=lambda path: path.stat().st_mtime) if found else None
+    else:
+        path = Path(ckpt_path)
+    if path is None or not path.is_file():
+        return model_args
+    try:
+        checkpoint = load_checkpoint_file(path, mmap=True)
+    except Exception:  # noqa: BLE001  (any unreadable file: reported by check_run_folder)
+        return model_args
+    preset = checkpoint.get("hyper_parameters", {}).get("model") or ""
+    return upgrade_model_args(preset, model_args, checkpoint.get(VERSION_KEY, "0.3.0"))
+
+
 def _model_args_set_by(option: str, value: str) -> tuple[bool, dict[str, Any] | None]:
     """Whether ``option value`` sets ``model_args``, and the mapping (or None) that it sets."""
     try:
@@ -75,4 +102,4 @@ def _model_args_set_by(option: str, value: str) -> tuple[bool, dict[str, Any] | 
     return given is None or isinstance(given, Mapping), given
 
 
-__all__ = ["merge_model_args"]
+__all__ = ["merge_model_args", "resumed_model_args"]

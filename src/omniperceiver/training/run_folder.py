@@ -18,7 +18,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from ..errors import ConfigError
-from .checkpoint import load_checkpoint_file
+from .checkpoint import checkpoint_model_args, load_checkpoint_file
 from .module import ClassificationModule
 
 
@@ -96,7 +96,7 @@ def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
     saved, ours = checkpoint.get("hyper_parameters", {}), module.hparams
     settings = {key: (saved[key], ours[key]) for key in ("model", "num_classes") if key in saved}
     if "model_args" in saved:
-        before, now = saved["model_args"] or {}, ours.model_args or {}
+        before, now = checkpoint_model_args(checkpoint), ours.model_args or {}
         settings.update({f"model_args.{key}": (before.get(key, _UNSET), now.get(key, _UNSET))
                          for key in before.keys() | now.keys()})
     differences = [f"{name} {_show(before)} in the checkpoint, {_show(now)} now"
