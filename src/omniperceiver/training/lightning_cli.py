@@ -261,7 +261,7 @@ def check_model_accepts_data(model: ClassificationModule, datamodule: Classifica
             logits = model.model(batch)
     except (TypeError, ValueError) as error:
         fix = ("Fine-tune from a model made for inputs like these" if model.hparams.pretrained
-               else "Adjust --model.model_args to the data (e.g. image_size, channels, "
+               else "Adjust --model.model_args to the data (e.g. image_shape, input_channels, "
                     "num_points)")
         source = f" (pretrained {model.hparams.pretrained})" if model.hparams.pretrained else ""
         raise ConfigError(
