@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,17 @@ def _checkpoints(trainer: Trainer, pattern: str) -> list[Path]:
 _UNSET = object()  # a model_args key the run does not set (the preset's default)
 
 
+def _entries(args: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """``{"encoder": {"num_latents": 8}}`` -> ``{"<prefix>.encoder.num_latents": 8}``."""
+    entries: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, Mapping) and value:
+            entries.update(_entries(value, f"{prefix}.{key}"))
+        else:
+            entries[f"{prefix}.{key}"] = value
+    return entries
+
+
 def _show(value: Any) -> str:
     return "not set" if value is _UNSET else repr(value)
 
@@ -96,8 +108,9 @@ def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
     saved, ours = checkpoint.get("hyper_parameters", {}), module.hparams
     settings = {key: (saved[key], ours[key]) for key in ("model", "num_classes") if key in saved}
     if "model_args" in saved:
-        before, now = checkpoint_model_args(checkpoint), ours.model_args or {}
-        settings.update({f"model_args.{key}": (before.get(key, _UNSET), now.get(key, _UNSET))
+        before = _entries(checkpoint_model_args(checkpoint), "model_args")
+        now = _entries(ours.model_args or {}, "model_args")
+        settings.update({key: (before.get(key, _UNSET), now.get(key, _UNSET))
                          for key in before.keys() | now.keys()})
     differences = [f"{name} {_show(before)} in the checkpoint, {_show(now)} now"
                    for name, (before, now) in sorted(settings.items()) if before != now]
