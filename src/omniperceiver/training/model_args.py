@@ -58,6 +58,18 @@ def merge_model_args(args: list[str]) -> list[str]:
     return out
 
 
+def model_args_entries(args: Mapping[str, Any], prefix: str = "model_args") -> dict[str, Any]:
+    """Each entry of ``args`` by its full name, for messages and comparisons:
+    ``{"encoder": {"num_latents": 8}}`` -> ``{"model_args.encoder.num_latents": 8}``."""
+    entries: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, Mapping) and value:
+            entries.update(model_args_entries(value, f"{prefix}.{key}"))
+        else:
+            entries[f"{prefix}.{key}"] = value
+    return entries
+
+
 def resumed_model_args(model_args: Mapping[str, Any] | None, ckpt_path: str | None,
                        folders: list[str]) -> dict[str, Any] | None:
     """``model_args`` of a run that continues from ``ckpt_path`` (a file, or ``"last"``: the
@@ -102,4 +114,4 @@ def _model_args_set_by(option: str, value: str) -> tuple[bool, dict[str, Any] | 
     return given is None or isinstance(given, Mapping), given
 
 
-__all__ = ["merge_model_args", "resumed_model_args"]
+__all__ = ["merge_model_args", "resumed_model_args", "model_args_entries"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from ..errors import ConfigError
 from .checkpoint import checkpoint_model_args, load_checkpoint_file
+from .model_args import model_args_entries
 from .module import ClassificationModule
 
 
@@ -81,17 +81,6 @@ def _checkpoints(trainer: Trainer, pattern: str) -> list[Path]:
 _UNSET = object()  # a model_args key the run does not set (the preset's default)
 
 
-def _entries(args: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """``{"encoder": {"num_latents": 8}}`` -> ``{"<prefix>.encoder.num_latents": 8}``."""
-    entries: dict[str, Any] = {}
-    for key, value in args.items():
-        if isinstance(value, Mapping) and value:
-            entries.update(_entries(value, f"{prefix}.{key}"))
-        else:
-            entries[f"{prefix}.{key}"] = value
-    return entries
-
-
 def _show(value: Any) -> str:
     return "not set" if value is _UNSET else repr(value)
 
@@ -108,8 +97,8 @@ def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
     saved, ours = checkpoint.get("hyper_parameters", {}), module.hparams
     settings = {key: (saved[key], ours[key]) for key in ("model", "num_classes") if key in saved}
     if "model_args" in saved:
-        before = _entries(checkpoint_model_args(checkpoint), "model_args")
-        now = _entries(ours.model_args or {}, "model_args")
+        before = model_args_entries(checkpoint_model_args(checkpoint))
+        now = model_args_entries(ours.model_args or {})
         settings.update({key: (before.get(key, _UNSET), now.get(key, _UNSET))
                          for key in before.keys() | now.keys()})
     differences = [f"{name} {_show(before)} in the checkpoint, {_show(now)} now"
