@@ -1,26 +1,28 @@
 """Ablations of the main job's Perceiver, one axis at a time (the paper's, at MNIST scale).
 
-    python -m experiments.ablations [--quick] [--axes latents depth ...] [--epochs N]
+    python -m experiments.ablations [--quick] [--axes num_latents num_bands ...] [--epochs N]
 
 The reference model is the main job's (``configs/mnist.yaml``: ``create_model(model.model,
 **model.model_args)``), trained with its recipe and augmentation on the 4,000 MNIST training
 digits and tested on the 1,000 held-out ones. Each axis changes one thing:
 
-=============  ================================================================================
-axis           values
-=============  ================================================================================
-latents        number of latents: 8, 16, 32, 64, 128, 256
-cross_attends  one cross-attend at the start vs one before every block (interleaved)
-sharing        weights shared (the paper: all cross-attends after the first share one set, the
-               blocks share one) vs untied (every cross-attend and block its own weights)
-bands          Fourier bands: 4, 8, 16, 32, 64
-max_resolution the Fourier features' max_resolution (band frequencies run up to half of it):
-               a quarter, half, one, two and four times the input grid
-position       Fourier features vs learned position embeddings (as many channels) vs none (each
-               input is then one pixel value, which the cross-attend's LayerNorm over its one
-               channel maps to the same constant: the model sees nothing and must sit at chance)
-depth          latent self-attends per block: 1, 2, 4, 6
-=============  ================================================================================
+======================  =======================================================================
+axis (the keyword)      values
+======================  =======================================================================
+num_latents             number of latents: 8, 16, 32, 64, 128, 256
+num_cross_attends       one cross-attend at the start vs one before every block (interleaved)
+sharing                 weights shared (the paper: all cross-attends after the first share one
+                        set, the blocks share one) vs untied (every cross-attend and block its
+                        own weights)
+num_bands               Fourier bands: 4, 8, 16, 32, 64
+max_resolution          the Fourier features' max_resolution (band frequencies run up to half
+                        of it): a quarter, half, one, two and four times the input grid
+position                Fourier features vs learned position embeddings (as many channels) vs
+                        none (each input is then one pixel value, which the cross-attend's
+                        LayerNorm over its one channel maps to the same constant: the model
+                        sees nothing and must sit at chance)
+self_attends_per_block  latent self-attends per block (depth): 1, 2, 4, 6
+======================  =======================================================================
 
 The reference value of every axis is the same run (trained once). Writes ``ablations.json``,
 ``ablations.md`` (accuracy and parameters per axis value) and ``ablations.png``.
@@ -71,9 +73,9 @@ def axes(base: nn.Module, latents: Sequence[int] = LATENTS,
                 {} if value == current else change)
 
     return {
-        "latents": [ref(str(n), n, encoder.num_latents, {"encoder": {"num_latents": n}})
+        "num_latents": [ref(str(n), n, encoder.num_latents, {"encoder": {"num_latents": n}})
                     for n in latents],
-        "cross_attends": [
+        "num_cross_attends": [
             ref("1, at the start", 1, encoder.num_cross_attends,
                 {"encoder": {"num_cross_attends": 1}}),
             ref(f"{encoder.num_blocks}, interleaved", encoder.num_blocks,
@@ -83,7 +85,7 @@ def axes(base: nn.Module, latents: Sequence[int] = LATENTS,
                 cross_attend_sharing="after_first", block_sharing="all")}),
             ref("untied", ("none", "none"), sharing, {"encoder": dict(
                 cross_attend_sharing="none", block_sharing="none")})],
-        "bands": [ref(str(b), b, num_bands, {"num_bands": b}) for b in (4, 8, 16, 32, 64)],
+        "num_bands": [ref(str(b), b, num_bands, {"num_bands": b}) for b in (4, 8, 16, 32, 64)],
         "max_resolution": [
             ref(f"{r * f:g} (frequencies up to {r * f / 2:g})", r * f, resolution,
                 {"adapter": {"max_resolution": r * f}})
@@ -91,7 +93,7 @@ def axes(base: nn.Module, latents: Sequence[int] = LATENTS,
         "position": [ref("Fourier", "fourier", "fourier", {}),
                      ("learned", {"adapter": {"position": "learned"}}),
                      ("none", {"adapter": {"position": None}})],
-        "depth": [ref(str(d), d, encoder.self_attends_per_block,
+        "self_attends_per_block": [ref(str(d), d, encoder.self_attends_per_block,
                       {"encoder": {"self_attends_per_block": d}}) for d in (1, 2, 4, 6)],
     }
 
@@ -162,10 +164,10 @@ def chart(log: common.RunLog, path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = common.base_parser(__doc__.split("\n\n")[0], epochs=15, seeds=(0,))
     parser.add_argument("--axes", nargs="+", default=None,
-                        help="axes to run (default all: latents cross_attends sharing bands "
-                             "max_resolution position depth)")
-    parser.add_argument("--latents", nargs="+", type=int, default=list(LATENTS),
-                        help="the values of the latents axis (default: %(default)s; 256 "
+                        help="axes to run (default all: num_latents num_cross_attends sharing "
+                             "num_bands max_resolution position self_attends_per_block)")
+    parser.add_argument("--num_latents", nargs="+", type=int, default=list(LATENTS),
+                        help="the values of the num_latents axis (default: %(default)s; 256 "
                              "latents train about 8x longer than the main job's 32)")
     args = common.parse(parser, argv)
     config = common.load_config("mnist")
@@ -186,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             x = aug.random_affine(x, degrees=rotate, scale=scale)
         return aug.random_shift(x, shift)
 
-    all_axes = axes(create_model(preset, **model_args), args.latents)
+    all_axes = axes(create_model(preset, **model_args), args.num_latents)
     if args.quick and args.axes is None:  # the machinery, cheaply: a few values per axis
         all_axes = {a: v[:2] if a != "position" else v for a, v in all_axes.items()}
     if args.axes is not None:
