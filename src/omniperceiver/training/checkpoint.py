@@ -34,13 +34,18 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", *,
 VERSION_KEY = "omniperceiver"
 
 
+def checkpoint_release(checkpoint: dict[str, Any]) -> str:
+    """The release that wrote a Lightning checkpoint (one without the entry: 0.3.0 or
+    earlier, whose keywords are 0.3.0's)."""
+    return checkpoint.get(VERSION_KEY, "0.3.0")
+
+
 def checkpoint_model_args(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The ``model_args`` of a Lightning checkpoint's hyper-parameters, in this release's
-    keywords (:func:`omniperceiver.renames.upgrade_model_args`: a checkpoint without a
-    release was written by 0.3.0 or earlier)."""
+    keywords (:func:`omniperceiver.renames.upgrade_model_args`)."""
     hparams = checkpoint.get("hyper_parameters", {})
     return upgrade_model_args(hparams.get("model") or "", hparams.get("model_args") or {},
-                              checkpoint.get(VERSION_KEY, "0.3.0"))
+                              checkpoint_release(checkpoint))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,4 +66,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(path, map_location)
 
 
-__all__ = ["AtomicCheckpointIO", "load_checkpoint_file", "checkpoint_model_args", "VERSION_KEY"]
+__all__ = ["AtomicCheckpointIO", "load_checkpoint_file", "checkpoint_model_args",
+           "checkpoint_release", "VERSION_KEY"]

@@ -16,7 +16,7 @@ import yaml
 
 from ..config import merge
 from ..renames import upgrade_model_args
-from .checkpoint import VERSION_KEY, load_checkpoint_file
+from .checkpoint import checkpoint_release, load_checkpoint_file
 
 MODEL_ARGS = "--model.model_args"
 CONFIG_OPTIONS = ("--config", "-c")
@@ -28,10 +28,10 @@ def merge_model_args(args: list[str]) -> list[str]:
     jsonargparse lets each ``model_args`` mapping replace the one before it, so a config's
     entries would fall back to the preset's defaults as soon as one of them is overridden.
     Here the ``model_args`` of a config (``--config``), a mapping (``--model.model_args
-    '{num_latents: 8}'``) and one entry (``--model.model_args.num_latents 8``) are merged key
-    by key, recursively (:func:`omniperceiver.config.merge`), over what the configs and options
-    before them set, and the parser gets the merged mapping; ``--model.model_args null`` goes
-    back to the preset's defaults. What cannot be read here is passed on as given, for the
+    '{encoder: {num_latents: 8}}'``) and one entry (``--model.model_args.encoder.num_latents
+    8``) are merged key by key, recursively (:func:`omniperceiver.config.merge`), over what the
+    configs and options before them set, and the parser gets the merged mapping;
+    ``--model.model_args null`` goes back to the preset's defaults. What cannot be read here is passed on as given, for the
     parser to report.
     """
     merged: dict[str, Any] | None = None
@@ -91,7 +91,7 @@ def resumed_model_args(model_args: Mapping[str, Any] | None, ckpt_path: str | No
     except Exception:  # noqa: BLE001  (any unreadable file: reported by check_run_folder)
         return model_args
     preset = checkpoint.get("hyper_parameters", {}).get("model") or ""
-    return upgrade_model_args(preset, model_args, checkpoint.get(VERSION_KEY, "0.3.0"))
+    return upgrade_model_args(preset, model_args, checkpoint_release(checkpoint))
 
 
 def _model_args_set_by(option: str, value: str) -> tuple[bool, dict[str, Any] | None]:
