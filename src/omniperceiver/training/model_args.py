@@ -31,8 +31,8 @@ def merge_model_args(args: list[str]) -> list[str]:
     '{encoder: {num_latents: 8}}'``) and one entry (``--model.model_args.encoder.num_latents
     8``) are merged key by key, recursively (:func:`omniperceiver.config.merge`), over what the
     configs and options before them set, and the parser gets the merged mapping;
-    ``--model.model_args null`` goes back to the preset's defaults. What cannot be read here is passed on as given, for the
-    parser to report.
+    ``--model.model_args null`` goes back to the preset's defaults. What cannot be read here
+    is passed on as given, for the parser to report.
     """
     merged: dict[str, Any] | None = None
     out: list[str] = []
