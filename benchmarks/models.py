@@ -59,7 +59,7 @@ def image(batch: int, size: int, *, channels_last: bool = True, seed: int = 0) -
     return x if channels_last else x.permute(0, 3, 1, 2).contiguous()
 
 
-def image_size(quick: bool) -> int:
+def image_shape(quick: bool) -> int:
     return 32 if quick else 224
 
 
@@ -69,7 +69,7 @@ def _omniperceiver_seed(quick: bool, size: int | None) -> Case:
     args = SEED_QUICK if quick else SEED_ARGS
     overrides = {k: v for k, v in args.items() if SEED_ARGS.get(k) != v}
     model = omniperceiver.create_model("perceiver-seed", **overrides)
-    size = size or image_size(quick)
+    size = size or image_shape(quick)
     return Case("omniperceiver", model, lambda b: image(b, size), lambda m, x: m(x),
                 args["num_classes"])
 
@@ -78,7 +78,7 @@ def _perceiver_pytorch_seed(quick: bool, size: int | None) -> Case:
     from perceiver_pytorch import Perceiver
 
     args = SEED_QUICK if quick else SEED_ARGS
-    size = size or image_size(quick)
+    size = size or image_shape(quick)
     return Case("perceiver-pytorch", Perceiver(**args), lambda b: image(b, size),
                 lambda m, x: m(x), args["num_classes"])
 
@@ -94,9 +94,9 @@ def _omniperceiver_vpf(quick: bool, size: int | None) -> Case:
         PerceiverIOConfig,
     )
 
-    size = size or image_size(quick)
+    size = size or image_shape(quick)
     if not quick:
-        model = omniperceiver.create_model("vision-perceiver-fourier", image_size=size)
+        model = omniperceiver.create_model("vision-perceiver-fourier", image_shape=size)
     else:  # the same structure, scaled down like VPF_QUICK
         a = VPF_QUICK
         model = PerceiverIO(PerceiverIOConfig(
@@ -115,7 +115,7 @@ def _omniperceiver_vpf(quick: bool, size: int | None) -> Case:
 def _transformers_vpf(quick: bool, size: int | None) -> Case:
     from transformers import PerceiverConfig, PerceiverForImageClassificationFourier
 
-    size = size or image_size(quick)
+    size = size or image_shape(quick)
     args = VPF_QUICK if quick else VPF_ARGS
     model = PerceiverForImageClassificationFourier(PerceiverConfig(**args, image_size=size))
     return Case("transformers", model, lambda b: image(b, size, channels_last=False),
@@ -159,7 +159,7 @@ def _transformer_encoder(quick: bool, size: int | None) -> Case:
     width = 32 if quick else 512
     model = TransformerEncoderBaseline(width=width, heads=2 if quick else 8,
                                        num_classes=10 if quick else 1000)
-    size = size or image_size(quick)
+    size = size or image_shape(quick)
     return Case("transformer-encoder", model, lambda b: image(b, size), lambda m, x: m(x),
                 10 if quick else 1000)
 
@@ -176,7 +176,7 @@ class PointCloudEncoder(nn.Module):
         from omniperceiver import AttentionSpec, EncoderConfig, PerceiverEncoder
         from omniperceiver.adapters import PointCloudAdapter
 
-        self.adapter = PointCloudAdapter(num_bands=num_bands, max_frequency=1120.0)
+        self.adapter = PointCloudAdapter(num_bands=num_bands, max_resolution=2240.0)
         self.encoder = PerceiverEncoder(self.adapter.num_channels, EncoderConfig(
             num_latents=num_latents, latent_dim=latent_dim, num_blocks=2,
             self_attends_per_block=2, cross_attend=AttentionSpec(heads=1),

@@ -69,7 +69,7 @@ def run_raw_pixels(run) -> list[Table]:
     x = torch.rand(image_batch, 28, 28, 1)
     y = torch.randint(0, 10, (image_batch,))
     small = dict(num_latents=8, latent_dim=32) if quick else {}
-    ours = create_model("mnist-perceiver", **small).train()
+    ours = create_model("mnist-perceiver", encoder=small).train()
     import perceiver_pytorch
 
     peer = perceiver_pytorch.Perceiver(

@@ -1,26 +1,28 @@
 """Ablations of the main job's Perceiver, one axis at a time (the paper's, at MNIST scale).
 
-    python -m experiments.ablations [--quick] [--axes latents depth ...] [--epochs N]
+    python -m experiments.ablations [--quick] [--axes num_latents num_bands ...] [--epochs N]
 
 The reference model is the main job's (``configs/mnist.yaml``: ``create_model(model.model,
 **model.model_args)``), trained with its recipe and augmentation on the 4,000 MNIST training
 digits and tested on the 1,000 held-out ones. Each axis changes one thing:
 
-=============  ================================================================================
-axis           values
-=============  ================================================================================
-latents        number of latents: 8, 16, 32, 64, 128, 256
-cross_attends  one cross-attend at the start vs one before every block (interleaved)
-sharing        weights shared (the paper: all cross-attends after the first share one set, the
-               blocks share one) vs untied (every cross-attend and block its own weights)
-bands          Fourier bands: 4, 8, 16, 32, 64
-max_frequency  the highest Fourier frequency, max_resolution / 2, for max_resolution a quarter,
-               half, one, two and four times the input grid
-position       Fourier features vs learned position embeddings (as many channels) vs none (each
-               input is then one pixel value, which the cross-attend's LayerNorm over its one
-               channel maps to the same constant: the model sees nothing and must sit at chance)
-depth          latent self-attends per block: 1, 2, 4, 6
-=============  ================================================================================
+======================  =======================================================================
+axis (the keyword)      values
+======================  =======================================================================
+num_latents             number of latents: 8, 16, 32, 64, 128, 256
+num_cross_attends       one cross-attend at the start vs one before every block (interleaved)
+sharing                 weights shared (the paper: all cross-attends after the first share one
+                        set, the blocks share one) vs untied (every cross-attend and block its
+                        own weights)
+num_bands               Fourier bands: 4, 8, 16, 32, 64
+max_resolution          the Fourier features' max_resolution (band frequencies run up to half
+                        of it): a quarter, half, one, two and four times the input grid
+position                Fourier features vs learned position embeddings (as many channels) vs
+                        none (each input is then one pixel value, which the cross-attend's
+                        LayerNorm over its one channel maps to the same constant: the model
+                        sees nothing and must sit at chance)
+self_attends_per_block  latent self-attends per block (depth): 1, 2, 4, 6
+======================  =======================================================================
 
 The reference value of every axis is the same run (trained once). Writes ``ablations.json``,
 ``ablations.md`` (accuracy and parameters per axis value) and ``ablations.png``.
@@ -33,7 +35,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -41,14 +43,15 @@ from torch import nn
 
 from omniperceiver import PerceiverIO, create_model
 from omniperceiver.adapters import ImageAdapter
+from omniperceiver.config import merge
 from omniperceiver.data import MNIST
 from omniperceiver.training import augment as aug
 
 from . import common
 
 NAME = "ablations"
-TINY_PERCEIVER = dict(num_latents=8, latent_dim=32, num_blocks=2, self_attends_per_block=1,
-                      num_cross_attends=2)
+TINY_PERCEIVER = {"encoder": dict(num_latents=8, latent_dim=32, num_blocks=2,
+                                  self_attends_per_block=1, num_cross_attends=2)}
 
 
 LATENTS = (8, 16, 32, 64, 128, 256)
@@ -56,8 +59,8 @@ LATENTS = (8, 16, 32, 64, 128, 256)
 
 def axes(base: nn.Module, latents: Sequence[int] = LATENTS,
          ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """Every axis as ``[(label, change)]``. A change holds preset keywords, ``encoder``
-    (fields of the encoder config) and ``adapter`` (position options of the image adapter);
+    """Every axis as ``[(label, change)]``. A change holds preset keywords (``encoder``:
+    fields of the encoder config) and ``adapter`` (position options of the image adapter);
     an empty change is the reference model."""
     encoder = base.config.encoder
     grid = base.input_adapter.position
@@ -70,56 +73,55 @@ def axes(base: nn.Module, latents: Sequence[int] = LATENTS,
                 {} if value == current else change)
 
     return {
-        "latents": [ref(str(n), n, encoder.num_latents, {"num_latents": n})
+        "num_latents": [ref(str(n), n, encoder.num_latents, {"encoder": {"num_latents": n}})
                     for n in latents],
-        "cross_attends": [
-            ref("1, at the start", 1, encoder.num_cross_attends, {"num_cross_attends": 1}),
+        "num_cross_attends": [
+            ref("1, at the start", 1, encoder.num_cross_attends,
+                {"encoder": {"num_cross_attends": 1}}),
             ref(f"{encoder.num_blocks}, interleaved", encoder.num_blocks,
-                encoder.num_cross_attends, {"num_cross_attends": encoder.num_blocks})],
+                encoder.num_cross_attends, {"encoder": {"num_cross_attends": encoder.num_blocks}})],
         "sharing": [
             ref("shared", ("after_first", "all"), sharing, {"encoder": dict(
                 cross_attend_sharing="after_first", block_sharing="all")}),
             ref("untied", ("none", "none"), sharing, {"encoder": dict(
                 cross_attend_sharing="none", block_sharing="none")})],
-        "bands": [ref(str(b), b, num_bands, {"num_bands": b}) for b in (4, 8, 16, 32, 64)],
-        "max_frequency": [
-            ref(f"{r * f / 2:g} (max_resolution {r * f:g})", r * f, resolution,
+        "num_bands": [ref(str(b), b, num_bands, {"num_bands": b}) for b in (4, 8, 16, 32, 64)],
+        "max_resolution": [
+            ref(f"{r * f:g} (frequencies up to {r * f / 2:g})", r * f, resolution,
                 {"adapter": {"max_resolution": r * f}})
             for r in (resolution,) for f in (0.25, 0.5, 1, 2, 4)],
         "position": [ref("Fourier", "fourier", "fourier", {}),
                      ("learned", {"adapter": {"position": "learned"}}),
                      ("none", {"adapter": {"position": None}})],
-        "depth": [ref(str(d), d, encoder.self_attends_per_block,
-                      {"self_attends_per_block": d}) for d in (1, 2, 4, 6)],
+        "self_attends_per_block": [ref(str(d), d, encoder.self_attends_per_block,
+                      {"encoder": {"self_attends_per_block": d}}) for d in (1, 2, 4, 6)],
     }
 
 
 def build(preset: str, args: dict[str, Any], change: dict[str, Any]) -> nn.Module:
-    """The reference model with ``change`` applied: preset keywords through
-    ``create_model``; encoder fields and image-adapter position options by rebuilding the
-    :class:`PerceiverIO` around the changed part."""
+    """The reference model with ``change`` applied: preset keywords (merged key by key into
+    the reference's) through ``create_model``; image-adapter position options by rebuilding
+    the :class:`PerceiverIO` around a new adapter."""
     change = dict(change)
-    encoder, adapter_options = change.pop("encoder", {}), change.pop("adapter", {})
-    model = create_model(preset, **{**args, **change})
-    if not encoder and not adapter_options:
+    adapter_options = change.pop("adapter", {})
+    model = create_model(preset, **merge(args, change))
+    if not adapter_options:
         return model
     adapter = model.input_adapter
-    if adapter_options:
-        fourier = adapter.position
-        if not isinstance(adapter, ImageAdapter):
-            raise TypeError(f"position ablations need an image adapter, got "
-                            f"{type(adapter).__name__}")
-        options = dict(position="fourier", num_bands=fourier.options["num_bands"],
-                       max_resolution=None, position_channels=fourier.num_channels)
-        options.update(adapter_options)
-        if options["max_resolution"] is not None:
-            options["max_resolution"] = (options["max_resolution"],) * 2
-        adapter = ImageAdapter(image_shape=adapter.image_shape,
-                               input_channels=adapter.input_channels, mode=adapter.mode,
-                               patch_size=args.get("patch_size"),
-                               project_channels=args.get("project_channels"), **options)
-    config = replace(model.config, encoder=replace(model.config.encoder, **encoder))
-    return PerceiverIO(config, input_adapter=adapter)
+    fourier = adapter.position
+    if not isinstance(adapter, ImageAdapter):
+        raise TypeError(f"position ablations need an image adapter, got "
+                        f"{type(adapter).__name__}")
+    options = dict(position="fourier", num_bands=fourier.options["num_bands"],
+                   max_resolution=None, position_channels=fourier.num_channels)
+    options.update(adapter_options)
+    if options["max_resolution"] is not None:
+        options["max_resolution"] = (options["max_resolution"],) * 2
+    adapter = ImageAdapter(image_shape=adapter.image_shape,
+                           input_channels=adapter.input_channels, mode=adapter.mode,
+                           patch_size=args.get("patch_size"),
+                           project_channels=args.get("project_channels"), **options)
+    return PerceiverIO(model.config, input_adapter=adapter)
 
 
 def report(log: common.RunLog) -> str:
@@ -162,16 +164,16 @@ def chart(log: common.RunLog, path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = common.base_parser(__doc__.split("\n\n")[0], epochs=15, seeds=(0,))
     parser.add_argument("--axes", nargs="+", default=None,
-                        help="axes to run (default all: latents cross_attends sharing bands "
-                             "max_frequency position depth)")
-    parser.add_argument("--latents", nargs="+", type=int, default=list(LATENTS),
-                        help="the values of the latents axis (default: %(default)s; 256 "
+                        help="axes to run (default all: num_latents num_cross_attends sharing "
+                             "num_bands max_resolution position self_attends_per_block)")
+    parser.add_argument("--num_latents", nargs="+", type=int, default=list(LATENTS),
+                        help="the values of the num_latents axis (default: %(default)s; 256 "
                              "latents train about 8x longer than the main job's 32)")
     args = common.parse(parser, argv)
     config = common.load_config("mnist")
     preset, model_args = config["model"]["model"], dict(config["model"].get("model_args") or {})
     if args.quick:
-        model_args.update(TINY_PERCEIVER)
+        model_args = merge(model_args, TINY_PERCEIVER)
     recipe = common.recipe_from_config(
         config, epochs=1 if args.quick else args.epochs,
         **(dict(max_steps=2) if args.quick else {}))
@@ -186,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             x = aug.random_affine(x, degrees=rotate, scale=scale)
         return aug.random_shift(x, shift)
 
-    all_axes = axes(create_model(preset, **model_args), args.latents)
+    all_axes = axes(create_model(preset, **model_args), args.num_latents)
     if args.quick and args.axes is None:  # the machinery, cheaply: a few values per axis
         all_axes = {a: v[:2] if a != "position" else v for a, v in all_axes.items()}
     if args.axes is not None:

@@ -59,11 +59,11 @@ class ResNet(nn.Module):
     ``2 width`` and ``4 width`` channels (the last two halve the resolution), global average
     pooling and a linear classifier."""
 
-    def __init__(self, *, in_channels: int = 1, num_classes: int = 10, width: int = 32,
+    def __init__(self, *, input_channels: int = 1, num_classes: int = 10, width: int = 32,
                  stem_stride: int = 1, stem_pool: bool = False):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False),
+            nn.Conv2d(input_channels, width, 3, stride=stem_stride, padding=1, bias=False),
             nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2) if stem_pool else nn.Identity())
         self.stages = nn.Sequential(ResidualBlock(width, width),
                                     ResidualBlock(width, 2 * width, stride=2),
@@ -111,15 +111,15 @@ class ViT(nn.Module):
     embedded, plus a learned embedding of each patch's position; ``depth`` Transformer
     layers; mean over patches, LayerNorm, linear classifier."""
 
-    def __init__(self, *, image_size: tuple[int, int], patch_size: int, in_channels: int = 1,
+    def __init__(self, *, image_shape: tuple[int, int], patch_size: int, input_channels: int = 1,
                  num_classes: int = 10, width: int = 96, depth: int = 4, heads: int = 4):
         super().__init__()
-        h, w = image_size
+        h, w = image_shape
         if h % patch_size or w % patch_size:
-            raise ValueError(f"image_size {image_size} is not divisible by patch_size "
+            raise ValueError(f"image_shape {image_shape} is not divisible by patch_size "
                              f"{patch_size}")
         self.patch_size = patch_size
-        self.embed = nn.Linear(patch_size * patch_size * in_channels, width)
+        self.embed = nn.Linear(patch_size * patch_size * input_channels, width)
         self.position = nn.Parameter(torch.zeros((h // patch_size) * (w // patch_size), width))
         nn.init.trunc_normal_(self.position, std=0.02)
         self.blocks = nn.Sequential(*(TransformerBlock(width, heads) for _ in range(depth)))
@@ -143,9 +143,9 @@ class PointNet(nn.Module):
     like the Perceiver. ``width`` sizes the part after the pooling, so a larger model costs
     little more per epoch."""
 
-    def __init__(self, *, in_channels: int = 3, num_classes: int = 12, width: int = 256):
+    def __init__(self, *, input_channels: int = 3, num_classes: int = 12, width: int = 256):
         super().__init__()
-        widths = [in_channels, 64, 64, 256]
+        widths = [input_channels, 64, 64, 256]
         self.point_layers = nn.ModuleList(nn.Linear(a, b, bias=False)
                                           for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.point_norms = nn.ModuleList(nn.BatchNorm1d(b) for b in widths[1:])
@@ -176,7 +176,7 @@ class SpectrogramCNN(nn.Module):
         self.frontend = LogMelSpectrogram(sample_rate=sample_rate, n_mels=n_mels,
                                           hop_length=hop_length)
         self.input_norm = nn.BatchNorm2d(1)
-        self.cnn = ResNet(in_channels=1, num_classes=num_classes, width=width, stem_stride=2,
+        self.cnn = ResNet(input_channels=1, num_classes=num_classes, width=width, stem_stride=2,
                           stem_pool=True)
         self.num_features = self.cnn.num_features
 
@@ -197,9 +197,9 @@ class VideoCNN(nn.Module):
     ``2 width``, ``4 width`` channels; the first halves H and W, the others T, H and W),
     global average pooling, a linear classifier."""
 
-    def __init__(self, *, in_channels: int = 1, num_classes: int = 10, width: int = 32):
+    def __init__(self, *, input_channels: int = 1, num_classes: int = 10, width: int = 32):
         super().__init__()
-        widths = [in_channels, width, 2 * width, 4 * width]
+        widths = [input_channels, width, 2 * width, 4 * width]
         strides = [(1, 2, 2), (2, 2, 2), (2, 2, 2)]
         layers: list[nn.Module] = []
         for a, b, s in zip(widths[:-1], widths[1:], strides, strict=True):
@@ -221,10 +221,10 @@ class LateFusion(nn.Module):
     stem) on the image and a :class:`SpectrogramCNN` on the audio, their pooled features
     concatenated into one linear classifier."""
 
-    def __init__(self, *, in_channels: int = 1, sample_rate: int = 16000, n_mels: int = 64,
+    def __init__(self, *, input_channels: int = 1, sample_rate: int = 16000, n_mels: int = 64,
                  hop_length: int = 160, num_classes: int = 10, width: int = 32):
         super().__init__()
-        self.image = ResNet(in_channels=in_channels, num_classes=num_classes, width=width,
+        self.image = ResNet(input_channels=input_channels, num_classes=num_classes, width=width,
                             stem_stride=2)
         self.audio = SpectrogramCNN(sample_rate=sample_rate, n_mels=n_mels,
                                     hop_length=hop_length, num_classes=num_classes, width=width)

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from omniperceiver import create_model
+from omniperceiver.config import merge
 from omniperceiver.data import (
     SHAPE_CLASSES,
     AudioVisualDigits,
@@ -52,6 +53,7 @@ from omniperceiver.data import (
     SpokenDigits,
     espeak_available,
 )
+from omniperceiver.models.classifiers import AV_AUDIO, AV_IMAGE
 from omniperceiver.training import augment as aug
 from omniperceiver.training.augment import random_time_shift
 
@@ -60,8 +62,8 @@ from .baselines import LateFusion, PointNet, SpectrogramCNN, VideoCNN
 
 NAME = "modalities"
 TASKS = ("points", "spoken", "moving", "av")
-TINY_PERCEIVER = dict(num_latents=8, latent_dim=32, num_blocks=1, self_attends_per_block=1,
-                      num_cross_attends=1)
+TINY_PERCEIVER = {"encoder": dict(num_latents=8, latent_dim=32, num_blocks=1,
+                                  self_attends_per_block=1, num_cross_attends=1)}
 WIDTHS = (4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512,
           640, 768)
 #: The Perceiver's AudioSet setting: each example drops a modality with this probability.
@@ -128,7 +130,7 @@ class Task:
 def _model_args(config: dict[str, Any], quick: bool) -> tuple[str, dict[str, Any]]:
     args = dict(config["model"].get("model_args") or {})
     if quick:
-        args.update(TINY_PERCEIVER)
+        args = merge(args, TINY_PERCEIVER)
     return config["model"]["model"], args
 
 
@@ -203,7 +205,7 @@ def moving_task(*, epochs: int | None, quick: bool) -> Task:
     data = config["data"]["init_args"]
     preset, args = _model_args(config, quick)
     num_train, num_test = _limits(quick, data.get("num_train"), data.get("num_test"))
-    frames, size = int(data.get("num_frames", 8)), int(data.get("size", 32))
+    frames, size = int(data.get("num_frames", 8)), int(data.get("image_shape", 32))
     sets = [common.stack_dataset(MovingDigits(split, num_samples=n, num_frames=frames,
                                               size=size, seed=0))
             for n, split in ((num_train, "train"), (num_test, "test"))]
@@ -238,32 +240,25 @@ def av_task(*, epochs: int | None, quick: bool) -> Task:
         _recipe(config, epochs, quick),
         augment=lambda x: {"image": aug.random_shift(x["image"], shift),
                            "audio": random_time_shift(x["audio"], time_shift)})
-    encoder_keys = ("num_latents", "latent_dim", "num_blocks", "self_attends_per_block",
-                    "num_cross_attends", "cross_heads", "self_heads", "widening_factor",
-                    "dropout", "pooling", "cross_qk_channels")
-    encoder = {k: v for k, v in args.items() if k in encoder_keys}
-    image_args = dict(image_size=args.get("image_size", (28, 28)),
-                      channels=args.get("channels", 1), mode="patches",
-                      patch_size=args.get("patch_size", 2), num_bands=args.get("image_bands", 16))
-    audio_args = dict(max_samples=args.get("max_samples", 16000), sample_rate=rate,
-                      frontend="spectrogram", n_mels=args.get("n_mels", 64),
-                      hop_length=args.get("hop_length", 160),
-                      num_bands=args.get("audio_bands", 32))
+    # One modality alone: its adapter's keywords (the same dict) and the same encoder.
+    shared = {k: args[k] for k in ("encoder", "decoder", "activation") if k in args}
+    image_args = merge(AV_IMAGE, args.get("image"))
+    audio_args = merge(merge(AV_AUDIO, args.get("audio")), {"sample_rate": rate})
 
     def both() -> nn.Module:
         return create_model(preset, num_classes=10, **args)
 
     task.add("Perceiver (image only)", "perceiver", lambda: Select(
-        "image", create_model("image-perceiver", num_classes=10, **image_args, **encoder)))
+        "image", create_model("image-perceiver", num_classes=10, **image_args, **shared)))
     task.add("Perceiver (audio only)", "perceiver", lambda: Select(
-        "audio", create_model("audio-perceiver", num_classes=10, **audio_args, **encoder)))
+        "audio", create_model("audio-perceiver", num_classes=10, **audio_args, **shared)))
     task.add("Perceiver (image + audio)", "perceiver", both, multimodal=True)
     task.add("Perceiver (image + audio, modality dropout)", "perceiver", lambda: create_model(
         preset, num_classes=10, **{**args, "modality_dropout": MODALITY_DROPOUT}),
         multimodal=True)
     task.add("late-fusion CNN", "baseline", lambda: _sized(
-        lambda w: LateFusion(sample_rate=rate, n_mels=int(args.get("n_mels", 64)),
-                             hop_length=int(args.get("hop_length", 160)), width=w), both),
+        lambda w: LateFusion(sample_rate=rate, n_mels=int(audio_args["n_mels"]),
+                             hop_length=int(audio_args["hop_length"]), width=w), both),
         multimodal=True)
     return task
 

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from omniperceiver import create_model
+from omniperceiver.config import merge
 from omniperceiver.data import MNIST, SklearnDigits
 from omniperceiver.position import pixel_permutation
 from omniperceiver.training import augment as aug
@@ -47,8 +48,8 @@ from .baselines import ResNet, ViT
 NAME = "permutation"
 MODELS = ("perceiver", "resnet", "vit")
 #: A Perceiver small enough for the quick mode (the baselines follow its size).
-TINY_PERCEIVER = dict(num_latents=8, latent_dim=32, num_blocks=1, self_attends_per_block=1,
-                      num_cross_attends=1)
+TINY_PERCEIVER = {"encoder": dict(num_latents=8, latent_dim=32, num_blocks=1,
+                                  self_attends_per_block=1, num_cross_attends=1)}
 RESNET_WIDTHS = (4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64)
 VIT_WIDTHS = (16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256)
 
@@ -71,7 +72,7 @@ class ImageTask:
     permutation_seed: int = 0
 
     @property
-    def image_size(self) -> tuple[int, int]:
+    def image_shape(self) -> tuple[int, int]:
         return tuple(self.train[0].shape[1:3])
 
     def augment(self, x: Tensor) -> Tensor:
@@ -112,7 +113,7 @@ def image_tasks(*, epochs: int, digits_epochs: int, quick: bool,
         config = common.load_config(config_name)
         args = pixel_perceiver_args(config, drop=drop, note=name == "mnist")
         if quick:
-            args.update(TINY_PERCEIVER)
+            args = merge(args, TINY_PERCEIVER)
         train, test = dataset("train"), dataset("test")
         return ImageTask(
             name=name, train=(train.images[:limit_train], train.targets[:limit_train]),
@@ -142,11 +143,11 @@ def build_model(model: str, task: ImageTask, *, permuted: bool) -> nn.Module:
     target = common.count_parameters(build_perceiver(task, permuted=False))
     if model == "resnet":
         return common.closest_in_size(
-            lambda w: ResNet(in_channels=1, width=w, stem_stride=task.resnet_stem_stride),
+            lambda w: ResNet(input_channels=1, width=w, stem_stride=task.resnet_stem_stride),
             RESNET_WIDTHS, target)
     if model == "vit":
         return common.closest_in_size(
-            lambda w: ViT(image_size=task.image_size, patch_size=task.vit_patch, width=w),
+            lambda w: ViT(image_shape=task.image_shape, patch_size=task.vit_patch, width=w),
             VIT_WIDTHS, target)
     raise ValueError(f"model must be one of {MODELS}, got {model!r}")
 

@@ -375,7 +375,7 @@ def test_spectrogram_mask_must_be_a_prefix():
 
 
 def test_point_cloud_features_are_per_example():
-    adapter = PointCloudAdapter(num_features=3, num_bands=6, max_frequency=20.0)
+    adapter = PointCloudAdapter(num_features=3, num_bands=6, max_resolution=40.0)
     x = torch.rand(4, 50, 6) * 2 - 1
     out = adapter(x)
     assert adapter.num_channels == 3 + fourier_channels(3, 6)
@@ -388,17 +388,28 @@ def test_point_cloud_features_are_per_example():
     assert not torch.allclose(out.inputs[1], out.inputs[0])
 
 
+def test_point_cloud_band_frequencies_run_to_half_the_max_resolution():
+    """The Perceiver's ModelNet40 setting: 64 bands up to the paper's maximum frequency 1120,
+    max_resolution 2240 (DeepMind's convention for grids too)."""
+    adapter = PointCloudAdapter(num_bands=64, max_resolution=2240.0)
+    coords = torch.rand(1, 5, 3, dtype=torch.float64) * 2 - 1
+    features = adapter(coords).inputs  # [x, y, z, sines (3 axes x 64), cosines (likewise)]
+    freqs = torch.linspace(1.0, 1120.0, 64, dtype=torch.float64)
+    sines = torch.sin(torch.pi * coords[..., :, None] * freqs).flatten(-2)
+    torch.testing.assert_close(features[..., 3:3 + 3 * 64], sines)
+
+
 @given(st.permutations(list(range(12))))
 def test_point_cloud_permuting_points_permutes_inputs(perm):
     torch.manual_seed(0)
-    adapter = PointCloudAdapter(num_features=2, num_bands=4, max_frequency=8.0)
+    adapter = PointCloudAdapter(num_features=2, num_bands=4, max_resolution=16.0)
     x = torch.rand(2, 12, 5) * 2 - 1
     perm = torch.tensor(perm)
     torch.testing.assert_close(adapter(x[:, perm]).inputs, adapter(x).inputs[:, perm])
 
 
 def test_point_cloud_model_is_permutation_invariant_and_padding_invariant():
-    adapter = PointCloudAdapter(num_bands=4, max_frequency=8.0)
+    adapter = PointCloudAdapter(num_bands=4, max_resolution=16.0)
     model = tiny_model(adapter)
     clouds = [torch.rand(n, 3, dtype=torch.float64) * 2 - 1 for n in (20, 7, 13)]
     points, mask = pad_point_clouds(clouds)

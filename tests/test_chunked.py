@@ -193,7 +193,7 @@ def test_model_builds_grid_inputs_chunk_by_chunk(position):
 def test_point_cloud_chunks_from_the_adapter():
     """Per-point adapters build chunks by adapting slices of the points."""
     torch.manual_seed(0)
-    adapter = PointCloudAdapter(num_features=1, num_bands=4, max_frequency=8.0)
+    adapter = PointCloudAdapter(num_features=1, num_bands=4, max_resolution=16.0)
     encoder = PerceiverEncoder(adapter.num_channels,
                                EncoderConfig(num_latents=4, latent_dim=16, num_blocks=1,
                                              self_attends_per_block=1)).double().eval()

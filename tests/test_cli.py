@@ -19,12 +19,13 @@ pytest.importorskip("lightning")
 
 import omniperceiver  # noqa: E402
 from omniperceiver.cli import main  # noqa: E402
+from omniperceiver.config import merge  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = dict(num_latents=8, latent_dim=16, num_blocks=1, self_attends_per_block=1,
-            num_cross_attends=1, self_heads=2)
+TINY = {"encoder": dict(num_latents=8, latent_dim=16, num_blocks=1, self_attends_per_block=1,
+                        num_cross_attends=1, self_attend={"heads": 2})}
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -33,7 +34,7 @@ def tiny_args(config: str, root: Path, *, model_args: dict | None = None, steps:
     """``--config config`` with the model shrunk to TINY, ``steps`` training steps and one
     validation and test batch."""
     cfg = yaml.safe_load((CONFIGS / config).read_text())
-    args = {**(cfg["model"].get("model_args") or {}), **TINY, **(model_args or {})}
+    args = merge(merge(cfg["model"].get("model_args") or {}, TINY), model_args)
     return ["--config", str(CONFIGS / config), "--model.model_args", json.dumps(args),
             "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(steps),
             "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
@@ -111,16 +112,16 @@ def _config_case(name: str, tmp_path: Path) -> list[str]:
         # the 44.9M-parameter perceiver-imagenet model is swapped for a tiny image model.
         folder = str(write_image_folder(tmp_path / "images"))
         return ["--data.init_args.root", folder, "--data.init_args.val_root", folder,
-                "--data.init_args.image_size", "16", "--data.init_args.num_workers", "0",
+                "--data.init_args.image_shape", "16", "--data.init_args.num_workers", "0",
                 "--trainer.accumulate_grad_batches", "1", "--model.model", "image-perceiver",
-                "--model.model_args", json.dumps({**TINY, "image_size": [16, 16],
-                                                  "channels": 3, "num_bands": 4})]
+                "--model.model_args", json.dumps({**TINY, "image_shape": [16, 16],
+                                                  "input_channels": 3, "num_bands": 4})]
     from test_own_data import WALK_THROUGHS  # the user-folder configs, shrunk
 
     if name in WALK_THROUGHS:
         write, data_args, model_args, _ = WALK_THROUGHS[name]
         return ["--data.init_args.root", str(write(tmp_path / "data")), *data_args,
-                "--model.model_args", json.dumps({**TINY, **model_args})]
+                "--model.model_args", json.dumps(merge(TINY, model_args))]
     return []
 
 
@@ -167,17 +168,20 @@ def test_default_fit_is_the_mnist_config():
     assert summary(default) == summary(explicit)
 
 
-SMALLER = {"num_blocks": 1, "num_cross_attends": 1}
+SMALLER = {"encoder": {"num_blocks": 1, "num_cross_attends": 1}}
 
 
 @pytest.mark.parametrize("override, changes", [
-    (["--model.model_args", "{num_latents: 8}"], {"num_latents": 8}),
-    (["--model.model_args.num_latents", "8", "--model.model_args={latent_dim: 16}"],
-     {"num_latents": 8, "latent_dim": 16}),
+    (["--model.model_args", "{encoder: {num_latents: 8}}"], {"encoder": {"num_latents": 8}}),
+    (["--model.model_args.encoder.num_latents", "8",
+      "--model.model_args={encoder: {latent_dim: 16}}"],
+     {"encoder": {"num_latents": 8, "latent_dim": 16}}),
     (["--config", "SECOND_CONFIG"], SMALLER),
-    (["--config", "SECOND_CONFIG", "--model.model_args", "{num_latents: 8}"],
-     {**SMALLER, "num_latents": 8}),
-], ids=["mapping", "entry-then-mapping", "second-config", "second-config-then-mapping"])
+    (["--config", "SECOND_CONFIG", "--model.model_args", "{encoder: {num_latents: 8}}"],
+     merge(SMALLER, {"encoder": {"num_latents": 8}})),
+    (["--model.model_args.num_bands", "4"], {"num_bands": 4}),
+], ids=["mapping", "entry-then-mapping", "second-config", "second-config-then-mapping",
+        "top-level-entry"])
 def test_model_args_change_only_the_keys_they_name(tmp_path, override, changes):
     """model_args on the command line or in a second config merge key by key into the
     config's: the model is the config's model with only those keys changed."""
@@ -188,8 +192,8 @@ def test_model_args_change_only_the_keys_they_name(tmp_path, override, changes):
     override = [str(second) if a == "SECOND_CONFIG" else a for a in override]
     cli = parse(["--config", str(CONFIGS / "mnist.yaml"), *override,
                  "--trainer.default_root_dir", str(tmp_path / "run")])
-    expected = {**yaml.safe_load((CONFIGS / "mnist.yaml").read_text())["model"]["model_args"],
-                **changes}
+    expected = merge(yaml.safe_load((CONFIGS / "mnist.yaml").read_text())["model"]["model_args"],
+                     changes)
     assert cli.model.hparams.model_args == expected
     reference = omniperceiver.create_model("mnist-perceiver", num_classes=10, **expected)
     assert {k: v.shape for k, v in cli.model.model.state_dict().items()} == \
@@ -348,8 +352,9 @@ def test_missing_dataset_folder(tmp_path, capsys):
 def test_image_folder_without_a_test_split_stops_before_training(tmp_path, capsys):
     folder = str(write_image_folder(tmp_path / "images"))
     args = ["--config", str(CONFIGS / "imagenet_folder.yaml"), "--data.init_args.root", folder,
-            "--data.init_args.image_size", "16", "--model.model", "image-perceiver",
-            "--model.model_args", json.dumps({**TINY, "image_size": [16, 16], "channels": 3}),
+            "--data.init_args.image_shape", "16", "--model.model", "image-perceiver",
+            "--model.model_args", json.dumps({**TINY, "image_shape": [16, 16],
+                                              "input_channels": 3}),
             "--data.init_args.test_size", "0", "--trainer.default_root_dir",
             str(tmp_path / "run"), *QUIET]
     assert main(["fit", *args]) == 1
@@ -363,7 +368,7 @@ def test_image_folder_without_a_test_split_stops_before_training(tmp_path, capsy
 
 
 def test_model_that_does_not_fit_the_data(tmp_path, capsys):
-    args = tiny_args("digits.yaml", tmp_path / "run", model_args={"channels": 3})
+    args = tiny_args("digits.yaml", tmp_path / "run", model_args={"input_channels": 3})
     assert main(["fit", *args]) == 1
     err = capsys.readouterr().err
     assert "does not accept the inputs of DigitsData" in err and "(8, 8, 1)" in err

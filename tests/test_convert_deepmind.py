@@ -322,7 +322,7 @@ def case_optical_flow(dtype=np.float64):
     _attention_module(p, f"{d}/cross_attention", channels, 8, 8, 8, 1, cross=True)
     _linear(p, f"{d}/output", channels, 2)
     params, flat = _cast(p, dtype)
-    model = from_deepmind(params, train_size=(4, 6), **SMALL)
+    model = from_deepmind(params, image_shape=(4, 6), **SMALL)
     x = _input(2, 2, 4, 6, 5, dtype=dtype)  # (batch, frames, H, W, C)
     stacked = np.concatenate([x[:, 0], x[:, 1]], -1)  # space-to-depth in time: frame-major
     inputs = np_with_fourier(np_linear(stacked, flat, "image_preprocessor/patches_linear"), 64,
@@ -355,8 +355,8 @@ def case_video_autoencoding(dtype=np.float64):
     _linear(p, "projection_postprocessor/linear", 6, 3)
     _linear(p, "classification_postprocessor/linear", 6, classes)
     params, flat = _cast(p, dtype)
-    model = from_deepmind(params, frames_shape=frames, max_resolution=(2, 4, 4),
-                          audio_samples=n_audio,
+    model = from_deepmind(params, image={"video_shape": frames, "max_resolution": (2, 4, 4)},
+                          audio={"max_samples": n_audio, "max_resolution": n_audio},
                           encoder={"num_blocks": 1, "self_attend": {"heads": 2}})
 
     images, audio = _input(2, *frames, 3, dtype=dtype), _input(2, n_audio, 1, dtype=dtype)

@@ -187,8 +187,9 @@ def test_lightning_fit_on_the_gpu_with_bf16(strategy, tmp_path):
     from omniperceiver.cli import main
 
     root = tmp_path / "run"
-    tiny = {"num_latents": 8, "latent_dim": 32, "num_blocks": 1, "self_attends_per_block": 1,
-            "num_cross_attends": 1, "self_heads": 2}
+    tiny = {"encoder": {"num_latents": 8, "latent_dim": 32, "num_blocks": 1,
+                        "self_attends_per_block": 1, "num_cross_attends": 1,
+                        "self_attend": {"heads": 2}}}
     args = ["fit", "--config", str(CONFIGS / "mnist.yaml"), "--model.model_args",
             json.dumps(tiny), "--trainer.default_root_dir", str(root),
             "--trainer.accelerator", "gpu", "--trainer.devices", "1",

@@ -22,9 +22,9 @@ FILES = ("model.safetensors", "config.json")
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("saved") / "model"
-    model = create_model("mnist-perceiver", image_size=(4, 4), num_latents=4, latent_dim=8,
-                         num_blocks=1, self_attends_per_block=1, num_cross_attends=1,
-                         self_heads=2, num_bands=2)
+    model = create_model("mnist-perceiver", image_shape=(4, 4), num_bands=2, encoder=dict(
+        num_latents=4, latent_dim=8, num_blocks=1, self_attends_per_block=1,
+        num_cross_attends=1, self_attend={"heads": 2}))
     save_pretrained(model, folder, extra={"classes": list("0123456789")})
     return folder
 
@@ -80,9 +80,9 @@ def test_a_truncated_file_names_itself(saved, tmp_path, name):
 
 def test_weights_of_another_model_name_the_weights_file(saved, tmp_path):
     folder = Path(shutil.copytree(saved, tmp_path / "model"))
-    other = create_model("mnist-perceiver", image_size=(4, 4), num_latents=5, latent_dim=8,
-                         num_blocks=1, self_attends_per_block=1, num_cross_attends=1,
-                         self_heads=2, num_bands=2)
+    other = create_model("mnist-perceiver", image_shape=(4, 4), num_bands=2, encoder=dict(
+        num_latents=5, latent_dim=8, num_blocks=1, self_attends_per_block=1,
+        num_cross_attends=1, self_attend={"heads": 2}))
     save_pretrained(other, tmp_path / "other")
     shutil.copy(tmp_path / "other" / "model.safetensors", folder / "model.safetensors")
     with pytest.raises(ModelFileError, match=rf"model.safetensors: the weights do not fit the "

@@ -28,9 +28,11 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Raw pixels: the conv stem's batch norm normalises each process's batch on its own (use
 # --trainer.sync_batchnorm true to make DDP match one process there).
 # Small latents and MLPs keep Adam's rescaled rounding noise below the tolerance.
-TINY = {"mode": "pixels", "num_latents": 8, "latent_dim": 16, "num_blocks": 1,
-        "self_attends_per_block": 1, "num_cross_attends": 1, "num_bands": 4, "self_heads": 2,
-        "widening_factor": 1, "latent_init_std": 0.02}
+TINY = {"mode": "pixels", "num_bands": 4,
+        "encoder": {"num_latents": 8, "latent_dim": 16, "num_blocks": 1,
+                    "self_attends_per_block": 1, "num_cross_attends": 1, "latent_init_std": 0.02,
+                    "cross_attend": {"widening_factor": 1},
+                    "self_attend": {"heads": 2, "widening_factor": 1}}}
 STEPS = 6
 TOLERANCE = 1e-5  # largest absolute weight difference allowed (summation order differs)
 

@@ -50,8 +50,8 @@ def workdir(tmp_path_factory) -> Path:
     import omniperceiver
 
     folder = tmp_path_factory.mktemp("reader")
-    model = omniperceiver.create_model("mnist-perceiver", num_latents=4, latent_dim=16,
-                                       num_blocks=1, num_cross_attends=1)
+    model = omniperceiver.create_model("mnist-perceiver", encoder=dict(
+        num_latents=4, latent_dim=16, num_blocks=1, num_cross_attends=1))
     omniperceiver.save_pretrained(model, folder / "runs" / "mnist" / "model")
     return folder
 

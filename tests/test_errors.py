@@ -71,9 +71,9 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
 @pytest.fixture
 def work(tmp_path):
     """A tiny saved image model (``model/``) and a valid input (``x.npy``)."""
-    model = create_model("mnist-perceiver", image_size=(4, 4), num_latents=4, latent_dim=8,
-                         num_blocks=1, self_attends_per_block=1, num_cross_attends=1,
-                         self_heads=2, num_bands=2)
+    model = create_model("mnist-perceiver", image_shape=(4, 4), num_bands=2, encoder=dict(
+        num_latents=4, latent_dim=8, num_blocks=1, self_attends_per_block=1,
+        num_cross_attends=1, self_attend={"heads": 2}))
     save_pretrained(model, tmp_path / "model", extra={"input_spec": SPEC})
     np.save(tmp_path / "x.npy", np.zeros((4, 4), dtype=np.float32))
     return tmp_path
@@ -221,9 +221,9 @@ def test_validate_without_a_validation_split_says_how_to_get_one(tmp_path, capsy
 def test_predict_gives_no_answer_when_the_model_computes_nan(tmp_path, capsys):
     import torch
 
-    model = create_model("mnist-perceiver", image_size=(4, 4), num_latents=4, latent_dim=8,
-                         num_blocks=1, self_attends_per_block=1, num_cross_attends=1,
-                         self_heads=2, num_bands=2)
+    model = create_model("mnist-perceiver", image_shape=(4, 4), num_bands=2, encoder=dict(
+        num_latents=4, latent_dim=8, num_blocks=1, self_attends_per_block=1,
+        num_cross_attends=1, self_attend={"heads": 2}))
     with torch.no_grad():
         model.encoder.latents.fill_(float("nan"))
     save_pretrained(model, tmp_path / "model", extra={"input_spec": SPEC})

@@ -102,7 +102,7 @@ def test_modalities_quick(tmp_path):
 
 def test_ablations_quick(tmp_path):
     paths = ablations.main(["--quick", "--threads", "1", "--out", str(tmp_path),
-                            "--latents", "4", "8"])
+                            "--num_latents", "4", "8"])
     data = _check_files(paths)
     markdown = Path(paths["markdown"]).read_text()
     for axis, variants in data["meta"]["axes"].items():
@@ -111,7 +111,7 @@ def test_ablations_quick(tmp_path):
             assert f"| {axis} | {label} |" in markdown
     assert {"Fourier (reference)", "learned", "none"} <= {
         label for label, _ in data["meta"]["axes"]["position"]}
-    assert [label for label, _ in data["meta"]["axes"]["latents"]] == ["4", "8 (reference)"]
+    assert [label for label, _ in data["meta"]["axes"]["num_latents"]] == ["4", "8 (reference)"]
 
 
 def test_curve_quick(tmp_path):

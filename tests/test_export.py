@@ -13,7 +13,7 @@ SMALL = dict(num_latents=6, latent_dim=16, num_blocks=2, self_attends_per_block=
 
 def conv_classifier():
     torch.manual_seed(0)
-    return create_model("vision-perceiver-conv", num_classes=5, image_size=20,
+    return create_model("vision-perceiver-conv", num_classes=5, image_shape=20,
                         encoder=SMALL).eval()
 
 

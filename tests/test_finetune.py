@@ -27,9 +27,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 #: configs/digits.yaml's input adapter (8x8 greyscale digits as 2x2 patches), a tiny encoder.
-DIGITS_SOURCE = dict(image_size=[8, 8], channels=1, mode="patches", patch_size=2,
-                     project_channels=8, num_bands=2, num_latents=8, latent_dim=16,
-                     num_blocks=1, self_attends_per_block=1, num_cross_attends=1, self_heads=2)
+DIGITS_SOURCE = dict(image_shape=[8, 8], input_channels=1, mode="patches", patch_size=2,
+                     project_channels=8, num_bands=2,
+                     encoder=dict(num_latents=8, latent_dim=16, num_blocks=1,
+                                  self_attends_per_block=1, num_cross_attends=1,
+                                  self_attend={"heads": 2}))
 #: the source's classes; the digits' are "0".."9"
 SOURCE_CLASSES = ["circle", "square", "star", "cross"]
 
@@ -85,7 +87,7 @@ def test_every_weight_but_a_new_head_is_loaded_and_the_log_says_so(source, tmp_p
            "decoder.final.bias" in caplog.text
     # model and model_args now say what the module built (checkpoints and exports rebuild it)
     assert cli.model.hparams.model == "image-perceiver"
-    assert cli.model.hparams.model_args["num_latents"] == 8
+    assert cli.model.hparams.model_args["encoder"]["num_latents"] == 8
 
 
 def test_a_head_for_the_same_classes_is_loaded_too(tmp_path):
@@ -98,6 +100,23 @@ def test_a_head_for_the_same_classes_is_loaded_too(tmp_path):
         torch.testing.assert_close(value, reference[name], atol=0, rtol=0, msg=name)
 
 
+def test_a_model_exported_by_0_3_0_fine_tunes():
+    """A run's model/ exported by 0.3.0 (flat model_args: self_heads, dropout, pooling ...)
+    is a source: every weight but a new head loads, the keywords become today's."""
+    from omniperceiver.training.finetune import pretrained_classifier
+
+    folder = Path(__file__).resolve().parent / "fixtures" / "run_folders" / "mnist-0.3.0"
+    loaded = pretrained_classifier(folder / "model", 3)
+    reference = omniperceiver.from_pretrained(folder / "model").state_dict()
+    assert set(loaded.fresh) == head_names(loaded.model) and loaded.fresh
+    for name in loaded.loaded:
+        torch.testing.assert_close(loaded.model.state_dict()[name], reference[name], atol=0,
+                                   rtol=0, msg=name)
+    assert loaded.model_args["encoder"]["self_attend"]["heads"] == 2
+    assert loaded.model_args["decoder"] == {"pooling": "query"}
+    assert "self_heads" not in loaded.model_args
+
+
 def test_config_model_args_that_disagree_with_the_source_stop_the_fit(source, tmp_path, capsys):
     args = fit_args(tmp_path / "run", source)
     args = [a for a in args if a not in ("--model.model", "--model.model_args", "null")]
@@ -105,7 +124,7 @@ def test_config_model_args_that_disagree_with_the_source_stop_the_fit(source, tm
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "the architecture comes from pretrained" in err
-    assert "model_args.num_latents 32, the source 8" in err
+    assert "model_args.encoder.num_latents 32, the source 8" in err
     assert "--model.model null --model.model_args null" in err
     assert not (tmp_path / "run").exists()
 
@@ -125,7 +144,7 @@ def test_options_are_checked(source, options, message):
 
 
 def test_a_source_for_other_inputs_stops_before_training(tmp_path, capsys):
-    rgb = omniperceiver.create_model("image-perceiver", **{**DIGITS_SOURCE, "channels": 3})
+    rgb = omniperceiver.create_model("image-perceiver", **{**DIGITS_SOURCE, "input_channels": 3})
     omniperceiver.save_pretrained(rgb, tmp_path / "rgb")
     assert main(["fit", *fit_args(tmp_path / "run", tmp_path / "rgb")]) == 1
     err = capsys.readouterr().err
@@ -254,7 +273,7 @@ def image_folder_args(tmp_path: Path, pretrained: Path, *extra: str) -> list[str
     return ["--config", str(CONFIGS / "imagenet_folder.yaml"), "--model.model", "null",
             "--model.model_args", "null", "--model.pretrained", str(pretrained),
             "--data.init_args.root", images, "--data.init_args.val_root", images,
-            "--data.init_args.image_size", "8", "--data.init_args.batch_size", "4",
+            "--data.init_args.image_shape", "8", "--data.init_args.batch_size", "4",
             "--data.init_args.num_workers", "0", "--trainer.accumulate_grad_batches", "1",
             "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "2",
             "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",

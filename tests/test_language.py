@@ -159,9 +159,9 @@ def test_generate_errors_are_one_line(trained, args, message, capsys):
 
 
 def test_generate_refuses_what_is_not_a_perceiver_ar(tmp_path, capsys):
-    classifier = omniperceiver.create_model("mnist-perceiver", num_latents=4, latent_dim=8,
-                                            num_blocks=1, self_attends_per_block=1,
-                                            num_cross_attends=1)
+    classifier = omniperceiver.create_model("mnist-perceiver", encoder=dict(
+        num_latents=4, latent_dim=8, num_blocks=1, self_attends_per_block=1,
+        num_cross_attends=1))
     omniperceiver.save_pretrained(classifier, tmp_path / "classifier")
     for folder, message in ((tmp_path / "classifier", "not a Perceiver AR model"),
                             (tmp_path, "not a model saved by save_pretrained"),

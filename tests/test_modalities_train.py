@@ -138,7 +138,7 @@ def test_point_cloud_trains():
     dataset = data.ProceduralPointClouds(num_samples=24, num_points=256, normals=True)
     x, y = first_items(dataset, 24)  # (24, 256, 6): xyz (up to ~1.3) and unit normals
     x = torch.cat([x[..., :3] / 1.5, x[..., 3:]], dim=-1)  # coordinates into [-1, 1]
-    adapter = PointCloudAdapter(num_features=3, num_bands=8, max_frequency=16.0)
+    adapter = PointCloudAdapter(num_features=3, num_bands=8, max_resolution=32.0)
     assert_learns(*fit(adapter, x, y, dataset.num_classes))
 
 

@@ -231,7 +231,7 @@ def test_state_dict_round_trip():
 
 
 def test_config_dict_round_trip():
-    config = create_model("vision-perceiver-fourier", image_size=32).config
+    config = create_model("vision-perceiver-fourier", image_shape=32).config
     again = PerceiverIOConfig.from_dict(config.to_dict())
     assert again == config
 

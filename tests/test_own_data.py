@@ -29,8 +29,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 WALK_THROUGHS = {
     "image_folder.yaml": (
         lambda root: write_image_folder(root, size=16),
-        ["--data.init_args.image_size", "16"],
-        {"image_size": [16, 16], "num_bands": 4}, "cat/0.png"),
+        ["--data.init_args.image_shape", "16"],
+        {"image_shape": [16, 16], "num_bands": 4}, "cat/0.png"),
     "audio_folder.yaml": (
         lambda root: H.write_wav_folder(root, count=8),
         ["--data.init_args.sample_rate", "8000", "--data.init_args.duration", "0.25"],
@@ -38,7 +38,7 @@ WALK_THROUGHS = {
          "num_bands": 4}, "high/0.wav"),
     "video_folder.yaml": (
         lambda root: H.write_video_folder(root, count=8),
-        ["--data.init_args.num_frames", "4", "--data.init_args.size", "12"],
+        ["--data.init_args.num_frames", "4", "--data.init_args.image_shape", "12"],
         {"video_shape": [4, 12, 12], "num_bands": 4}, "down/0.npy"),
     "point_folder.yaml": (
         lambda root: H.write_point_folder(root, count=8),
@@ -73,7 +73,7 @@ def test_walk_through_fit_then_predict_a_file(config, tmp_path, capsys):
 def _image_data(root: Path, **kwargs):
     from omniperceiver.training.data import ImageFolderData
 
-    return ImageFolderData(root=str(root), image_size=8, batch_size=2, **kwargs)
+    return ImageFolderData(root=str(root), image_shape=8, batch_size=2, **kwargs)
 
 
 def test_split_is_stratified_disjoint_and_fixed_by_the_seed(tmp_path):

@@ -71,8 +71,9 @@ def test_unknown_name_is_a_user_error_naming_the_choices():
 def test_an_exported_mnist_run_loads_in_a_fresh_interpreter(tmp_path):
     """What the README's main job exports (an mnist-perceiver with its class names and input
     spec) loads with ``omniperceiver.from_pretrained`` after ``import omniperceiver`` alone."""
-    model = create_model("mnist-perceiver", num_classes=10, num_latents=8, latent_dim=16,
-                         num_blocks=1, num_cross_attends=1).eval()
+    model = create_model("mnist-perceiver", num_classes=10,
+                         encoder=dict(num_latents=8, latent_dim=16, num_blocks=1,
+                                      num_cross_attends=1)).eval()
     x = torch.rand(3, 28, 28, 1)
     with torch.no_grad():
         want = model(x)
@@ -93,28 +94,28 @@ def test_an_exported_mnist_run_loads_in_a_fresh_interpreter(tmp_path):
 
 SMALL = dict(num_latents=4, latent_dim=16, num_blocks=1, self_attends_per_block=1)
 SHRUNK = {  # every preset, small: (overrides, one input)
-    "image-perceiver": (dict(image_size=(6, 6), num_bands=2, **SMALL),
+    "image-perceiver": (dict(image_shape=(6, 6), num_bands=2, encoder=SMALL),
                         lambda: torch.rand(2, 6, 6, 3)),
-    "mnist-perceiver": (dict(num_bands=2, **SMALL, num_cross_attends=1),
+    "mnist-perceiver": (dict(num_bands=2, encoder=dict(SMALL, num_cross_attends=1)),
                         lambda: torch.rand(2, 28, 28, 1)),
-    "pointcloud-perceiver": (dict(num_bands=2, **SMALL), lambda: torch.rand(2, 20, 3)),
-    "audio-perceiver": (dict(max_samples=800, n_mels=8, num_bands=2, **SMALL),
+    "pointcloud-perceiver": (dict(num_bands=2, encoder=SMALL), lambda: torch.rand(2, 20, 3)),
+    "audio-perceiver": (dict(max_samples=800, n_mels=8, num_bands=2, encoder=SMALL),
                         lambda: torch.rand(2, 800) * 2 - 1),
-    "video-perceiver": (dict(video_shape=(2, 8, 8), num_bands=2, **SMALL),
+    "video-perceiver": (dict(video_shape=(2, 8, 8), num_bands=2, encoder=SMALL),
                         lambda: torch.rand(2, 2, 8, 8, 1)),
-    "av-perceiver": (dict(image_size=(8, 8), max_samples=800, n_mels=8, image_bands=2,
-                          audio_bands=2, **SMALL),
+    "av-perceiver": (dict(image=dict(image_shape=(8, 8), num_bands=2),
+                          audio=dict(max_samples=800, n_mels=8, num_bands=2), encoder=SMALL),
                      lambda: {"image": torch.rand(2, 8, 8, 1),
                               "audio": torch.rand(2, 800) * 2 - 1}),
-    "perceiver-imagenet": (dict(num_classes=5, image_size=8, num_bands=2,
+    "perceiver-imagenet": (dict(num_classes=5, image_shape=8, num_bands=2,
                                 encoder=dict(SMALL, num_blocks=2, num_cross_attends=2)),
                            lambda: torch.rand(2, 8, 8, 3)),
-    "vision-perceiver-fourier": (dict(num_classes=5, image_size=8, num_bands=2, encoder=SMALL),
+    "vision-perceiver-fourier": (dict(num_classes=5, image_shape=8, num_bands=2, encoder=SMALL),
                                  lambda: torch.rand(2, 8, 8, 3)),
-    "vision-perceiver-learned": (dict(num_classes=5, image_size=8, pixel_channels=4,
+    "vision-perceiver-learned": (dict(num_classes=5, image_shape=8, pixel_channels=4,
                                       position_channels=4, projected_position_channels=4,
                                       encoder=SMALL), lambda: torch.rand(2, 8, 8, 3)),
-    "vision-perceiver-conv": (dict(num_classes=5, image_size=16, conv_channels=4, num_bands=2,
+    "vision-perceiver-conv": (dict(num_classes=5, image_shape=16, conv_channels=4, num_bands=2,
                                    max_resolution=(4, 4), encoder=SMALL),
                               lambda: torch.rand(2, 16, 16, 3)),
     "language-perceiver": (dict(vocab_size=32, max_length=12, num_channels=8,
@@ -122,12 +123,14 @@ SHRUNK = {  # every preset, small: (overrides, one input)
                                              self_attend={"qk_channels": 8, "v_channels": 16}),
                                 decoder={"qk_channels": 8}),
                            lambda: torch.randint(1, 32, (2, 9))),
-    "optical-flow-perceiver": (dict(train_size=(4, 6), project_channels=8, num_bands=2,
+    "optical-flow-perceiver": (dict(image_shape=(4, 6), project_channels=8, num_bands=2,
                                     encoder=SMALL), lambda: torch.rand(2, 2, 4, 6, 27)),
-    "multimodal-perceiver": (dict(frames_shape=(2, 8, 8), max_resolution=(2, 2, 2),
-                                  image_bands=2, audio_samples=32, samples_per_patch=8,
-                                  audio_bands=2, num_classes=3, label_query_channels=8,
-                                  output_channels=8, encoder=SMALL),
+    "multimodal-perceiver": (dict(image=dict(video_shape=(2, 8, 8), max_resolution=(2, 2, 2),
+                                             num_bands=2),
+                                  audio=dict(max_samples=32, samples_per_patch=8, num_bands=2,
+                                             max_resolution=32),
+                                  num_classes=3, label_query_channels=8, output_channels=8,
+                                  encoder=SMALL),
                              lambda: {"image": torch.rand(2, 2, 8, 8, 3),
                                       "audio": torch.rand(2, 32, 1), "label": torch.rand(2, 3)}),
     "perceiver-seed": (dict(input_channels=3, num_freq_bands=2, depth=1, num_latents=4,
@@ -215,8 +218,8 @@ def test_every_position_encoding_of_every_preset_has_the_one_interface():
 def test_recipe_records_the_preset_defaults():
     """A saved model stores the preset's keyword defaults with its overrides, so a later change
     of a default does not change what the folder rebuilds."""
-    model = omniperceiver.create_model("mnist-perceiver", num_latents=8)
+    model = omniperceiver.create_model("mnist-perceiver", encoder={"num_latents": 8})
     overrides = model.recipe["overrides"]
-    assert overrides["num_latents"] == 8
-    assert overrides["mode"] == "pixels" and overrides["widening_factor"] == 4
-    assert overrides["num_bands"] == 16 and overrides["latent_init_std"] == 1.0
+    assert overrides["encoder"] == {"num_latents": 8}
+    assert overrides["mode"] == "pixels" and overrides["image_shape"] == (28, 28)
+    assert overrides["num_bands"] == 16 and overrides["input_channels"] == 1

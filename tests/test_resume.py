@@ -19,8 +19,10 @@ import torch
 pytest.importorskip("lightning")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = {"num_latents": 8, "latent_dim": 16, "num_blocks": 1, "self_attends_per_block": 1,
-        "num_cross_attends": 1, "num_bands": 4, "self_heads": 2}
+TINY = {"num_bands": 4,
+        "encoder": {"num_latents": 8, "latent_dim": 16, "num_blocks": 1,
+                    "self_attends_per_block": 1, "num_cross_attends": 1,
+                    "self_attend": {"heads": 2}}}
 
 # Runs the CLI; with --pause-at STEP MARKER, training stops (sleeps) after step STEP and
 # writes MARKER, so that the test can kill it at a known point.

@@ -10,16 +10,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("lightning")
 
-from test_cli import TINY, tiny_args  # noqa: E402
+from test_cli import tiny_args  # noqa: E402
 
-from omniperceiver.cli import main  # noqa: E402
+import omniperceiver  # noqa: E402
+from omniperceiver.cli import load_trained, main  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
 NO_PLOTS = ["--report.plots", "false"]
+#: A tiny run of the main job written by 0.3.0 (tests/fixtures/run_folders/README.md).
+RUN_0_3_0 = Path(__file__).resolve().parent / "fixtures" / "run_folders" / "mnist-0.3.0"
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
@@ -86,14 +90,16 @@ def test_ckpt_path_that_is_not_a_file_is_an_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("changed, named", [
-    ({"latent_dim": 32}, "model_args.latent_dim 16 in the checkpoint, 32 now; parameters of "
-                         "other shapes: model.encoder.latents (8, 16) in the checkpoint, (8, 32)"),
-    ({"self_heads": 4}, "model_args.self_heads 2 in the checkpoint, 4 now"),  # same shapes
+    ({"latent_dim": 32}, "model_args.encoder.latent_dim 16 in the checkpoint, 32 now; "
+                         "parameters of other shapes: model.encoder.latents (8, 16) in the "
+                         "checkpoint, (8, 32)"),
+    ({"self_attend": {"heads": 4}},
+     "model_args.encoder.self_attend.heads 2 in the checkpoint, 4 now"),  # same shapes
 ])
 def test_resuming_another_model_is_refused_before_anything_is_written(finished, changed,
                                                                       named, capsys):
     before = snapshot(finished)
-    args = tiny_args("mnist.yaml", finished, model_args={**TINY, **changed},
+    args = tiny_args("mnist.yaml", finished, model_args={"encoder": changed},
                      extra=[*NO_PLOTS, "--ckpt_path", "last"])
     assert main(["fit", *args]) == 1
     err = capsys.readouterr().err
@@ -125,3 +131,34 @@ def test_a_resume_that_fails_keeps_the_previous_results(run_copy, monkeypatch, c
     assert main(["fit", *args]) == 1
     assert "training loss is nan" in capsys.readouterr().err
     assert {name: (run_copy / name).read_bytes() for name in results} == results
+
+
+def test_a_run_of_0_3_0_resumes_with_its_own_config(tmp_path):
+    """A run written by 0.3.0 (flat model_args: self_heads, cross_heads, dropout, pooling ...)
+    continues from its last checkpoint with its own config.yaml; the checkpoints it writes
+    hold the same model in today's keywords and name their release."""
+    root = Path(shutil.copytree(RUN_0_3_0, tmp_path / "run"))
+    old = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "omniperceiver" not in old and "self_heads" in old["hyper_parameters"]["model_args"]
+    assert main(["fit", "--config", str(root / "config.yaml"), "--trainer.default_root_dir",
+                 str(root), "--trainer.max_steps", "3", "--ckpt_path", "last", *NO_PLOTS]) == 0
+    newest = max(root.glob("checkpoints/last*.ckpt"), key=lambda path: path.stat().st_mtime)
+    new = torch.load(newest, weights_only=True)
+    assert new["omniperceiver"] == omniperceiver.__version__ and new["global_step"] == 3
+    args = new["hyper_parameters"]["model_args"]
+    assert args["encoder"]["self_attend"] == {"heads": 2, "widening_factor": 2,
+                                              "attn_dropout": 0.1, "ff_dropout": 0.1}
+    assert args["decoder"] == {"pooling": "query"} and "self_heads" not in args
+    assert new["state_dict"].keys() == old["state_dict"].keys()
+    assert json.loads((root / "metrics.json").read_text())["steps"] == 3
+
+
+def test_a_0_3_0_checkpoint_loads_as_the_model_its_run_exported():
+    """``omniperceiver predict CKPT`` rebuilds a 0.3.0 checkpoint's model from its flat
+    model_args: the same model as the one the run exported."""
+    model, classes, spec = load_trained(RUN_0_3_0 / "checkpoints" / "last.ckpt")
+    exported = omniperceiver.from_pretrained(RUN_0_3_0 / "model")
+    x = torch.rand(3, 28, 28, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), exported(x), rtol=0, atol=0)
+    assert classes == [str(i) for i in range(10)] and spec["modality"] == "image"

@@ -18,8 +18,9 @@ import omniperceiver
 from omniperceiver.errors import ModelFileError
 from omniperceiver.files import write_atomically
 
-TINY = dict(num_latents=4, latent_dim=8, num_blocks=1, self_attends_per_block=1,
-            num_cross_attends=1, self_heads=2, num_bands=2)
+TINY = dict(num_bands=2, encoder=dict(num_latents=4, latent_dim=8, num_blocks=1,
+                                    self_attends_per_block=1, num_cross_attends=1,
+                                    self_attend={"heads": 2}))
 
 
 def tiny(num_classes: int, seed: int) -> torch.nn.Module:

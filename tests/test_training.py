@@ -23,8 +23,9 @@ from omniperceiver.training.module import WarmupSchedule  # noqa: E402
 from omniperceiver.training.plots import cross_attention_weights  # noqa: E402
 from omniperceiver.training.sampling import ResumableSampler  # noqa: E402
 
-TINY = dict(num_latents=6, latent_dim=16, num_blocks=1, self_attends_per_block=1,
-            num_cross_attends=1, self_heads=2)
+ENCODER = dict(num_latents=6, latent_dim=16, num_blocks=1, self_attends_per_block=1,
+               num_cross_attends=1, self_attend={"heads": 2})
+TINY = dict(encoder=ENCODER)
 
 
 def test_warmup_cosine_and_step_schedules():
@@ -117,8 +118,8 @@ def test_cross_attention_weights_reproduce_the_layer(mode, num_inputs):
     """The plotted weights, applied to the layer's own values, give the cross-attend's output
     (raw pixels: one weight per pixel; the conv stem: one per cell of its 7x7 grid)."""
     torch.manual_seed(0)
-    model = create_model("mnist-perceiver", **TINY, mode=mode, cross_heads=2,
-                         cross_qk_channels=16).eval()
+    model = create_model("mnist-perceiver", mode=mode, encoder=dict(
+        ENCODER, cross_attend={"heads": 2, "qk_channels": 16})).eval()
     x = torch.rand(2, 28, 28, 1)
     weights, adapted = cross_attention_weights(model, x)
     assert weights.shape == (2, 2, 6, num_inputs)
@@ -154,9 +155,9 @@ def test_permuted_pixels_with_travelling_positions_give_the_same_outputs():
 
     torch.manual_seed(0)
     # small latents: the random model's outputs depend clearly on its inputs
-    plain = create_model("mnist-perceiver", **TINY, latent_init_std=0.02).eval()
-    permuted = create_model("mnist-perceiver", **TINY, latent_init_std=0.02,
-                            permutation_seed=3).eval()
+    small = dict(ENCODER, latent_init_std=0.02)
+    plain = create_model("mnist-perceiver", encoder=small).eval()
+    permuted = create_model("mnist-perceiver", encoder=small, permutation_seed=3).eval()
     permuted.load_state_dict(plain.state_dict())
     x = torch.rand(2, 28, 28, 1)
     shuffled = x.reshape(2, 784, 1)[:, pixel_permutation(3)].reshape(2, 28, 28, 1)

@@ -99,34 +99,43 @@ def test_io_model_validates_too():
 
 
 @pytest.mark.parametrize("preset, option, value, expected", [
-    ("mnist-perceiver", "num_latents", 0, "an integer >= 1"),
-    ("mnist-perceiver", "num_latents", 2.5, "an integer >= 1"),
-    ("mnist-perceiver", "latent_dim", -16, "an integer >= 1"),
-    ("mnist-perceiver", "num_blocks", 0, "an integer >= 1"),
-    ("mnist-perceiver", "num_cross_attends", 0, "an integer >= 1"),
-    ("mnist-perceiver", "self_heads", 0, "an integer >= 1"),
+    ("mnist-perceiver", "encoder.num_latents", 0, "an integer >= 1"),
+    ("mnist-perceiver", "encoder.num_latents", 2.5, "an integer >= 1"),
+    ("mnist-perceiver", "encoder.latent_dim", -16, "an integer >= 1"),
+    ("mnist-perceiver", "encoder.num_blocks", 0, "an integer >= 1"),
+    ("mnist-perceiver", "encoder.num_cross_attends", 0, "an integer >= 1"),
+    ("mnist-perceiver", "encoder.self_attend.heads", 0, "an integer >= 1"),
     ("mnist-perceiver", "num_bands", 0, "an integer >= 1"),
     ("mnist-perceiver", "num_classes", 0, "an integer >= 1"),
-    ("mnist-perceiver", "image_size", (-28, 28), "an integer >= 1 or a non-empty list of them"),
-    ("mnist-perceiver", "dropout", 1.0, r"a number in \[0, 1\)"),
-    ("mnist-perceiver", "latent_init_std", float("nan"), "a finite number > 0"),
+    ("mnist-perceiver", "image_shape", (-28, 28), "an integer >= 1 or a non-empty list of them"),
+    ("mnist-perceiver", "encoder.cross_attend.attn_dropout", 1.0, r"a number in \[0, 1\)"),
+    ("mnist-perceiver", "decoder.ff_dropout", -0.1, r"a number in \[0, 1\)"),
+    ("mnist-perceiver", "encoder.latent_init_std", float("nan"), "a finite number > 0"),
     ("image-perceiver", "patch_size", 0, "an integer >= 1"),
-    ("pointcloud-perceiver", "max_frequency", float("inf"), "a finite number > 0"),
+    ("pointcloud-perceiver", "max_resolution", float("inf"), "a finite number > 0"),
     ("audio-perceiver", "sample_rate", 0, "an integer >= 1"),
+    ("av-perceiver", "image.num_bands", 0, "an integer >= 1"),
+    ("multimodal-perceiver", "audio.max_resolution", [0], "a finite number > 0 or a non-empty "
+                                                          "list of them"),
     ("perceiver-pytorch", "depth", 0, "an integer >= 1"),
 ])
 def test_a_preset_with_an_impossible_option_does_not_build(preset, option, value, expected):
+    """Options inside a preset's dicts (encoder=, image= ...) are named by their path."""
     extra = {"mode": "patches"} if option == "patch_size" else {}
     if preset == "perceiver-pytorch":
         extra = {"num_freq_bands": 2, "max_freq": 4.0}
+    given: dict = value
+    for key in reversed(option.split(".")[1:]):
+        given = {key: given}
     with pytest.raises(ConfigError, match=rf"^{preset}: {option} must be {expected}, "
                                           rf"got {re.escape(repr(value))}"):
-        create_model(preset, **{option: value}, **extra)
+        create_model(preset, **{option.split(".")[0]: given}, **extra)
 
 
 def test_heads_that_do_not_divide_the_width_name_the_preset_and_the_option():
-    with pytest.raises(ConfigError, match=r"mnist-perceiver with self_heads=3: .*heads=3"):
-        create_model("mnist-perceiver", self_heads=3)
+    with pytest.raises(ConfigError, match=r"mnist-perceiver with encoder=\{'self_attend': "
+                                          r"\{'heads': 3\}\}: .*heads=3"):
+        create_model("mnist-perceiver", encoder={"self_attend": {"heads": 3}})
 
 
 def test_an_unknown_keyword_is_a_config_error():

@@ -208,7 +208,7 @@ def load_trained(path: str | Path):
         classes = extra.get("classes")
     else:
         from .registry import create_model
-        from .training.checkpoint import load_checkpoint_file
+        from .training.checkpoint import checkpoint_model_args, load_checkpoint_file
 
         checkpoint = read_file(path, load_checkpoint_file, what="a Lightning checkpoint (.ckpt)",
                                error=ModelFileError)
@@ -218,7 +218,7 @@ def load_trained(path: str | Path):
                                  "hyper-parameters or weights)")
         try:
             model = create_model(h["model"], num_classes=h["num_classes"],
-                                 **(h.get("model_args") or {}))
+                                 **checkpoint_model_args(checkpoint))
             model.load_state_dict({k.removeprefix("model."): v
                                    for k, v in checkpoint["state_dict"].items()
                                    if k.startswith("model.")})

@@ -20,6 +20,7 @@ from .files import read_file, set_aside, write_folder_atomically
 from .hub_repos import locate
 from .model import PerceiverIO, PerceiverIOConfig
 from .registry import create_model
+from .renames import release, upgrade_model_args
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -51,22 +52,15 @@ CHANGED_DEFAULTS: dict[str, tuple[str, dict]] = {
 }
 
 
-def _release(version: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in version.split(".")[:3])
-    except ValueError as error:
-        raise ModelFileError(f"config.json: 'omniperceiver' must be a release such as "
-                             f"'0.2.0', got {version!r}") from error
-
-
 def build_from_recipe(recipe: dict, version: str | None = None) -> nn.Module:
     """The model a recipe describes; ``version``: the release that wrote it (default: this
     one)."""
     if "preset" in recipe:
         overrides = recipe.get("overrides", {})
         changed = CHANGED_DEFAULTS.get(recipe["preset"])
-        if changed and version is not None and _release(version) < _release(changed[0]):
+        if changed and version is not None and release(version) < release(changed[0]):
             overrides = {**changed[1], **overrides}
+        overrides = upgrade_model_args(recipe["preset"], overrides, version)
         return create_model(recipe["preset"], **overrides)
     if "config" in recipe:
         return PerceiverIO(PerceiverIOConfig.from_dict(recipe["config"]))

@@ -28,24 +28,23 @@ from .errors import ConfigError
 #: training and data options.
 POSITIVE_INTEGERS = frozenset({
     "num_latents", "latent_dim", "num_blocks", "self_attends_per_block", "num_cross_attends",
-    "depth", "self_per_cross_attn", "heads", "cross_heads", "self_heads", "latent_heads",
-    "kv_heads", "num_bands", "num_freq_bands", "image_bands", "audio_bands", "num_classes",
-    "channels", "input_channels", "input_axis", "output_channels", "query_channels",
-    "label_query_channels", "logits_dim", "num_channels", "dim", "queries_dim", "head_dim",
-    "cross_dim_head", "latent_dim_head", "qk_channels", "v_channels", "cross_qk_channels",
-    "widening_factor", "project_channels", "conv_channels", "pixel_channels",
-    "position_channels", "projected_position_channels", "image_size", "patch_size",
-    "patch_shape", "video_shape", "frames_shape", "train_size", "output_shape", "input_shape",
-    "shape", "max_samples", "audio_samples", "samples_per_patch", "sample_rate", "n_mels",
-    "hop_length", "max_length", "vocab_size", "max_frames", "input_chunk_size", "num_points",
-    "num_samples", "num_frames", "batch_size", "eval_batch_size", "max_context",
-    "num_self_attends", "context", "max_bytes", "train_windows", "eval_windows",
+    "depth", "self_per_cross_attn", "heads", "cross_heads", "latent_heads", "kv_heads",
+    "num_bands", "num_freq_bands", "num_classes", "input_channels", "input_axis",
+    "output_channels", "query_channels", "label_query_channels", "logits_dim", "num_channels",
+    "dim", "queries_dim", "head_dim", "cross_dim_head", "latent_dim_head", "qk_channels",
+    "v_channels", "widening_factor", "project_channels", "conv_channels", "pixel_channels",
+    "position_channels", "projected_position_channels", "image_shape", "patch_size",
+    "patch_shape", "video_shape", "output_shape", "input_shape", "shape", "max_samples",
+    "samples_per_patch", "sample_rate", "n_mels", "hop_length", "max_length", "vocab_size",
+    "max_frames", "input_chunk_size", "num_points", "num_samples", "num_frames", "batch_size",
+    "eval_batch_size", "max_context", "num_self_attends", "context", "max_bytes",
+    "train_windows", "eval_windows",
 })
 #: Probabilities of dropping or smoothing: in [0, 1).
 FRACTIONS = frozenset({"dropout", "attn_dropout", "ff_dropout", "seq_dropout_prob",
                        "prefix_dropout", "label_smoothing"})
 #: Frequencies, resolutions, scales and rates: finite numbers > 0.
-POSITIVE_NUMBERS = frozenset({"max_frequency", "max_freq", "max_resolution", "latent_init_std",
+POSITIVE_NUMBERS = frozenset({"max_freq", "max_resolution", "latent_init_std",
                               "rescale_factor", "norm_eps", "lr", "step_gamma",
                               "pretrained_lr_ratio", "init_std", "max_wavelength"})
 #: Finite numbers >= 0.
@@ -63,14 +62,16 @@ def _is_number(value: Any) -> bool:
 
 
 def _option_problem(name: str, value: Any) -> str | None:
-    """What is wrong with ``value`` for the option ``name``, or None."""
-    if name in POSITIVE_INTEGERS:
+    """What is wrong with ``value`` for the option ``name`` (``encoder.num_latents``: the rule
+    of ``num_latents``), or None."""
+    rule = name.rsplit(".", 1)[-1]
+    if rule in POSITIVE_INTEGERS:
         ok, expected = (lambda v: _is_int(v) and v >= 1), "an integer >= 1"
-    elif name in FRACTIONS:
+    elif rule in FRACTIONS:
         ok, expected = (lambda v: _is_number(v) and 0 <= v < 1), "a number in [0, 1)"
-    elif name in POSITIVE_NUMBERS:
+    elif rule in POSITIVE_NUMBERS:
         ok, expected = (lambda v: _is_number(v) and v > 0), "a finite number > 0"
-    elif name in NON_NEGATIVE_NUMBERS:
+    elif rule in NON_NEGATIVE_NUMBERS:
         ok, expected = (lambda v: _is_number(v) and v >= 0), "a finite number >= 0"
     else:
         return None
@@ -86,8 +87,13 @@ def _option_problem(name: str, value: Any) -> str | None:
 def check_options(options: Mapping[str, Any], *, where: str) -> None:
     """Raise a :class:`~omniperceiver.errors.ConfigError` ``"<where>: <name> must be ...,
     got ..."`` for the first option whose name has a rule (a count or size >= 1, a fraction in
-    [0, 1), a finite positive number) and whose value breaks it; None always passes."""
+    [0, 1), a finite positive number) and whose value breaks it; None always passes. Options
+    that are dicts (a preset's ``encoder={...}``, ``image={...}``) are checked inside, named
+    ``encoder.self_attend.heads``."""
     for name, value in options.items():
+        if isinstance(value, Mapping):
+            check_options({f"{name}.{key}": v for key, v in value.items()}, where=where)
+            continue
         problem = _option_problem(name, value)
         if problem is not None:
             raise ConfigError(f"{where}: {problem}")

@@ -10,6 +10,7 @@ alone. The spectrogram is computed in torch (``torch.stft`` and a mel filter ban
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -160,9 +161,13 @@ class LogMelSpectrogram(nn.Module):
                 f"hop_length={self.hop_length}, n_mels={self.n_mels}")
 
 
-def _sequence_position(position, *, length: int, num_bands: int, position_channels: int):
+def _sequence_position(position, *, length: int, num_bands: int,
+                       max_resolution: Sequence[float] | float | None, position_channels: int):
     """1D positions of the first inputs of a ``length``-long sequence (or None)."""
+    if isinstance(max_resolution, (int, float)):
+        max_resolution = (max_resolution,)
     position = build_position_encoding(position, grid_shape=(length,), num_bands=num_bands,
+                                       max_resolution=max_resolution,
                                        num_channels=position_channels)
     return PrefixPositions(position, length) if position is not None else None
 
@@ -188,8 +193,9 @@ class WaveformAdapter(_WaveformAdapter):
     The tail of a clip whose length is not a multiple of ``samples_per_patch`` is padded with
     zeros inside its last patch (the patch is kept). ``mask`` (batch, T) marks valid samples;
     a patch is kept if any of its samples is. 1D Fourier features (``num_bands`` bands,
-    ``max_resolution`` = patches in ``max_samples``) of the patch index, as a prefix of the
-    positions of a ``max_samples``-long clip; ``position="learned"`` learns them instead.
+    ``max_resolution`` defaulting to the patches in ``max_samples``; the multimodal Perceiver
+    IO uses the samples) of the patch index, as a prefix of the positions of a
+    ``max_samples``-long clip; ``position="learned"`` learns them instead.
     """
 
     def __init__(
@@ -200,6 +206,7 @@ class WaveformAdapter(_WaveformAdapter):
         input_channels: int = 1,
         position: str | nn.Module | None = "fourier",
         num_bands: int = 64,
+        max_resolution: float | Sequence[float] | None = None,
         position_channels: int = 256,
         project_channels: int | None = None,
         check_finite: bool = True,
@@ -211,6 +218,7 @@ class WaveformAdapter(_WaveformAdapter):
             input_channels=input_channels, input_axis=1,
             stem=Patches((samples_per_patch,), pad=True, axis_names=("samples",)),
             position=_sequence_position(position, length=max_patches, num_bands=num_bands,
+                                        max_resolution=max_resolution,
                                         position_channels=position_channels),
             project_channels=project_channels, check_finite=check_finite)
 
@@ -223,7 +231,8 @@ class SpectrogramAdapter(_WaveformAdapter):
     ``hop_length`` (160 = 10 ms), ``win_length``, ``n_mels`` (64), ``f_min``, ``f_max``,
     ``mel_scale`` (``"htk"``, default, or ``"slaney"``), ``mel_norm`` (None or ``"slaney"``),
     ``log_eps``. 1D Fourier features of the frame index over the frames of a
-    ``max_samples``-long clip (``num_bands`` bands); ``position="learned"`` learns them.
+    ``max_samples``-long clip (``num_bands`` bands, ``max_resolution`` defaulting to that
+    number of frames); ``position="learned"`` learns them.
     ``mask`` (batch, T) marks a prefix of valid samples; padded frames are masked out.
     """
 
@@ -244,6 +253,7 @@ class SpectrogramAdapter(_WaveformAdapter):
         input_channels: int = 1,
         position: str | nn.Module | None = "fourier",
         num_bands: int = 64,
+        max_resolution: float | Sequence[float] | None = None,
         position_channels: int = 256,
         project_channels: int | None = None,
         check_finite: bool = True,
@@ -255,7 +265,8 @@ class SpectrogramAdapter(_WaveformAdapter):
         super().__init__(
             input_channels=input_channels, input_axis=1, stem=stem,
             position=_sequence_position(position, length=stem.num_frames(max_samples),
-                                        num_bands=num_bands, position_channels=position_channels),
+                                        num_bands=num_bands, max_resolution=max_resolution,
+                                        position_channels=position_channels),
             project_channels=project_channels, check_finite=check_finite)
 
 

@@ -17,6 +17,16 @@ IMAGE_MODES = ("pixels", "patches", "conv")
 PADDINGS = ("same", "transformers")
 
 
+def image_pair(image_shape: int | Sequence[int]) -> tuple[int, int]:
+    """``image_shape`` as (height, width): an int is a square image."""
+    if isinstance(image_shape, int):
+        return image_shape, image_shape
+    shape = tuple(image_shape)
+    if len(shape) != 2:
+        raise ValueError(f"image_shape must be an int or (height, width), got {image_shape}")
+    return int(shape[0]), int(shape[1])
+
+
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow's SAME padding (before, after) of one axis: the output has
     ``ceil(size / stride)`` positions, any odd padding goes after."""
@@ -80,17 +90,18 @@ class ImageAdapter(StemAdapter):
     * ``"conv"``: the Perceiver IO conv stem (:class:`ConvStem`), 224 x 224 -> 56 x 56 inputs of
       ``conv_channels`` (64) channels; ``padding="transformers"`` gives transformers' 55 x 55.
 
-    Position features are computed on the grid the inputs come from (pixels, patch grid or
-    conv grid): ``position="fourier"`` (``num_bands`` bands, ``max_resolution`` defaulting to
-    that grid's size for ``image_shape``), ``"learned"`` (``position_channels`` per input,
-    needs images of exactly ``image_shape``) or None. ``project_channels`` adds a linear
+    ``image_shape`` is (height, width), or an int for a square image. Position features are
+    computed on the grid the inputs come from (pixels, patch grid or conv grid):
+    ``position="fourier"`` (``num_bands`` bands, ``max_resolution`` defaulting to that grid's
+    size for ``image_shape``), ``"learned"`` (``position_channels`` per input, needs images of
+    exactly ``image_shape``) or None. ``project_channels`` adds a linear
     projection (a 1x1 convolution) before the position features are concatenated.
     """
 
     def __init__(
         self,
         *,
-        image_shape: Sequence[int],
+        image_shape: int | Sequence[int],
         input_channels: int = 3,
         mode: str = "pixels",
         patch_size: int | None = None,
@@ -106,9 +117,7 @@ class ImageAdapter(StemAdapter):
     ):
         if mode not in IMAGE_MODES:
             raise ValueError(f"mode must be one of {IMAGE_MODES}, got {mode!r}")
-        image_shape = tuple(image_shape)
-        if len(image_shape) != 2:
-            raise ValueError(f"image_shape must be (height, width), got {image_shape}")
+        image_shape = image_pair(image_shape)
         if mode == "conv":
             stem = ConvStem(input_channels, conv_channels, padding=padding)
         elif mode == "patches":
@@ -131,4 +140,4 @@ class ImageAdapter(StemAdapter):
             check_finite=check_finite)
 
 
-__all__ = ["ImageAdapter", "ConvStem", "same_padding", "IMAGE_MODES"]
+__all__ = ["ImageAdapter", "ConvStem", "image_pair", "same_padding", "IMAGE_MODES"]

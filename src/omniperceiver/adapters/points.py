@@ -49,22 +49,23 @@ class PointCloudAdapter(InputAdapter):
 
     The first 3 channels are the point's coordinates, the rest its features (e.g. unit normals:
     ``num_features=3``). Position features are 3D Fourier features of each example's own
-    coordinates (:meth:`FourierPositionEncoding.points`): ``num_bands`` bands up to
-    ``max_frequency`` (the Perceiver on ModelNet40: 64 bands, 1120), 3 * (2 * num_bands + 1)
-    channels. Coordinates are expected in [-1, 1]: centre each cloud and scale it into the unit
-    ball first (``omniperceiver.data.normalize_points``); larger values are accepted but their
+    coordinates (:meth:`FourierPositionEncoding.points`): ``num_bands`` band frequencies from 1
+    to ``max_resolution / 2`` (DeepMind's convention, as for grids; the Perceiver on ModelNet40:
+    64 bands and the paper's "maximum frequency 1120", i.e. ``max_resolution=2240``; one number
+    or one per axis), 3 * (2 * num_bands + 1) channels. Coordinates are expected in [-1, 1]:
+    centre each cloud and scale it into the unit ball first
+    (``omniperceiver.data.normalize_points``); larger values are accepted but their
     lowest-frequency features wrap around. ``mask`` (batch, N) marks real points of ragged
     clouds padded by :func:`pad_point_clouds`. The output is permutation-equivariant.
     """
 
     def __init__(self, *, num_features: int = 0, num_bands: int = 64,
-                 max_frequency: float = 1120.0, check_finite: bool = True):
+                 max_resolution: float | Sequence[float] = 2240.0, check_finite: bool = True):
         super().__init__()
         self.num_features = num_features
         self.check_finite = check_finite
-        # Band frequencies run from 1 to max_resolution / 2.
         self.position = FourierPositionEncoding(num_axes=3, num_bands=num_bands,
-                                                max_resolution=2 * max_frequency)
+                                                max_resolution=max_resolution)
         self.num_channels = num_features + self.position.num_channels
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> AdapterOutput:

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "'{\"self_attend\": {\"heads\": 4}}'")
     parser.add_argument("--decoder", help="deepmind: decoder cross-attend overrides as JSON")
     parser.add_argument("--overrides", help="deepmind: preset overrides as JSON, e.g. "
-                                            "'{\"train_size\": [368, 496]}'")
+                                            "'{\"image_shape\": [368, 496]}'")
     return parser
 
 

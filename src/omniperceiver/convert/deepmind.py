@@ -239,7 +239,7 @@ def _learned(p, encoder, decoder, overrides):
     side = math.isqrt(positions.shape[0])
     conv_w, conv_b = p["image_preprocessor/~/conv2_d/w"], p["image_preprocessor/~/conv2_d/b"]
     model = create_model("vision-perceiver-learned", **{
-        "num_classes": p[f"{_CLASSIFIER}/output/w"].shape[1], "image_size": side,
+        "num_classes": p[f"{_CLASSIFIER}/output/w"].shape[1], "image_shape": side,
         "pixel_channels": conv_w.shape[-1], "position_channels": positions.shape[1],
         "projected_position_channels": p[f"{pre}/position_encoding_projector/linear/w"].shape[1],
         **overrides, "activation": "gelu_tanh",
@@ -312,11 +312,12 @@ def _multimodal(p, encoder, decoder, overrides):
     heads = {"audio": "audio_postprocessor/linear", "image": "projection_postprocessor/linear",
              "label": "classification_postprocessor/linear"}
     label_queries = p[f"{_CLASSIFIER}/~/trainable_position_encoding/pos_embs"]
+    audio = {"samples_per_patch": p[f"{heads['audio']}/w"].shape[1]}
     model = create_model("multimodal-perceiver", **{
         "num_classes": p[f"{heads['label']}/w"].shape[1],
-        "samples_per_patch": p[f"{heads['audio']}/w"].shape[1],
         "label_query_channels": label_queries.shape[1],
-        "output_channels": p[f"{dec}/output/w"].shape[1], **overrides, "activation": "gelu_tanh",
+        "output_channels": p[f"{dec}/output/w"].shape[1], **overrides,
+        "audio": merge(audio, overrides.get("audio")), "activation": "gelu_tanh",
         "encoder": merge(_encoder_override(p), encoder),
         "decoder": merge(_spec_override(p, f"{dec}/cross_attention"), decoder)})
     ours = {"decoder.queries.label.embedding": _t(label_queries)}
@@ -368,7 +369,7 @@ def from_deepmind(checkpoint: str | os.PathLike | Mapping, family: str | None = 
     ``{"module/param": array}``. ``family`` is a preset name (see :data:`FAMILIES`) or a
     release file name such as ``"optical_flow"``; by default the parameter names tell.
     ``encoder``/``decoder`` (e.g. ``{"self_attend": {"heads": 4}}``) and preset ``overrides``
-    (e.g. ``train_size=(...)``) describe a configuration other than the published one.
+    (e.g. ``image_shape=(...)``) describe a configuration other than the published one.
     """
     if isinstance(checkpoint, (str, os.PathLike)):
         if family is None:

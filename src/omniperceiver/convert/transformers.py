@@ -168,7 +168,7 @@ def _fourier(state, cfg, activation, semantics):
     # transformers' Fourier preprocessor: raw pixels, 64 bands, max_resolution fixed at 224.
     model = create_model(
         "vision-perceiver-fourier",
-        num_classes=state["decoder.decoder.final_layer.weight"].shape[0], image_size=224,
+        num_classes=state["decoder.decoder.final_layer.weight"].shape[0], image_shape=224,
         num_bands=64, max_resolution=(224, 224), activation=activation,
         encoder=_encoder_override(state, cfg),
         decoder=_classifier_override(state, query_residual=True))
@@ -181,7 +181,7 @@ def _learned(state, cfg, activation, semantics):
     model = create_model(
         "vision-perceiver-learned",
         num_classes=state["decoder.decoder.final_layer.weight"].shape[0],
-        image_size=cfg.image_size, pixel_channels=conv.shape[0],
+        image_shape=cfg.image_size, pixel_channels=conv.shape[0],
         position_channels=state[f"{p}.position_embeddings.position_embeddings"].shape[1],
         projected_position_channels=state[f"{p}.positions_projection.weight"].shape[0],
         activation=activation, encoder=_encoder_override(state, cfg),
@@ -218,7 +218,7 @@ def _flow(state, cfg, activation, semantics, flow_scale=None):
     project = state["input_preprocessor.conv_after_patches.weight"]  # (64, 2 * 27)
     d = "decoder.decoder"
     model = create_model(
-        "optical-flow-perceiver", train_size=list(cfg.train_size),
+        "optical-flow-perceiver", image_shape=list(cfg.train_size),
         **({} if flow_scale is None else {"flow_scale": flow_scale}),
         input_channels=project.shape[1] // 2, project_channels=project.shape[0],
         activation=activation, encoder=_encoder_override(state, cfg),
@@ -253,14 +253,17 @@ def _language(state, cfg, activation, semantics):
 
 
 def _multimodal(state, cfg, activation, semantics):
+    audio_samples = cfg.num_frames * cfg.audio_samples_per_frame
     names = ("audio", "image", "label")
     heads = "output_postprocessor.modalities"
     d = "decoder.decoder"
     model = create_model(
-        "multimodal-perceiver", frames_shape=list(cfg.output_shape[1:]), patch_size=4,
-        max_resolution=[cfg.num_frames, cfg.image_size, cfg.image_size], image_bands=32,
-        audio_samples=cfg.num_frames * cfg.audio_samples_per_frame,
-        samples_per_patch=cfg.samples_per_patch, audio_bands=192,
+        "multimodal-perceiver",
+        image={"video_shape": list(cfg.output_shape[1:]), "patch_shape": [1, 4, 4],
+               "num_bands": 32, "max_resolution": [cfg.num_frames, cfg.image_size,
+                                                   cfg.image_size]},
+        audio={"max_samples": audio_samples, "samples_per_patch": cfg.samples_per_patch,
+               "num_bands": 192, "max_resolution": [audio_samples]},
         num_classes=state[f"{heads}.label.classifier.weight"].shape[0],
         label_query_channels=state["decoder.modalities.label.decoder.output_position_encodings"
                                    ".position_embeddings"].shape[1],
@@ -473,7 +476,7 @@ def image_input_spec(model: nn.Module, processor: Mapping | None = None) -> dict
     if recipe.get("preset") not in IMAGE_PRESETS:
         return None
     p = {**PERCEIVER_IMAGE_PROCESSOR, **(processor or {})}
-    size = _height_width(recipe["overrides"]["image_size"])
+    size = _height_width(recipe["overrides"]["image_shape"])
     crop = None
     if p.get("do_center_crop", True):
         (h, w), (crop_h, crop_w) = _height_width(p["size"]), _height_width(p["crop_size"])

@@ -22,7 +22,7 @@ FLOW_ENCODER = dict(num_latents=2048, latent_dim=512, num_blocks=1, self_attends
                 "transformers' optical-flow-perceiver: 41,057,134 parameters)")
 def optical_flow_perceiver(
     *,
-    train_size: Sequence[int] = (368, 496),
+    image_shape: Sequence[int] = (368, 496),
     input_channels: int = 27,
     project_channels: int = 64,
     num_bands: int = 64,
@@ -32,7 +32,7 @@ def optical_flow_perceiver(
     encoder: dict | None = None,
     decoder: dict | None = None,
 ) -> PerceiverModel:
-    """Frames (batch, 2, H, W, 27) of the training size (see
+    """Frames (batch, 2, H, W, 27) of ``image_shape``, the training size (see
     :func:`~omniperceiver.adapters.flow_patches`) -> flow (batch, H, W, 2). The decoder's
     queries are the encoder's inputs (each pixel's features with their position features).
 
@@ -40,7 +40,7 @@ def optical_flow_perceiver(
     ``flow_scale``: with the published weights, 20 (the default) gives flow in pixels, as
     DeepMind's examples compute it; 1 gives transformers' ``PerceiverForOpticalFlow`` logits.
     """
-    adapter = FlowAdapter(image_shape=tuple(train_size), input_channels=input_channels,
+    adapter = FlowAdapter(image_shape=tuple(image_shape), input_channels=input_channels,
                           project_channels=project_channels, num_bands=num_bands)
     config = encoder_config(FLOW_ENCODER, encoder, activation)
     spec = attention_spec(dict(heads=1, query_residual=False), decoder, activation)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import nn
 
 from ..adapters import GridAdapter, MaskTokens, MultimodalAdapter, VideoAdapter, WaveformAdapter
-from ..config import attention_spec, encoder_config
+from ..config import attention_spec, encoder_config, merge
 from ..decoders import MultimodalDecoder, MultimodalOutput
 from ..encoder import PerceiverEncoder
 from ..model import PerceiverModel
@@ -18,6 +16,14 @@ from ..registry import register_model
 MULTIMODAL_ENCODER = dict(num_latents=784, latent_dim=512, num_blocks=1, self_attends_per_block=8,
                           cross_attend=dict(heads=1), self_attend=dict(heads=8))
 
+#: The published modalities (their adapters' keywords): 16 frames of 224x224 RGB video as
+#: 1x4x4 patches with 3D Fourier features (32 bands, max resolution 16x56x56); 30,720 audio
+#: samples as 16-sample patches with 1D Fourier features over the samples (192 bands).
+MULTIMODAL_IMAGE = dict(video_shape=(16, 224, 224), input_channels=3, patch_shape=(1, 4, 4),
+                        num_bands=32, max_resolution=(16, 56, 56))
+MULTIMODAL_AUDIO = dict(max_samples=30720, samples_per_patch=16, num_bands=192,
+                        max_resolution=(30720,))
+
 
 @register_model("multimodal-perceiver", "Perceiver IO multimodal autoencoding on Kinetics-700: "
                 "16 frames of 224x224 video (4x4 patches, 3D Fourier features), 30,720 audio "
@@ -26,13 +32,8 @@ MULTIMODAL_ENCODER = dict(num_latents=784, latent_dim=512, num_blocks=1, self_at
                 "video_autoencoding, transformers' multimodal-perceiver)")
 def multimodal_perceiver(
     *,
-    frames_shape: Sequence[int] = (16, 224, 224),
-    patch_size: int = 4,
-    max_resolution: Sequence[float] = (16, 56, 56),
-    image_bands: int = 32,
-    audio_samples: int = 30720,
-    samples_per_patch: int = 16,
-    audio_bands: int = 192,
+    image: dict | None = None,
+    audio: dict | None = None,
     num_classes: int = 700,
     label_query_channels: int = 1024,
     output_channels: int = 512,
@@ -44,36 +45,41 @@ def multimodal_perceiver(
     """``model({"image": (batch, T, H, W, 3), "audio": (batch, samples, 1), "label": (batch,
     num_classes)}, subsample={"image": idx, "audio": idx})`` -> {name: output} (see
     :class:`~omniperceiver.decoders.MultimodalOutput`); ``subsample`` decodes chunks of the
-    outputs. The label is always replaced by a mask token (``mask_probs``)."""
-    frames_shape, max_resolution = tuple(frames_shape), tuple(max_resolution)
-    image_positions = dict(num_axes=3, num_bands=image_bands, max_resolution=max_resolution)
-    audio_positions = dict(num_axes=1, num_bands=audio_bands, max_resolution=(audio_samples,))
+    outputs. The label is always replaced by a mask token (``mask_probs``).
+
+    ``image``: :class:`~omniperceiver.adapters.VideoAdapter` keywords merged over
+    :data:`MULTIMODAL_IMAGE`; ``audio``: :class:`~omniperceiver.adapters.WaveformAdapter`
+    keywords merged over :data:`MULTIMODAL_AUDIO`. The decoder queries each modality with the
+    Fourier features of its inputs' positions (its ``num_bands`` and ``max_resolution``)."""
+    image, audio = merge(MULTIMODAL_IMAGE, image), merge(MULTIMODAL_AUDIO, audio)
+    video_shape = tuple(image["video_shape"])
     adapters = {
-        "audio": WaveformAdapter(max_samples=audio_samples, samples_per_patch=samples_per_patch,
-                                 position=FourierPositionEncoding(**audio_positions)),
-        "image": VideoAdapter(video_shape=frames_shape, patch_shape=(1, patch_size, patch_size),
-                              position=FourierPositionEncoding(**image_positions)),
+        "audio": WaveformAdapter(**audio),
+        "image": VideoAdapter(**image),
         "label": GridAdapter(input_channels=num_classes, input_axis=0),
     }
     probs = {"audio": 0.0, "image": 0.0, "label": 1.0} if mask_probs is None else mask_probs
     adapter = MaskTokens(MultimodalAdapter(adapters, min_padding_size=4), probs)
     config = encoder_config(MULTIMODAL_ENCODER, encoder, activation)
-    audio_patches = audio_samples // samples_per_patch
-    queries = {"audio": FourierPositionEncoding(**audio_positions),
-               "image": FourierPositionEncoding(**image_positions),
+    audio_patches = audio["max_samples"] // audio["samples_per_patch"]
+    queries = {"audio": FourierPositionEncoding(num_axes=1, num_bands=audio["num_bands"],
+                                                max_resolution=audio["max_resolution"]),
+               "image": FourierPositionEncoding(num_axes=3, num_bands=image["num_bands"],
+                                                max_resolution=image["max_resolution"]),
                "label": LearnedPositionEncoding(1, label_query_channels)}
     multimodal_decoder = MultimodalDecoder(
         latent_dim=config.latent_dim, queries=queries,
-        output_shapes={"audio": (audio_patches,), "image": frames_shape, "label": (1,)},
+        output_shapes={"audio": (audio_patches,), "image": video_shape, "label": (1,)},
         output_channels=output_channels,
         cross_attend=attention_spec(dict(heads=1, query_residual=False), decoder, activation))
-    heads = {"audio": nn.Linear(output_channels, samples_per_patch),
-             "image": nn.Linear(output_channels, 3),
+    heads = {"audio": nn.Linear(output_channels, audio["samples_per_patch"]),
+             "image": nn.Linear(output_channels, image["input_channels"]),
              "label": nn.Linear(output_channels, num_classes)}
     return PerceiverModel(input_adapter=adapter,
                           encoder=PerceiverEncoder(adapter.num_channels, config),
                           decoder=multimodal_decoder,
-                          output_adapter=MultimodalOutput(heads, frames_shape))
+                          output_adapter=MultimodalOutput(heads, video_shape))
 
 
-__all__ = ["MULTIMODAL_ENCODER", "multimodal_perceiver"]
+__all__ = ["MULTIMODAL_ENCODER", "MULTIMODAL_IMAGE", "MULTIMODAL_AUDIO",
+           "multimodal_perceiver"]

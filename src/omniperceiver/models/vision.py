@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..adapters import ImageAdapter, InputAdapter
+from ..adapters.image import image_pair
 from ..attention import AttentionSpec
 from ..config import attention_spec, encoder_config
 from ..decoders import ClassificationDecoder, ClassificationOutput
@@ -36,14 +37,10 @@ IMAGENET_ENCODER = dict(num_latents=512, latent_dim=1024, num_blocks=8, self_att
                         cross_attend=dict(heads=1), self_attend=dict(heads=8))
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
-def _fourier_imagenet(*, num_classes: int, image_size: int | Sequence[int], num_bands: int,
+def _fourier_imagenet(*, num_classes: int, image_shape: int | Sequence[int], num_bands: int,
                       max_resolution: Sequence[float] | None, pooling: str, activation: str,
                       encoder: dict, decoder: dict | None) -> PerceiverIO:
-    shape = _pair(image_size)
+    shape = image_pair(image_shape)
     return PerceiverIO(PerceiverIOConfig(
         input_channels=3, input_axis=2, input_shape=shape,
         position=FourierConfig(num_bands=num_bands,
@@ -58,25 +55,25 @@ def _fourier_imagenet(*, num_classes: int, image_size: int | Sequence[int], num_
                 "with 2D Fourier features (64 bands), 512x1024 latents, 8 interleaved "
                 "cross-attends (all but the first sharing weights), one block of 6 "
                 "self-attends reused 8 times (44,914,302 parameters; the paper: 44.9M)")
-def perceiver_imagenet(*, num_classes: int = 1000, image_size: int | Sequence[int] = 224,
+def perceiver_imagenet(*, num_classes: int = 1000, image_shape: int | Sequence[int] = 224,
                        num_bands: int = 64, max_resolution: Sequence[float] | None = None,
                        activation: str = "gelu", encoder: dict | None = None,
                        decoder: dict | None = None) -> PerceiverIO:
     """Images (batch, H, W, 3); the latents are averaged for the logits."""
     encoder = {"num_cross_attends": 8, "cross_attend_sharing": "after_first", **(encoder or {})}
-    return _fourier_imagenet(num_classes=num_classes, image_size=image_size, num_bands=num_bands,
+    return _fourier_imagenet(num_classes=num_classes, image_shape=image_shape, num_bands=num_bands,
                              max_resolution=max_resolution, pooling="mean",
                              activation=activation, encoder=encoder, decoder=decoder)
 
 
 @register_model("vision-perceiver-fourier", "Perceiver IO for ImageNet with 2D Fourier features "
                 "(DeepMind's / transformers' vision-perceiver-fourier: 48,440,627 parameters)")
-def vision_perceiver_fourier(*, num_classes: int = 1000, image_size: int | Sequence[int] = 224,
+def vision_perceiver_fourier(*, num_classes: int = 1000, image_shape: int | Sequence[int] = 224,
                              num_bands: int = 64, max_resolution: Sequence[float] | None = None,
                              activation: str = "gelu", encoder: dict | None = None,
                              decoder: dict | None = None) -> PerceiverIO:
-    """Images (batch, H, W, 3) of ``image_size``; ``max_resolution`` defaults to it."""
-    return _fourier_imagenet(num_classes=num_classes, image_size=image_size, num_bands=num_bands,
+    """Images (batch, H, W, 3) of ``image_shape``; ``max_resolution`` defaults to it."""
+    return _fourier_imagenet(num_classes=num_classes, image_shape=image_shape, num_bands=num_bands,
                              max_resolution=max_resolution, pooling="query",
                              activation=activation, encoder=encoder or {}, decoder=decoder)
 
@@ -97,7 +94,7 @@ def _image_classifier(adapter: InputAdapter, *, num_classes: int, encoder: Encod
 def vision_perceiver_learned(
     *,
     num_classes: int = 1000,
-    image_size: int | Sequence[int] = 224,
+    image_shape: int | Sequence[int] = 224,
     pixel_channels: int = 256,
     position_channels: int = 256,
     projected_position_channels: int = 256,
@@ -105,11 +102,11 @@ def vision_perceiver_learned(
     encoder: dict | None = None,
     decoder: dict | None = None,
 ) -> PerceiverModel:
-    """Images (batch, H, W, 3) of exactly ``image_size``: a linear layer maps each pixel to
+    """Images (batch, H, W, 3) of exactly ``image_shape``: a linear layer maps each pixel to
     ``pixel_channels``, ``position_channels`` learned position channels are projected to
     ``projected_position_channels`` and concatenated. DeepMind's decoder has no query
     residual; transformers' adds one (``decoder={"query_residual": True}``)."""
-    shape = _pair(image_size)
+    shape = image_pair(image_shape)
     adapter = ImageAdapter(
         image_shape=shape, mode="pixels", project_channels=pixel_channels,
         position=ProjectedPositions(shape[0] * shape[1], position_channels,
@@ -127,7 +124,7 @@ def vision_perceiver_learned(
 def vision_perceiver_conv(
     *,
     num_classes: int = 1000,
-    image_size: int | Sequence[int] = 224,
+    image_shape: int | Sequence[int] = 224,
     conv_channels: int = 64,
     padding: str = "same",
     num_bands: int = 64,
@@ -137,7 +134,7 @@ def vision_perceiver_conv(
     decoder: dict | None = None,
 ) -> PerceiverModel:
     """Images (batch, H, W, 3). ``padding="transformers"`` is transformers' stem (55x55)."""
-    adapter = ImageAdapter(image_shape=_pair(image_size), mode="conv", conv_channels=conv_channels,
+    adapter = ImageAdapter(image_shape=image_shape, mode="conv", conv_channels=conv_channels,
                            padding=padding, num_bands=num_bands,
                            max_resolution=tuple(max_resolution))
     return _image_classifier(

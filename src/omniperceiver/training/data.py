@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..adapters.image import image_pair
 from ..data import DatasetError, stratified_split
 from ..errors import ConfigError
 from ..position import pixel_permutation
@@ -378,28 +379,29 @@ class FolderData(ClassificationData):
 
 
 class ImageFolderData(FolderData, ImageData):
-    """Images in ``root/<class>/*.png|jpg|...``, resized to ``image_size`` (see
+    """Images in ``root/<class>/*.png|jpg|...``, resized to ``image_shape`` (see
     :class:`FolderData` for the layout and the splits).
 
     Args:
-        image_size: Height and width the images are resized to.
-        channels: 1 (greyscale), 3 (RGB) or 4 (RGBA).
+        image_shape: Height and width the images are resized to (an int: square).
+        input_channels: 1 (greyscale), 3 (RGB) or 4 (RGBA).
     """
 
-    def __init__(self, *, image_size: int = 224, channels: int = 3, **kwargs):
-        self.image_size = image_size
-        self.channels = channels
+    def __init__(self, *, image_shape: int | list[int] = 224, input_channels: int = 3,
+                 **kwargs):
+        self.image_shape = image_pair(image_shape)
+        self.input_channels = input_channels
         super().__init__(**kwargs)
 
     @property
     def input_spec(self) -> dict[str, Any]:
-        return {"modality": "image", "image_size": [self.image_size, self.image_size],
-                "channels": self.channels}
+        return {"modality": "image", "image_size": list(self.image_shape),
+                "channels": self.input_channels}
 
     def read_folder(self, root: Path) -> Dataset:
         from ..data import ImageFolder
 
-        return ImageFolder(root, size=self.image_size, channels=self.channels,
+        return ImageFolder(root, size=self.image_shape, channels=self.input_channels,
                            on_error=self.on_error)
 
 
@@ -615,23 +617,25 @@ class VideoData(ClassificationData):
 
     Args:
         num_frames: Frames per video (cropped or zero-padded).
-        size: Frame height and width.
+        image_shape: Frame height and width (square frames).
         shift: Random translation of whole clips by up to this many pixels.
     """
 
     modality = "video"
-    channels = 1
+    input_channels = 1
 
-    def __init__(self, *, num_frames: int = 8, size: int = 32, shift: int = 0, **kwargs):
+    def __init__(self, *, num_frames: int = 8, image_shape: int = 32, shift: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_frames = num_frames
-        self.size = size
+        self.image_shape = image_shape
         self.shift = shift
 
     @property
     def input_spec(self) -> dict[str, Any]:
         return {"modality": "video", "num_frames": self.num_frames,
-                "image_size": [self.size, self.size], "channels": self.channels}
+                "image_size": [self.image_shape, self.image_shape],
+                "channels": self.input_channels}
 
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return aug.random_shift(x, self.shift), y
@@ -659,27 +663,27 @@ class MovingDigitsData(VideoData):
 
         n = self.num_train if split == "train" else self.num_test
         return _Cached(MovingDigits(split, num_samples=n, num_frames=self.num_frames,
-                                    size=self.size, seed=self.seed))
+                                    size=self.image_shape, seed=self.seed))
 
 
 class VideoFolderData(FolderData, VideoData):
     """Clips stored as ``.npy`` arrays (T, H, W[, C]) in ``root/<class>/*.npy`` (uint8 / 255,
     uint16 / 65535, floats in [0, 1]), cropped or padded to ``num_frames`` and resized to
-    ``size`` (see :class:`FolderData` for the layout and the splits).
+    ``image_shape`` (see :class:`FolderData` for the layout and the splits).
 
     Args:
-        channels: Channels of every clip (a (T, H, W) array has 1).
+        input_channels: Channels of every clip (a (T, H, W) array has 1).
     """
 
-    def __init__(self, *, channels: int = 1, **kwargs):
-        self.channels = channels
+    def __init__(self, *, input_channels: int = 1, **kwargs):
+        self.input_channels = input_channels
         super().__init__(**kwargs)
 
     def read_folder(self, root: Path) -> Dataset:
         from ..data import NpyVideoFolder
 
-        return NpyVideoFolder(root, num_frames=self.num_frames, size=self.size,
-                              channels=self.channels, on_error=self.on_error)
+        return NpyVideoFolder(root, num_frames=self.num_frames, size=self.image_shape,
+                              channels=self.input_channels, on_error=self.on_error)
 
 
 class AVDigitsData(SpokenDigitsData):

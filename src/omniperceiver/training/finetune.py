@@ -43,6 +43,7 @@ from ..errors import ConfigError, ModelFileError, OmniPerceiverError
 from ..files import read_file
 from ..hub import CONFIG_NAME, from_pretrained, model_folder, model_recipe
 from ..registry import create_model
+from .model_args import model_args_entries
 
 #: ``freeze`` choices -> the parts of the model they freeze (``all_but_head``: all but the
 #: classification head).
@@ -159,10 +160,10 @@ def check_same_model(source: nn.Module, model: str | None, model_args: dict | No
     """A :class:`ConfigError` if ``model`` or ``model_args`` (those of a config) ask for
     another architecture than the pretrained ``source``'s."""
     recipe = model_recipe(source)
-    preset, overrides = recipe["preset"], _plain(recipe["overrides"])
+    preset, overrides = recipe["preset"], model_args_entries(_plain(recipe["overrides"]))
     problems = [f"model {model!r}, the source {preset!r}"] if model not in (None, preset) else []
-    problems += [f"model_args.{key} {value!r}, the source {overrides.get(key, 'not set')!r}"
-                 for key, value in _plain(model_args or {}).items()
+    problems += [f"{key} {value!r}, the source {overrides.get(key, 'not set')!r}"
+                 for key, value in model_args_entries(_plain(model_args or {})).items()
                  if overrides.get(key) != value]
     if problems:
         raise ConfigError(

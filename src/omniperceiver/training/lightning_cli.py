@@ -61,7 +61,7 @@ from ..files import read_file
 from .callbacks import RunReport
 from .checkpoint import AtomicCheckpointIO
 from .data import ClassificationData, MNISTData
-from .model_args import merge_model_args
+from .model_args import merge_model_args, resumed_model_args
 from .module import ClassificationModule, TrainingModule
 from .precision import describe_choice, resolve_precision
 from .run_folder import check_run_folder
@@ -119,6 +119,19 @@ class OmniperceiverCLI(LightningCLI):
         args = sys.argv[1:] if args is None else list(args)
         check_config_files(args)
         self.config = parser.parse_args(merge_model_args(args))
+
+    def before_instantiate_classes(self) -> None:
+        """A run that resumes from a checkpoint of an earlier release (``--ckpt_path``) reads
+        its ``model_args`` in this release's keywords
+        (:func:`~omniperceiver.training.model_args.resumed_model_args`)."""
+        config = self.config.get(str(self.subcommand), self.config)
+        init_args = config.get("model", {}).get("init_args")
+        if init_args is None or "model_args" not in init_args:
+            return
+        folders = [config.get(f"{key}.dirpath") or "" for key in ("checkpoint",
+                                                                  "best_checkpoint")]
+        init_args.model_args = resumed_model_args(init_args.model_args, config.get("ckpt_path"),
+                                                  [folder for folder in folders if folder])
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=True,
@@ -248,7 +261,7 @@ def check_model_accepts_data(model: ClassificationModule, datamodule: Classifica
             logits = model.model(batch)
     except (TypeError, ValueError) as error:
         fix = ("Fine-tune from a model made for inputs like these" if model.hparams.pretrained
-               else "Adjust --model.model_args to the data (e.g. image_size, channels, "
+               else "Adjust --model.model_args to the data (e.g. image_shape, input_channels, "
                     "num_points)")
         source = f" (pretrained {model.hparams.pretrained})" if model.hparams.pretrained else ""
         raise ConfigError(

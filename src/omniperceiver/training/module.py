@@ -19,9 +19,11 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from ..errors import ConfigError, NonFiniteLossError, OmniPerceiverError
+from ..hub import recipe_version
 from ..registry import create_model
 from ..validation import check_options
 from .augment import SpecAugment, attach_spec_augment
+from .checkpoint import VERSION_KEY
 from .sharding import shard_model
 
 #: The preset of a ClassificationModule that names none.
@@ -98,6 +100,9 @@ class TrainingModule(LightningModule, ABC):
         """Learning rates of parameters of ``self.model`` (by name) as fractions of ``lr``;
         the others train with ``lr``."""
         return {}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[VERSION_KEY] = recipe_version()  # the release whose keywords model_args uses
 
     def _build_model(self) -> nn.Module:
         try:

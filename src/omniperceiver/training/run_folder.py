@@ -18,7 +18,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from ..errors import ConfigError
-from .checkpoint import load_checkpoint_file
+from .checkpoint import checkpoint_model_args, load_checkpoint_file
+from .model_args import model_args_entries
 from .module import ClassificationModule
 
 
@@ -96,8 +97,9 @@ def check_checkpoint_matches(module: ClassificationModule, path: Path) -> None:
     saved, ours = checkpoint.get("hyper_parameters", {}), module.hparams
     settings = {key: (saved[key], ours[key]) for key in ("model", "num_classes") if key in saved}
     if "model_args" in saved:
-        before, now = saved["model_args"] or {}, ours.model_args or {}
-        settings.update({f"model_args.{key}": (before.get(key, _UNSET), now.get(key, _UNSET))
+        before = model_args_entries(checkpoint_model_args(checkpoint))
+        now = model_args_entries(ours.model_args or {})
+        settings.update({key: (before.get(key, _UNSET), now.get(key, _UNSET))
                          for key in before.keys() | now.keys()})
     differences = [f"{name} {_show(before)} in the checkpoint, {_show(now)} now"
                    for name, (before, now) in sorted(settings.items()) if before != now]
