@@ -60,7 +60,7 @@ def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_pat
 
 # --- the command line: one line naming the file or option, exit status 1, nothing changed ---
 
-SPEC = {"modality": "image", "image_size": [4, 4], "channels": 1}
+SPEC = {"modality": "image", "image_shape": [4, 4], "input_channels": 1}
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:

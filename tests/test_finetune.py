@@ -171,8 +171,8 @@ def test_fine_tune_export_and_predict_with_the_new_classes(source, tmp_path, cap
                                   "--model.pretrained_lr_ratio", "0.1")]) == 0
     saved = json.loads((root / "model" / "config.json").read_text())
     assert saved["extra"]["classes"] == [str(i) for i in range(10)]
-    assert saved["extra"]["input_spec"] == {"modality": "image", "image_size": [8, 8],
-                                            "channels": 1}
+    assert saved["extra"]["input_spec"] == {"modality": "image", "image_shape": [8, 8],
+                                            "input_channels": 1}
     assert saved["model"]["overrides"]["num_classes"] == 10
     tuned, reference = (omniperceiver.from_pretrained(folder).state_dict()
                         for folder in (root / "model", source))

@@ -101,7 +101,7 @@ def test_the_folder_records_the_preparation(tmp_path):
     tiny_checkpoint(tmp_path / "hf", "PerceiverForImageClassificationLearned", image_size=6)
     convert_main(["--from", "transformers", str(tmp_path / "hf"), str(tmp_path / "ours")])
     spec = json.loads((tmp_path / "ours" / "config.json").read_text())["extra"]["input_spec"]
-    assert spec == {"modality": "image", "image_size": [6, 6], "channels": 3, "preprocess": {
+    assert spec == {"modality": "image", "image_shape": [6, 6], "input_channels": 3, "preprocess": {
         "channel_order": "RGB", "center_crop": {"fraction": [0.875, 0.875]},
         "resize": {"size": [6, 6], "resample": "bicubic"}, "rescale": 1 / 255,
         "normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}}

@@ -4,6 +4,7 @@ size), converted from tiny random transformers models and checked against transf
 own outputs; the tiling against an independent NumPy computation."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from omniperceiver import create_model, save_pretrained
 from omniperceiver.adapters import flow_patches
 from omniperceiver.cli import main as cli_main
 from omniperceiver.convert.cli import main as convert_main
+from omniperceiver.renames import upgrade_input_spec
 from omniperceiver.training.predict_tasks import masked_ids, tile_starts, tile_weights
 
 transformers = pytest.importorskip("transformers")
@@ -209,3 +211,22 @@ def test_a_model_predict_cannot_read_files_for_says_what_predict_runs(tmp_path, 
     assert "masked byte language models and optical-flow models" in err
     assert "omniperceiver generate" in err
     assert "Traceback" not in err
+
+
+RUN_0_3_0 = Path(__file__).resolve().parent / "fixtures" / "run_folders" / "mnist-0.3.0"
+
+
+def test_input_specs_of_0_3_0_are_read_in_todays_keys(tmp_path, capsys):
+    """0.3.0 wrote ``image_size``/``channels``; its exported model and its checkpoint still
+    predict, with the same output."""
+    assert upgrade_input_spec({"modality": "multimodal", "image": {
+        "modality": "image", "image_size": [28, 28], "channels": 1}}) == {
+        "modality": "multimodal", "image": {"modality": "image", "image_shape": [28, 28],
+                                            "input_channels": 1}}
+    digit = tmp_path / "digit.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), np.uint8)).save(digit)
+    outputs = []
+    for model in (RUN_0_3_0 / "model", RUN_0_3_0 / "checkpoints" / "last.ckpt"):
+        assert cli_main(["predict", str(model), str(digit), "--top_k", "10"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and outputs[0].startswith(str(digit))

@@ -38,15 +38,15 @@ def test_an_image_file_is_the_same_tensor_in_training_and_prediction(tmp_path, n
                                                                     size):
     path = write_image(tmp_path / "cls" / name, IMAGES[name])
     trained = training_item(ImageFolder(tmp_path, size=size, channels=channels), name)
-    predicted = load_input_file(path, {"modality": "image", "image_size": list(size),
-                                       "channels": channels})
+    predicted = load_input_file(path, {"modality": "image", "image_shape": list(size),
+                                       "input_channels": channels})
     assert trained.shape == (*size, channels)
     torch.testing.assert_close(predicted, trained, rtol=0, atol=0)
 
 
 def test_a_16_bit_png_keeps_its_range_in_prediction(tmp_path):
     path = write_image(tmp_path / "cls" / "grey16.png", IMAGES["grey16.png"])
-    x = load_input_file(path, {"modality": "image", "image_size": [12, 10], "channels": 1})
+    x = load_input_file(path, {"modality": "image", "image_shape": [12, 10], "input_channels": 1})
     want = torch.from_numpy(IMAGES["grey16.png"].astype(np.float32) / 65535.0)[..., None]
     torch.testing.assert_close(x, want)
 
@@ -74,18 +74,18 @@ def test_a_video_array_is_the_same_tensor_in_training_and_prediction(tmp_path, d
     trained = training_item(NpyVideoFolder(tmp_path, num_frames=4, size=(4, 4), channels=2),
                             "clip.npy")
     predicted = load_input_file(tmp_path / "cls" / "clip.npy",
-                                {"modality": "video", "num_frames": 4, "image_size": [4, 4],
-                                 "channels": 2})
+                                {"modality": "video", "num_frames": 4, "image_shape": [4, 4],
+                                 "input_channels": 2})
     assert trained.shape == (4, 4, 4, 2)
     torch.testing.assert_close(predicted, trained, rtol=0, atol=0)
 
 
 # --- files predict must refuse rather than answer confidently ------------------------------
 
-IMAGE = {"modality": "image", "image_size": [4, 4], "channels": 1}
+IMAGE = {"modality": "image", "image_shape": [4, 4], "input_channels": 1}
 AUDIO = {"modality": "audio", "sample_rate": 8000, "num_samples": 100}
 POINTS = {"modality": "points", "num_points": 10}
-VIDEO = {"modality": "video", "num_frames": 2, "image_size": [4, 4], "channels": 1}
+VIDEO = {"modality": "video", "num_frames": 2, "image_shape": [4, 4], "input_channels": 1}
 
 
 def snapshot(root):

@@ -80,8 +80,8 @@ def test_an_exported_mnist_run_loads_in_a_fresh_interpreter(tmp_path):
     folder = omniperceiver.save_pretrained(
         model, tmp_path / "model", extra={"classes": [str(i) for i in range(10)],
                                           "input_spec": {"modality": "image",
-                                                         "image_size": [28, 28],
-                                                         "channels": 1}})
+                                                         "image_shape": [28, 28],
+                                                         "input_channels": 1}})
     torch.save(x, tmp_path / "x.pt")
     got = json.loads(fresh_python(
         "import json, torch, omniperceiver\n"

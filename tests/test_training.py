@@ -189,7 +189,7 @@ def test_permuted_mnist_augments_the_image_before_permuting(shift):
 
 # --- predict input files ----------------------------------------------------------------------
 
-IMAGE_SPEC = {"modality": "image", "image_size": [28, 28], "channels": 1}
+IMAGE_SPEC = {"modality": "image", "image_shape": [28, 28], "input_channels": 1}
 AUDIO_SPEC = {"modality": "audio", "sample_rate": 8000, "num_samples": 4000}
 POINT_SPEC = {"modality": "points", "num_points": 64, "num_features": 0}
 

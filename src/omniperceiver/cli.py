@@ -227,6 +227,9 @@ def load_trained(path: str | Path):
                                  ) from error
         model.eval()
         spec, classes = h.get("input_spec"), h.get("class_names")
+    from .renames import upgrade_input_spec
+
+    spec = upgrade_input_spec(spec)  # folders and checkpoints of 0.3.0 and before
     if spec is None:
         from .training.predict_tasks import task_input_spec
 
@@ -318,7 +321,7 @@ def _predict_flow(model, spec: dict, files: list[str], out: Path | None) -> int:
             raise CommandError(f"{target}: exists; choose another --out folder or remove it")
     frames = [read_frame_pair(a, b) for a, b in pairs]  # every file checked first
     for (a, b), x, target in zip(pairs, frames, targets, strict=True):
-        flow = optical_flow(model, x, spec["train_size"], spec.get("min_overlap", 20),
+        flow = optical_flow(model, x, spec["image_shape"], spec.get("min_overlap", 20),
                             source=f"{a} and {b}")
         line = f"{a} -> {b}: {describe_flow(flow)}"
         if target is not None:

@@ -120,4 +120,23 @@ def _nest_encoder(args: dict[str, Any]) -> None:
         args["decoder"] = {**(args.get("decoder") or {}), "pooling": args.pop("pooling")}
 
 
-__all__ = ["RENAMED_IN", "release", "upgrade_model_args"]
+#: An ``input_spec``'s keys before 0.4.0 (none of them is a key today).
+_INPUT_SPEC_RENAMED = {"image_size": "image_shape", "channels": "input_channels"}
+
+
+def upgrade_input_spec(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A model's ``input_spec`` (how ``predict`` reads files for it) in this release's keys:
+    ``image_size`` -> ``image_shape``, ``channels`` -> ``input_channels``, also inside a
+    multimodal spec's per-modality specs. The old keys mean nothing today, so no release
+    number is needed."""
+    if spec is None:
+        return None
+    upgraded = {}
+    for key, value in spec.items():
+        if isinstance(value, Mapping) and "modality" in value:
+            value = upgrade_input_spec(value)
+        upgraded[_INPUT_SPEC_RENAMED.get(key, key)] = value
+    return upgraded
+
+
+__all__ = ["RENAMED_IN", "release", "upgrade_model_args", "upgrade_input_spec"]

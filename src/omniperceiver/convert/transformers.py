@@ -489,7 +489,7 @@ def image_input_spec(model: nn.Module, processor: Mapping | None = None) -> dict
         rescale=p["rescale_factor"] if p.get("do_rescale", True) else 1.0,
         mean=p["image_mean"] if normalize else (0.0, 0.0, 0.0),
         std=p["image_std"] if normalize else (1.0, 1.0, 1.0))
-    return {"modality": "image", "image_size": list(size), "channels": 3,
+    return {"modality": "image", "image_shape": list(size), "input_channels": 3,
             "preprocess": preprocess}
 
 

@@ -73,8 +73,8 @@ class ClassificationData(ResumableData):
     @property
     @abstractmethod
     def input_spec(self) -> dict[str, Any]:
-        """The modality and shape of one input, e.g. ``{"modality": "image", "image_size":
-        [28, 28], "channels": 1}`` (stored with the model; used to read predict files)."""
+        """The modality and shape of one input, e.g. ``{"modality": "image", "image_shape":
+        [28, 28], "input_channels": 1}`` (stored with the model; used to read predict files)."""
 
     @abstractmethod
     def make_dataset(self, split: str) -> Dataset:
@@ -239,7 +239,7 @@ class MNISTData(ImageData):
 
     @property
     def input_spec(self) -> dict[str, Any]:
-        return {"modality": "image", "image_size": [28, 28], "channels": 1,
+        return {"modality": "image", "image_shape": [28, 28], "input_channels": 1,
                 "permutation_seed": self.permutation_seed if self.permuted else None}
 
     def make_dataset(self, split: str) -> Dataset:
@@ -260,7 +260,7 @@ class DigitsData(ImageData):
 
     @property
     def input_spec(self) -> dict[str, Any]:
-        return {"modality": "image", "image_size": [8, 8], "channels": 1}
+        return {"modality": "image", "image_shape": [8, 8], "input_channels": 1}
 
     def make_dataset(self, split: str) -> Dataset:
         from ..data import SklearnDigits
@@ -395,8 +395,8 @@ class ImageFolderData(FolderData, ImageData):
 
     @property
     def input_spec(self) -> dict[str, Any]:
-        return {"modality": "image", "image_size": list(self.image_shape),
-                "channels": self.input_channels}
+        return {"modality": "image", "image_shape": list(self.image_shape),
+                "input_channels": self.input_channels}
 
     def read_folder(self, root: Path) -> Dataset:
         from ..data import ImageFolder
@@ -634,8 +634,8 @@ class VideoData(ClassificationData):
     @property
     def input_spec(self) -> dict[str, Any]:
         return {"modality": "video", "num_frames": self.num_frames,
-                "image_size": [self.image_shape, self.image_shape],
-                "channels": self.input_channels}
+                "image_shape": [self.image_shape, self.image_shape],
+                "input_channels": self.input_channels}
 
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return aug.random_shift(x, self.shift), y
@@ -709,7 +709,7 @@ class AVDigitsData(SpokenDigitsData):
     @property
     def input_spec(self) -> dict[str, Any]:
         return {"modality": "av",
-                "image": {"modality": "image", "image_size": [28, 28], "channels": 1},
+                "image": {"modality": "image", "image_shape": [28, 28], "input_channels": 1},
                 "audio": super().input_spec}
 
     def make_dataset(self, split: str) -> Dataset:

@@ -3,8 +3,8 @@
 
 The files are read with the data sets' readers (:mod:`omniperceiver.data.readers`), so a file
 becomes the same tensor here as in training. The model's ``input_spec`` (saved with it) says
-which modality and shape it takes, e.g. ``{"modality": "image", "image_size": [28, 28],
-"channels": 1}``; a converted model's spec adds how its source prepared images
+which modality and shape it takes, e.g. ``{"modality": "image", "image_shape": [28, 28],
+"input_channels": 1}``; a converted model's spec adds how its source prepared images
 (``"preprocess"``, see :mod:`omniperceiver.data.preprocess`). A file of another modality or
 an array of the wrong shape raises
 :class:`~omniperceiver.errors.InputFileError` naming the file, what the model takes and what
@@ -51,9 +51,9 @@ def describe_spec(spec: dict[str, Any]) -> str:
     """What a model takes, in words: 'image 28x28x1', 'audio 16000 samples at 16000 Hz'."""
     m = spec.get("modality")
     if m == "image":
-        h, w = spec["image_size"]
-        return f"images {h}x{w}x{spec['channels']} (image files, or .npy arrays " \
-               f"of shape ({h}, {w}, {spec['channels']}))"
+        h, w = spec["image_shape"]
+        return f"images {h}x{w}x{spec['input_channels']} (image files, or .npy arrays " \
+               f"of shape ({h}, {w}, {spec['input_channels']}))"
     if m == "audio":
         return (f"audio clips of {spec['num_samples']} samples at {spec['sample_rate']} Hz "
                 f"(.wav files, or .npy arrays of shape (num_samples,))")
@@ -63,8 +63,8 @@ def describe_spec(spec: dict[str, Any]) -> str:
         c = 3 + spec.get("num_features", 0)
         return f"point clouds (.off meshes, or .npy arrays of shape (num_points, {c}))"
     if m == "video":
-        h, w = spec["image_size"]
-        return (f"videos of {spec['num_frames']} frames of {h}x{w}x{spec['channels']} "
+        h, w = spec["image_shape"]
+        return (f"videos of {spec['num_frames']} frames of {h}x{w}x{spec['input_channels']} "
                 f"(.npy arrays of shape (frames, height, width, channels))")
     if m == "av":
         return "an image and an audio clip, given as IMAGE+AUDIO (e.g. digit.png+digit.wav)"
@@ -84,7 +84,7 @@ def _read(reader: Callable[..., Any], path: Path, *args, **kwargs) -> Any:
 
 
 def _load_image(path: Path, spec: dict[str, Any]) -> Tensor:
-    size, channels = tuple(spec["image_size"]), spec["channels"]
+    size, channels = tuple(spec["image_shape"]), spec["input_channels"]
     suffix = path.suffix.lower()
     preprocess = spec.get("preprocess")
     if preprocess is not None and suffix in IMAGE_SUFFIXES:
@@ -146,8 +146,8 @@ def _load_video(path: Path, spec: dict[str, Any]) -> Tensor:
     suffix = path.suffix.lower()
     if suffix not in ARRAY_SUFFIXES:
         raise _wrong(path, spec, _KIND.get(suffix, f"a '{suffix}' file"))
-    return _read(read_video_array, path, channels=spec["channels"],
-                 num_frames=spec["num_frames"], size=tuple(spec["image_size"]))
+    return _read(read_video_array, path, channels=spec["input_channels"],
+                 num_frames=spec["num_frames"], size=tuple(spec["image_shape"]))
 
 
 def load_input_file(path: str | Path, spec: dict[str, Any]) -> Any:

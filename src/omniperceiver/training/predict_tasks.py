@@ -7,13 +7,13 @@ tells it from the model when none was saved):
 * ``{"modality": "text", "max_length": 2048}``: a UTF-8 text file in which each ``[MASK]``
   stands for one byte to predict; the model reads ``[CLS] bytes [SEP]`` (as transformers'
   ``PerceiverTokenizer`` writes it) and each masked byte becomes the most likely byte.
-* ``{"modality": "frame_pair", "train_size": [368, 496], "min_overlap": 20}``: two image
-  files of the same size, at least ``train_size``. As DeepMind's optical-flow example does,
-  the pixels are scaled to [-1, 1], each pixel takes its 3x3 neighbourhood, and frames larger
-  than the training size are covered by overlapping tiles of that size (at least
-  ``min_overlap`` pixels in common, the last tile flush with the border), each tile's pixels
-  taking their 3x3 neighbourhoods within the tile, and the tiles' flows are averaged with
-  weights that fall linearly towards each tile's edges.
+* ``{"modality": "frame_pair", "image_shape": [368, 496], "min_overlap": 20}``: two image
+  files of the same size, at least ``image_shape`` (the training size). As DeepMind's
+  optical-flow example does, the pixels are scaled to [-1, 1], each pixel takes its 3x3
+  neighbourhood, and frames larger than the training size are covered by overlapping tiles of
+  that size (at least ``min_overlap`` pixels in common, the last tile flush with the border),
+  each tile's pixels taking their 3x3 neighbourhoods within the tile, and the tiles' flows are
+  averaged with weights that fall linearly towards each tile's edges.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def task_input_spec(model: nn.Module) -> dict[str, Any] | None:
     if isinstance(adapter, TextAdapter):
         return {"modality": "text", "max_length": adapter.max_length}
     if isinstance(adapter, FlowAdapter):
-        return {"modality": "frame_pair", "train_size": list(adapter.image_shape),
+        return {"modality": "frame_pair", "image_shape": list(adapter.image_shape),
                 "min_overlap": 20}
     return None
 
@@ -127,11 +127,11 @@ def tile_weights(height: int, width: int) -> Tensor:
 
 
 @torch.no_grad()
-def optical_flow(model: nn.Module, frames: Tensor, train_size: Sequence[int],
+def optical_flow(model: nn.Module, frames: Tensor, image_shape: Sequence[int],
                  min_overlap: int = 20, *, source: str = "the frames") -> Tensor:
     """Frames (2, H, W, 3) in [-1, 1] -> flow (H, W, 2) in the model's units (pixels for the
     published weights), tiled as the module says."""
-    tile_h, tile_w = (int(s) for s in train_size)
+    tile_h, tile_w = (int(s) for s in image_shape)
     _, height, width, _ = frames.shape
     if height < tile_h or width < tile_w:
         raise InputFileError(f"{source}: frames of {height}x{width} pixels; the model takes "
