@@ -33,8 +33,9 @@ pytest.importorskip("lightning")
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 # Three blocks over one set of weights, three cross-attends over two: weight sharing.
-TINY = {"num_latents": 16, "latent_dim": 32, "num_blocks": 3, "num_cross_attends": 3,
-        "self_attends_per_block": 1, "self_heads": 2, "project_channels": 16}
+TINY = {"encoder": {"num_latents": 16, "latent_dim": 32, "num_blocks": 3, "num_cross_attends": 3,
+                    "self_attends_per_block": 1, "self_attend": {"heads": 2}},
+        "project_channels": 16}
 STEPS = 60  # enough to leave chance accuracy behind (about 20%), so predictions vary
 COMPARED_STEP = 6  # the step whose weights the one-process run is held to
 RESUMED_STEP = 30
