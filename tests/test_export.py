@@ -70,3 +70,20 @@ def test_example_input_needs_a_shape_when_the_model_does_not_know_it():
     with pytest.raises(ValueError, match="input_shape"):
         example_input(model)
     assert example_input(model, (5, 5, 3), batch=1).shape == (1, 5, 5, 3)
+
+
+def test_onnx_export_without_onnxscript_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript -> ImportError
+    model = create_model("mnist-perceiver", encoder={"num_latents": 2, "latent_dim": 8,
+                                                     "num_blocks": 1, "self_attends_per_block": 1,
+                                                     "num_cross_attends": 1,
+                                                     "self_attend": {"heads": 1}})
+    with pytest.raises(ImportError, match=r"pip install 'omniperceiver\[export\]'"):
+        export_onnx(model, tmp_path / "m.onnx")
+    save_pretrained(model, tmp_path / "model")
+    assert main([str(tmp_path / "model"), str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "omniperceiver[export]" in err and "Traceback" not in err
+    assert not (tmp_path / "m.onnx").exists()

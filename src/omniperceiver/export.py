@@ -104,6 +104,12 @@ def export_onnx(model: nn.Module, path: str | Path, *, example: Tensor | None = 
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be at least {MIN_OPSET}, got {opset}")
+    for module in ("onnx", "onnxscript"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise ImportError(f"ONNX export needs {module}: pip install 'omniperceiver[export]' "
+                              "(onnx, onnxscript, onnxruntime)") from None
     model = model.eval()
     if example is None:
         example = example_input(model, input_shape)
