@@ -316,28 +316,53 @@ def test_plot_attention_command(trained, digit_files, tmp_path, capsys):
 # --- errors before training -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad, message", [
-    (["--trainer.max_epoch", "3"], "max_epoch"),
-    (["--data.init_args.batch_size", "many"], "batch_size"),
-    (["--model.optimizer", "sgd"], "optimizer"),
+def assert_one_line_error(capsys, *parts: str) -> str:
+    """The parser's error: one line ``omniperceiver fit: error: ...`` naming ``parts``."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("omniperceiver fit: error: "), err
+    assert "usage:" not in err and "Traceback" not in err
+    for part in parts:
+        assert part in err, err
+    return err
+
+
+@pytest.mark.parametrize("bad, parts", [
+    (["--model.lr", "abc"], ["--model.lr: expected float, got 'abc'"]),
+    (["--trainer.max_epoch", "3"], ["--trainer.max_epoch: unknown option, got '3'",
+                                    "did you mean --trainer.max_epochs?"]),
+    (["--data.init_args.batch_size", "many"], ["batch_size: expected int, got 'many'"]),
+    (["--model.optimizer", "sgd"], ["--model.optimizer: expected Literal['adamw', 'lamb']",
+                                    "got 'sgd'"]),
 ])
-def test_config_errors_stop_before_training(bad, message, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(CONFIGS / "mnist.yaml"),
-              "--trainer.default_root_dir", str(tmp_path), *bad])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+def test_config_errors_stop_before_training(bad, parts, tmp_path, capsys):
+    assert main(["fit", "--config", str(CONFIGS / "mnist.yaml"),
+                 "--trainer.default_root_dir", str(tmp_path), *bad]) == 1
+    assert_one_line_error(capsys, *parts)
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_unknown_key_in_a_config_file(tmp_path, capsys):
+@pytest.mark.parametrize("section, key, typo, suggestion", [
+    ("trainer", "max_epochs", "max_epoch", "trainer.max_epochs"),
+    ("model", "lr", "lrr", "model.lr"),
+])
+def test_unknown_key_in_a_config_file(section, key, typo, suggestion, tmp_path, capsys):
     config = yaml.safe_load((CONFIGS / "mnist.yaml").read_text())
-    config["model"]["learning_rate"] = 0.1
+    config[section][typo] = config[section].pop(key)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", str(path)])
-    assert "learning_rate" in capsys.readouterr().err
+    assert main(["fit", "--config", str(CONFIGS / "mnist.yaml"), "--config", str(path),
+                 "--trainer.default_root_dir", str(tmp_path)]) == 1
+    assert_one_line_error(capsys, f"{section}.{typo} (from --config {path}): unknown option, "
+                                  f"got {config[section][typo]}; did you mean {suggestion}?")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_help_still_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--trainer.max_epochs" in out and "--best_checkpoint.monitor" in out
 
 
 def test_missing_dataset_folder(tmp_path, capsys):

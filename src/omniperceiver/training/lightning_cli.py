@@ -63,6 +63,7 @@ from .checkpoint import AtomicCheckpointIO
 from .data import ClassificationData, MNISTData
 from .model_args import merge_model_args, resumed_model_args
 from .module import ClassificationModule, TrainingModule
+from .parse_errors import OneLineErrors, ParseError, describe_parse_error
 from .precision import describe_choice, resolve_precision
 from .run_folder import check_run_folder
 
@@ -109,16 +110,26 @@ class SaveRunConfig(SaveConfigCallback):
             self.parser.save(self.config, str(path), skip_none=False, overwrite=True)
 
 
+class OmniperceiverArgumentParser(OneLineErrors, LightningArgumentParser):
+    """Lightning's parser, whose errors become one line (:mod:`.parse_errors`)."""
+
+
 class OmniperceiverCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Lightning's parsing, with every ``model_args`` merged key by key into the ones
-        before it (:func:`~omniperceiver.training.model_args.merge_model_args`)."""
-        if isinstance(args, (dict, Namespace)):
-            super().parse_arguments(parser, args)
-            return
-        args = sys.argv[1:] if args is None else list(args)
-        check_config_files(args)
-        self.config = parser.parse_args(merge_model_args(args))
+        before it (:func:`~omniperceiver.training.model_args.merge_model_args`). A parse
+        error is a ConfigError of one line, naming the option (and its config file), what
+        was expected and what was given."""
+        given = [] if isinstance(args, (dict, Namespace)) else (
+            sys.argv[1:] if args is None else list(args))
+        try:
+            if isinstance(args, (dict, Namespace)):
+                super().parse_arguments(parser, args)
+            else:
+                check_config_files(given)
+                self.config = parser.parse_args(merge_model_args(given))
+        except ParseError as error:
+            raise ConfigError(describe_parse_error(error.message, error.parser, given)) from None
 
     def before_instantiate_classes(self) -> None:
         """A run that resumes from a checkpoint of an earlier release (``--ckpt_path``) reads
@@ -302,6 +313,7 @@ def run(args: list[str] | None, *, run_subcommand: bool = True) -> Omniperceiver
         TrainingModule,
         LightningDataModule,
         trainer_class=PerceiverTrainer,
+        parser_class=OmniperceiverArgumentParser,
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=SaveRunConfig,
