@@ -24,6 +24,7 @@ from ..registry import create_model
 from ..validation import check_options
 from .augment import SpecAugment, attach_spec_augment
 from .checkpoint import VERSION_KEY
+from .resumable import repair_epoch_progress, start_next_epoch
 from .sharding import shard_model
 
 #: The preset of a ClassificationModule that names none.
@@ -103,6 +104,12 @@ class TrainingModule(LightningModule, ABC):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[VERSION_KEY] = recipe_version()  # the release whose keywords model_args uses
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        repair_epoch_progress(checkpoint)  # before Lightning restores its loops from it
+
+    def on_train_start(self) -> None:
+        start_next_epoch(self.trainer)
 
     def _build_model(self) -> nn.Module:
         try:
