@@ -297,7 +297,8 @@ class ClassificationModule(TrainingModule):
         h = self.hparams
         loaded = pretrained_classifier(h.pretrained, h.num_classes, freeze=h.freeze,
                                        trust_pickle=h.trust_pickle, kwargs=h.pretrained_kwargs,
-                                       model=h.model, model_args=h.model_args)
+                                       model=h.model, model_args=h.model_args,
+                                       input_spec=h.get("input_spec"))
         h.model, h.model_args = loaded.preset, loaded.model_args
         self.pretrained_names = frozenset(loaded.loaded)
         rank_zero_info(loaded.describe() + (
