@@ -153,6 +153,26 @@ def test_a_source_for_other_inputs_stops_before_training(tmp_path, capsys):
     assert "Fine-tune from a model made for inputs like these." in err
 
 
+def test_a_source_for_another_image_size_stops_before_training(tmp_path, capsys):
+    # A 28x28 model reads 8x8 digits without complaint (its Fourier positions are computed
+    # per grid), but its saved recipe would still say 28x28 for export and predict.
+    mnist_sized = omniperceiver.create_model("image-perceiver",
+                                             **{**DIGITS_SOURCE, "image_shape": [28, 28]})
+    omniperceiver.save_pretrained(mnist_sized, tmp_path / "mnist")
+    assert main(["fit", *fit_args(tmp_path / "run", tmp_path / "mnist")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"pretrained {tmp_path / 'mnist'} reads inputs of image_shape [28, 28], but the " \
+           "data's are [8, 8]" in err
+    assert "--data.init_args.image_shape" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / "model").exists()
+
+    from omniperceiver.training.finetune import pretrained_classifier
+
+    spec = {"modality": "image", "image_shape": [28, 28], "input_channels": 1}
+    model = pretrained_classifier(tmp_path / "mnist", 10, input_spec=spec).model
+    assert model.input_adapter.image_shape == (28, 28)  # the same shape: loaded
+
+
 def test_a_misspelt_freeze_choice_on_the_command_line(source, tmp_path, capsys):
     assert main(["fit", *fit_args(tmp_path / "run", source, "--model.freeze", "head")]) == 1
     assert "--model.freeze: expected Literal['none', 'input_adapter', 'encoder', " \

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import ConfigError
 from ..files import write_atomically
@@ -47,6 +48,7 @@ class RunReport(Callback):
         self.attention_examples = attention_examples
         self.export = export
         self._start: dict[str, float] = {}
+        self._first_step: int | None = None  # the global step the fit started training from
 
     # --- paths ---
     @staticmethod
@@ -66,8 +68,17 @@ class RunReport(Callback):
     # --- fit ---
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start["fit"] = time.perf_counter()
+        self._first_step = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._first_step = trainer.global_step  # restored by now when resuming
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._nothing_trained(trainer):
+            # A resumed run that had nothing left to train: its report and model stay.
+            rank_zero_info(f"Nothing left to train: {self.run_dir(trainer)} keeps its report "
+                           f"and model (step {trainer.global_step}).")
+            return
         # The full weights, gathered by every rank (a collective under FSDP), as a plain
         # model on the CPU for the export and the attention plot.
         model = None
@@ -77,6 +88,15 @@ class RunReport(Callback):
                 model = standalone_model(pl_module, state)
         if trainer.is_global_zero:
             self._report_fit(trainer, pl_module, model)
+
+    def _nothing_trained(self, trainer: Trainer) -> bool:
+        """Whether this fit resumed a run, trained no step and finds its report (and model)."""
+        if trainer.ckpt_path is None or self._first_step not in (None, trainer.global_step):
+            return False
+        run = self.run_dir(trainer)
+        reported = (run / "metrics.json").exists() and (
+            not self.export or (run / "model").is_dir())
+        return bool(trainer.strategy.broadcast(reported, src=0))  # rank 0 wrote them
 
     def _report_fit(self, trainer: Trainer, pl_module: LightningModule, model) -> None:
         seconds = time.perf_counter() - self._start.get("fit", time.perf_counter())

@@ -4,7 +4,9 @@
 line: ``--model.pretrained PATH``) builds its model with. The architecture comes from the
 source (its recipe: a preset and its keywords); when the data has another number of classes
 than the source, the classification head (the decoder's last layer) starts fresh and every
-other weight is loaded. The source is one of
+other weight is loaded. The data's inputs must have the shape the source's input adapter
+declares (``image_shape``, ``video_shape``; audio at most ``max_samples``), which the saved
+model keeps for export and predict. The source is one of
 
 * a folder written by :func:`omniperceiver.save_pretrained`, such as a run's ``model/``
   (its ``config.json`` has an ``omniperceiver`` entry);
@@ -172,6 +174,36 @@ def check_same_model(source: nn.Module, model: str | None, model_args: dict | No
             f"line: --model.model null --model.model_args null) or make them agree.")
 
 
+def check_input_shape(source: nn.Module, input_spec: dict[str, Any] | None, *,
+                      where: str) -> None:
+    """A :class:`ConfigError` if the data's inputs (its ``input_spec``) have another shape
+    than the pretrained ``source``'s input adapter declares: its recipe (saved with the
+    fine-tuned model, read by ``export`` and ``predict``) would describe other inputs than
+    the model was fine-tuned on. Shorter audio clips than ``max_samples`` are read as they
+    are (the positions of a clip's start)."""
+    adapter = getattr(source, "input_adapter", None)
+    spec = input_spec or {}
+    modality = spec.get("modality")
+    if modality == "image" and getattr(adapter, "image_shape", None) is not None:
+        name, ours, theirs = "image_shape", list(adapter.image_shape), spec.get("image_shape")
+        fix = "resize the data to it (e.g. ImageFolderData's --data.init_args.image_shape)"
+    elif modality == "video" and getattr(adapter, "video_shape", None) is not None:
+        name, ours = "video_shape", list(adapter.video_shape)
+        theirs = [spec.get("num_frames"), *spec.get("image_shape", [])]
+        fix = "give the data its frames and frame size (--data.init_args.num_frames, image_shape)"
+    elif (modality == "audio" and getattr(adapter, "max_samples", None) is not None
+          and spec.get("num_samples", 0) > adapter.max_samples):
+        name, ours, theirs = "max_samples", adapter.max_samples, spec["num_samples"]
+        fix = "shorten the clips to at most that many samples (--data.init_args.duration)"
+    else:
+        return
+    if theirs is not None and _plain(theirs) != _plain(ours):
+        raise ConfigError(
+            f"pretrained {where} reads inputs of {name} {ours}, but the data's are {theirs}; "
+            f"the fine-tuned model would keep {name} {ours} for export and predict: {fix}, "
+            f"or fine-tune a model made for {theirs}")
+
+
 def classification_head(model: nn.Module) -> nn.Linear | None:
     decoder = getattr(model, "decoder", None)
     return decoder.head if isinstance(decoder, ClassificationDecoder) else None
@@ -180,13 +212,15 @@ def classification_head(model: nn.Module) -> nn.Linear | None:
 def pretrained_classifier(path: str | os.PathLike, num_classes: int, *,
                           freeze: str = "none", trust_pickle: bool = False,
                           kwargs: dict[str, Any] | None = None, model: str | None = None,
-                          model_args: dict | None = None) -> PretrainedClassifier:
+                          model_args: dict | None = None,
+                          input_spec: dict[str, Any] | None = None) -> PretrainedClassifier:
     """The classifier of the pretrained source ``path`` for ``num_classes`` classes.
 
     The model is rebuilt from the source's recipe with ``num_classes``; every weight of the
     source is loaded, except the classification head when the numbers of classes differ
     (that head starts fresh). ``freeze`` (see :data:`FREEZE`) stops the gradients of a part.
-    ``model``/``model_args`` (a config's), when given, must agree with the source's recipe.
+    ``model``/``model_args`` (a config's), when given, must agree with the source's recipe,
+    and ``input_spec`` (the data's) with the shape of its inputs (:func:`check_input_shape`).
     ``trust_pickle`` and ``kwargs`` are passed on to :func:`read_pretrained`.
     """
     if freeze not in FREEZE:
@@ -199,6 +233,7 @@ def pretrained_classifier(path: str | os.PathLike, num_classes: int, *,
                           f"({(recipe or {}).get('preset', 'built by hand')}) without a "
                           f"classification head; fine-tuning starts from a classifier")
     check_same_model(source, model, model_args, where=str(path))
+    check_input_shape(source, input_spec, where=str(path))
     ours = create_model(recipe["preset"], **{**_plain(recipe["overrides"]),
                                              "num_classes": num_classes})
     head_ids = {id(p) for p in classification_head(ours).parameters()}
@@ -223,4 +258,4 @@ def _frozen(name: str, parts: tuple[str, ...]) -> bool:
 
 
 __all__ = ["FREEZE", "PretrainedClassifier", "pretrained_classifier", "read_pretrained",
-           "check_same_model", "classification_head"]
+           "check_same_model", "check_input_shape", "classification_head"]

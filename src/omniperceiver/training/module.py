@@ -24,6 +24,7 @@ from ..registry import create_model
 from ..validation import check_options
 from .augment import SpecAugment, attach_spec_augment
 from .checkpoint import VERSION_KEY
+from .resumable import repair_epoch_progress, start_next_epoch
 from .sharding import shard_model
 
 #: The preset of a ClassificationModule that names none.
@@ -103,6 +104,12 @@ class TrainingModule(LightningModule, ABC):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[VERSION_KEY] = recipe_version()  # the release whose keywords model_args uses
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        repair_epoch_progress(checkpoint)  # before Lightning restores its loops from it
+
+    def on_train_start(self) -> None:
+        start_next_epoch(self.trainer)
 
     def _build_model(self) -> nn.Module:
         try:
@@ -290,7 +297,8 @@ class ClassificationModule(TrainingModule):
         h = self.hparams
         loaded = pretrained_classifier(h.pretrained, h.num_classes, freeze=h.freeze,
                                        trust_pickle=h.trust_pickle, kwargs=h.pretrained_kwargs,
-                                       model=h.model, model_args=h.model_args)
+                                       model=h.model, model_args=h.model_args,
+                                       input_spec=h.get("input_spec"))
         h.model, h.model_args = loaded.preset, loaded.model_args
         self.pretrained_names = frozenset(loaded.loaded)
         rank_zero_info(loaded.describe() + (

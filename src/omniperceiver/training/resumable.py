@@ -130,4 +130,42 @@ class ResumableData(LightningDataModule, ABC):
             self._train_sampler.resume_at(self._epoch, self._batches_in_epoch * self.batch_size)
 
 
-__all__ = ["ResumableData"]
+def repair_epoch_progress(checkpoint: dict[str, Any]) -> None:
+    """Give back the epoch that a checkpoint saved after a training batch lost.
+
+    A checkpoint saved after a batch (``every_n_train_steps``) records a started, unfinished
+    epoch. A run resumed from one saved after the last batch of an epoch, without
+    :func:`start_next_epoch`, did not count the next epoch as started, so that the
+    resumed run's own step checkpoints claim no epoch is under way and a further resume
+    trained that epoch again. Such a checkpoint -- saved after a batch, every epoch finished --
+    gets its started epoch back, which makes it the checkpoint an uninterrupted run saves.
+    """
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs, batches = loops.get("epoch_progress"), loops.get("epoch_loop.batch_progress")
+    if not epochs or not batches:
+        return
+    e, b = epochs["total"], batches["total"]
+    saved_after_batch = (b["ready"] == b["started"] == b["processed"] == b["completed"] + 1)
+    no_epoch_under_way = e["ready"] == e["started"] == e["processed"] == e["completed"]
+    if saved_after_batch and no_epoch_under_way:
+        for counts in (epochs["total"], epochs["current"]):
+            counts["ready"] += 1
+            counts["started"] += 1
+
+
+def start_next_epoch(trainer) -> None:
+    """Start the epoch after a restored one like any other (call at ``on_train_start``).
+
+    Resuming from a checkpoint saved after the last batch of an epoch, Lightning (2.6) finishes
+    that epoch when it restores its loops but still treats the next epoch as the restarted
+    one: it neither counts it as started nor calls ``on_train_epoch_start``. The checkpoints
+    saved during that epoch then claim no epoch is under way, and resuming from the last of
+    them trains the final epoch again. Here the restart ends with the restored epoch.
+    """
+    fit_loop = trainer.fit_loop
+    epochs = fit_loop.epoch_progress.current
+    if fit_loop.restarted_mid_epoch and epochs.started == epochs.processed:
+        fit_loop.reset_restart_stage()
+
+
+__all__ = ["ResumableData", "repair_epoch_progress", "start_next_epoch"]
