@@ -86,6 +86,7 @@ def test_a_language_model_saved_without_input_spec_predicts(tmp_path, capsys):
 @pytest.mark.parametrize("text, message", [
     ("no masks here", "no \\[MASK\\]"),
     ("x" * 20 + "[MASK]", "21 bytes .* at most 14"),
+    (b"caf\xe9 [MASK]", "not UTF-8 text"),
 ])
 def test_masked_text_errors_are_one_line(tmp_path, capsys, text, message):
     model = create_model("language-perceiver", max_length=16, num_channels=8,
@@ -94,7 +95,7 @@ def test_masked_text_errors_are_one_line(tmp_path, capsys, text, message):
                                   "cross_attend": {"heads": 1}, "self_attend": {"heads": 1}})
     save_pretrained(model, tmp_path / "lm")
     path = tmp_path / "t.txt"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     assert cli_main(["predict", str(tmp_path / "lm"), str(path)]) == 1
     err = capsys.readouterr().err
     assert str(path) in err and "Traceback" not in err
@@ -188,12 +189,15 @@ def test_flow_between_two_files_equals_tiled_transformers(tmp_path, capsys, size
     (["frame1.png", "small.png"], "differ in size"),
     (["small.png", "small.png"], "at least its training size 24x30"),
     (["frame1.png", "notes.txt"], "pairs of image files"),
+    (["frame1.png", "missing.png"], "missing.png: no such file"),
+    (["frame1.png", "broken.png"], "broken.png"),
 ])
 def test_flow_errors_are_one_line(tmp_path, capsys, files, message):
     _, folder = convert(tmp_path, "PerceiverForOpticalFlow", train_size=[24, 30])
     frame_file(tmp_path / "frame1.png", 1, (24, 30))
     frame_file(tmp_path / "small.png", 2, (20, 30))
     (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
     capsys.readouterr()
     assert cli_main(["predict", str(folder), *[str(tmp_path / f) for f in files]]) == 1
     err = capsys.readouterr().err
@@ -230,3 +234,18 @@ def test_input_specs_of_0_3_0_are_read_in_todays_keys(tmp_path, capsys):
         assert cli_main(["predict", str(model), str(digit), "--top_k", "10"]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and outputs[0].startswith(str(digit))
+
+
+def test_a_language_model_with_nan_weights_is_reported_as_damaged(tmp_path, capsys):
+    model = create_model("language-perceiver", max_length=16, num_channels=8,
+                         encoder={"num_latents": 2, "latent_dim": 8, "num_blocks": 1,
+                                  "self_attends_per_block": 1,
+                                  "cross_attend": {"heads": 1}, "self_attend": {"heads": 1}})
+    with torch.no_grad():
+        model.input_adapter.embedding.weight.fill_(float("nan"))
+    save_pretrained(model, tmp_path / "lm")
+    (tmp_path / "a.txt").write_text("ab[MASK]d")
+    assert cli_main(["predict", str(tmp_path / "lm"), str(tmp_path / "a.txt")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'a.txt'}: the model's output is NaN or infinite; its weights may be " \
+        "damaged" in err and "Traceback" not in err

@@ -297,11 +297,12 @@ def predict_command(argv: list[str]) -> int:
 
 
 def _predict_masked_text(model, spec: dict, files: list[str]) -> int:
-    from .training.predict_tasks import fill_masks, masked_ids, read_text
+    from .training.inputs import read_text
+    from .training.predict_tasks import fill_masks, masked_ids
 
     ids = [masked_ids(read_text(Path(f)), spec["max_length"], source=f) for f in files]
     for file, x in zip(files, ids, strict=True):
-        print(f"{file}: {fill_masks(model, x)}")
+        print(f"{file}: {fill_masks(model, x, source=file)}")
     return 0
 
 
@@ -309,7 +310,8 @@ def _predict_flow(model, spec: dict, files: list[str], out: Path | None) -> int:
     import numpy as np
 
     from .files import write_atomically
-    from .training.predict_tasks import describe_flow, optical_flow, read_frame_pair
+    from .training.inputs import read_frame_pair
+    from .training.predict_tasks import describe_flow, optical_flow
 
     if len(files) % 2:
         raise CommandError(f"an optical-flow model takes pairs of frames (FRAME1 FRAME2 ...); "

@@ -1,5 +1,7 @@
 """Reading user files for ``predict`` and ``plot-attention``: images, WAV, ``.off`` meshes,
-``.npy`` arrays, turned into the input a model was trained on.
+``.npy`` arrays, turned into the input a model was trained on; text for a masked byte language
+model and pairs of frames for an optical-flow model (run by
+:mod:`omniperceiver.training.predict_tasks`).
 
 The files are read with the data sets' readers (:mod:`omniperceiver.data.readers`), so a file
 becomes the same tensor here as in training. The model's ``input_spec`` (saved with it) says
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -40,6 +43,7 @@ from ..data.readers import (
     waveform_array,
 )
 from ..errors import DatasetError, InputFileError
+from ..files import read_file
 from ..position import pixel_permutation
 
 _KIND = {**{s: "an image" for s in IMAGE_SUFFIXES}, **{s: "a WAV audio file" for s in
@@ -174,6 +178,29 @@ def load_input_file(path: str | Path, spec: dict[str, Any]) -> Any:
     return loaders[modality](path, spec)
 
 
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file (for a masked byte language model) -> its text."""
+    return read_file(path, lambda p: p.read_text(encoding="utf-8"), what="UTF-8 text",
+                     error=InputFileError)
+
+
+def read_frame_pair(first: str | Path, second: str | Path) -> Tensor:
+    """Two image files of one size (for an optical-flow model) -> frames (2, H, W, 3) scaled
+    to [-1, 1], as DeepMind's optical-flow example scales them."""
+    frames = []
+    for path in (Path(first), Path(second)):
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputFileError(f"{path}: an optical-flow model takes pairs of image files "
+                                 f"({', '.join(sorted(IMAGE_SUFFIXES))}), got {path.suffix!r}")
+        if not path.is_file():
+            raise InputFileError(f"{path}: no such file")
+        frames.append(_read(read_image, path, channels=3) * 2 - 1)  # (H, W, 3) in [0, 1]
+    if frames[0].shape != frames[1].shape:
+        raise InputFileError(f"{first} and {second}: the frames differ in size "
+                             f"({tuple(frames[0].shape[:2])} and {tuple(frames[1].shape[:2])})")
+    return torch.stack(frames)
+
+
 class PredictFiles(Dataset):
     """Files read with :func:`load_input_file`; items are ``(input, index)``. Every file is
     read once at construction, so a bad file is reported before any prediction runs."""
@@ -189,4 +216,4 @@ class PredictFiles(Dataset):
         return self.inputs[index], index
 
 
-__all__ = ["load_input_file", "describe_spec", "PredictFiles"]
+__all__ = ["load_input_file", "describe_spec", "read_text", "read_frame_pair", "PredictFiles"]

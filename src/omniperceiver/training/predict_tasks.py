@@ -19,19 +19,15 @@ tells it from the model when none was saved):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..adapters import ByteTokenizer, FlowAdapter, TextAdapter, flow_patches
-from ..data.readers import IMAGE_SUFFIXES, read_image
-from ..errors import InputFileError
+from ..errors import InputFileError, ModelFileError
 
 MASK_TEXT = "[MASK]"
-TASKS = ("text", "frame_pair")
 
 
 def task_input_spec(model: nn.Module) -> dict[str, Any] | None:
@@ -69,45 +65,19 @@ def masked_ids(text: str, max_length: int, *, source: str = "the text") -> Tenso
 
 
 @torch.no_grad()
-def fill_masks(model: nn.Module, ids: Tensor) -> str:
+def fill_masks(model: nn.Module, ids: Tensor, *, source: str = "the text") -> str:
     """The text of ``ids`` (L,) with every MASK replaced by the model's most likely byte."""
     tokenizer = ByteTokenizer()
     logits = model(ids[None]).float()[0]  # (L, vocab)
     if not torch.isfinite(logits).all():
-        raise InputFileError("the model's output is NaN or infinite; its weights may be damaged")
+        raise ModelFileError(f"{source}: the model's output is NaN or infinite; its weights "
+                             "may be damaged")
     best = logits[:, tokenizer.NUM_SPECIAL:].argmax(-1) + tokenizer.NUM_SPECIAL
     filled = torch.where(ids == tokenizer.MASK, best, ids)
     return tokenizer.decode(filled)[0]
 
 
-def read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such file") from None
-    except UnicodeDecodeError as error:
-        raise InputFileError(f"{path}: not UTF-8 text ({error.reason} at byte "
-                             f"{error.start})") from None
-    except OSError as error:
-        raise InputFileError(f"{path}: cannot be read ({error.strerror})") from None
-
-
 # --- optical flow ------------------------------------------------------------------------------
-
-
-def read_frame_pair(first: Path, second: Path) -> Tensor:
-    """Two image files of one size -> frames (2, H, W, 3) scaled to [-1, 1]."""
-    frames = []
-    for path in (first, second):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise InputFileError(f"{path}: an optical-flow model takes pairs of image files "
-                                 f"({', '.join(sorted(IMAGE_SUFFIXES))}), got {path.suffix!r}")
-        pixels = read_image(path, channels=3)  # (H, W, 3) in [0, 1]
-        frames.append(torch.as_tensor(np.asarray(pixels), dtype=torch.float32) * 2 - 1)
-    if frames[0].shape != frames[1].shape:
-        raise InputFileError(f"{first} and {second}: the frames differ in size "
-                             f"({tuple(frames[0].shape[:2])} and {tuple(frames[1].shape[:2])})")
-    return torch.stack(frames)
 
 
 def tile_starts(size: int, tile: int, min_overlap: int) -> list[int]:
@@ -146,7 +116,7 @@ def optical_flow(model: nn.Module, frames: Tensor, image_shape: Sequence[int],
             flow[y:y + tile_h, x:x + tile_w] += piece * weights
             total[y:y + tile_h, x:x + tile_w] += weights
     if not torch.isfinite(flow).all():
-        raise InputFileError(f"{source}: the model's flow is NaN or infinite; its weights may "
+        raise ModelFileError(f"{source}: the model's flow is NaN or infinite; its weights may "
                              "be damaged")
     return flow / total
 
@@ -158,5 +128,5 @@ def describe_flow(flow: Tensor) -> str:
             f"largest {length.max():.2f} px")
 
 
-__all__ = ["MASK_TEXT", "TASKS", "task_input_spec", "masked_ids", "fill_masks", "read_text",
-           "read_frame_pair", "tile_starts", "tile_weights", "optical_flow", "describe_flow"]
+__all__ = ["MASK_TEXT", "task_input_spec", "masked_ids", "fill_masks", "tile_starts",
+           "tile_weights", "optical_flow", "describe_flow"]
