@@ -17,6 +17,7 @@ import torch
 
 from omniperceiver import from_pretrained, save_pretrained
 from omniperceiver.convert import from_flamingo_resampler
+from omniperceiver.convert._common import count_parameters as n_params
 from omniperceiver.errors import ConfigError
 
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -64,10 +65,6 @@ def open_flamingo(name, dtype):
     helpers = open_flamingo_helpers()
     torch.manual_seed(0)
     return randomise(helpers.PerceiverResampler(**OPEN_FLAMINGO[name][0]), dtype)
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 def ours_on_open_flamingo_media(ours, frames, media, mask=None):

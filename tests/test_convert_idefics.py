@@ -12,6 +12,7 @@ import torch
 
 from omniperceiver import from_pretrained, save_pretrained
 from omniperceiver.convert import from_idefics2_resampler, from_idefics_resampler
+from omniperceiver.convert._common import count_parameters as n_params
 from omniperceiver.errors import ConfigError
 
 transformers = pytest.importorskip("transformers")
@@ -68,10 +69,6 @@ def media_and_mask(dim, dtype):
     media = torch.randn(3, 7, dim, dtype=dtype)
     lengths = torch.tensor([7, 4, 1])
     return media, torch.arange(7) < lengths[:, None]
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -9,6 +9,7 @@ import torch
 
 from omniperceiver import Perceiver, from_pretrained, save_pretrained
 from omniperceiver.convert import from_lucidrains
+from omniperceiver.convert._common import count_parameters as n_params
 from omniperceiver.convert.cli import main as convert_main
 
 perceiver_pytorch = pytest.importorskip("perceiver_pytorch")
@@ -34,10 +35,6 @@ def reference(cls, dtype=torch.float64, **kwargs):
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return model
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 def random_mask(batch, n):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from omniperceiver import PerceiverAR, from_pretrained, save_pretrained
 from omniperceiver.convert import from_lucidrains
+from omniperceiver.convert._common import count_parameters as n_params
 from omniperceiver.convert.cli import main as convert_main
 from omniperceiver.convert.perceiver_ar import ROTARY_BASE
 from omniperceiver.errors import ConfigError
@@ -45,10 +46,6 @@ def reference(dtype=torch.float64, seed=0, exact=True, **kwargs):
         if exact and dtype == torch.float64:
             exact_frequencies(theirs)
     return theirs
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 def prefix_mask(batch, prefix, generator):

@@ -12,6 +12,7 @@ import torch
 
 from omniperceiver import create_model, from_pretrained, save_pretrained
 from omniperceiver.convert import from_transformers
+from omniperceiver.convert._common import count_parameters as n_params
 from omniperceiver.convert.cli import main as convert_main
 
 transformers = pytest.importorskip("transformers")
@@ -45,10 +46,6 @@ def hf_model(cls_name, config="plain", **kwargs):
             elif name.endswith("running_mean"):
                 b.normal_(0, 0.2)
     return model
-
-
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
