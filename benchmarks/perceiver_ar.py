@@ -11,9 +11,12 @@ peak memory against the context, and generation speed with and without the cache
   ``max_memory_allocated``). The Transformer stops at the first context whose memory passes
   ``--memory-limit-gb`` or whose step would take more than ``--max-step-seconds`` (from the
   previous one, times 4: attention is quadratic).
-* Generation: ``--new-tokens`` tokens after a prompt filling the context (1k, 4k, 16k), with
-  ``PerceiverAR.generate`` (the cache) and by recomputing the model on the window for every
-  token; tokens per second and their ratio.
+* Generation: greedy tokens after a prompt filling the context (1k, 4k, 16k), with
+  ``PerceiverAR.stream`` (the cache) at each of ``--strides`` and by recomputing the model on
+  the window for every token: the time to the first token (the prompt) and the rate of the
+  later ones, each the median of ``--repeats`` round-robin runs, and each stride's rate over
+  recomputing's. A stride's run generates at least 2 x stride + 2 tokens, so that its rate
+  includes the window's moves.
 
 Writes ``<device>-perceiver_ar.json`` and ``.md`` to ``--out`` (default benchmarks/results).
 """
@@ -27,6 +30,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -133,35 +137,60 @@ def run_training(args) -> Table:
     return table
 
 
-def generators(model, prompt, new_tokens: int) -> dict:
-    """Greedy generation of ``new_tokens`` after ``prompt``: with the cache, and by running
-    the model on the window again for every token."""
+def decoding(model, prompt, new_tokens: int, stride: int | None):
+    """Greedy generation of ``new_tokens`` after ``prompt``, timed token by token: with the
+    cache and ``stride``, or (None) by running the model on the window again for every token.
+    Returns a function giving (seconds to the first token, seconds per later token)."""
     context = model.max_context
 
-    def cached() -> None:
-        model.generate(prompt, new_tokens, temperature=0)
+    def cached() -> tuple[float, float]:
+        times = [time.perf_counter()]
+        for _ in model.stream(prompt, new_tokens, temperature=0, stride=stride):
+            common.synchronize(str(prompt.device))
+            times.append(time.perf_counter())
+        return times[1] - times[0], (times[-1] - times[1]) / (new_tokens - 1)
 
     @torch.no_grad()
-    def recomputed() -> None:
-        ids = prompt
+    def recomputed() -> tuple[float, float]:
+        ids, times = prompt, [time.perf_counter()]
         for _ in range(new_tokens):
             step = model(ids[:, -context:])[:, -1]
             ids = torch.cat([ids, step.argmax(-1, keepdim=True)], dim=1)
-    return {"cached": cached, "recomputed": recomputed}
+            common.synchronize(str(prompt.device))
+            times.append(time.perf_counter())
+        return times[1] - times[0], (times[-1] - times[1]) / (new_tokens - 1)
+    return recomputed if stride is None else cached
 
 
 def run_generation(args) -> Table:
-    table = Table("generate", f"Perceiver AR generation, {args.new_tokens} tokens after a "
-                  "prompt filling the context", ["context", "cached tokens/s",
-                                                 "recomputed tokens/s", "speed-up"])
+    table = Table("generate", "Perceiver AR generation after a prompt filling the context "
+                  "(greedy, batch 1): the first token (the prompt's keys and values and "
+                  "latents) and every later one, with the cache at each stride and by "
+                  "recomputing the model on the window for every token",
+                  ["context", "latents", "stride", "first token ms", "later tokens/s",
+                   "speed-up over recomputing"])
     for context in args.generation_contexts:
         model = build("perceiver-ar", context, quick=args.quick, device=args.device).eval()
         prompt = torch.randint(6, 262, (1, context), device=args.device)
-        times = common.alternate(generators(model, prompt, args.new_tokens),
-                                 repeats=args.repeats, warmup=args.warmup, device=args.device)
-        rate = {k: args.new_tokens / common.median(v) for k, v in times.items()}
-        table.add(context, rate["cached"], rate["recomputed"], rate["cached"] / rate["recomputed"])
-        print(f"  generate N={context}: {rate}", flush=True)
+        runs = {"recomputed": decoding(model, prompt, args.new_tokens, None)}
+        for stride in args.strides:  # at least two moves of the window
+            runs[stride] = decoding(model, prompt, max(args.new_tokens, 2 * stride + 2), stride)
+        for _ in range(args.warmup):
+            for run in runs.values():
+                run()
+        measured = {name: [] for name in runs}
+        for r in range(args.repeats):  # round-robin, as common.alternate
+            names = list(runs)[r % len(runs):] + list(runs)[:r % len(runs)]
+            for name in names:
+                measured[name].append(runs[name]())
+        first = {k: 1000 * common.median([m[0] for m in v]) for k, v in measured.items()}
+        rate = {k: 1 / common.median([m[1] for m in v]) for k, v in measured.items()}
+        table.add(context, model.num_latents, "recomputed", first["recomputed"],
+                  rate["recomputed"], 1.0)
+        for stride in args.strides:
+            table.add(context, model.num_latents, stride, first[stride], rate[stride],
+                      rate[stride] / rate["recomputed"])
+        print(f"  generate N={context}: tokens/s {rate}", flush=True)
     return table
 
 
@@ -172,7 +201,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--memory-limit-gb", type=float, default=16.0)
     parser.add_argument("--max-step-seconds", type=float, default=120.0)
-    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=16,
+                        help="tokens generated per timing (with a stride, at least 2 x stride "
+                             "+ 2, so that the window moves twice)")
+    parser.add_argument("--strides", type=int, nargs="+", default=[1, 16, 128],
+                        help="generation strides measured (PerceiverAR.generate's stride)")
+    parser.add_argument("--sections", nargs="+", choices=["train", "generate"],
+                        default=["train", "generate"],
+                        help="what to measure (default both); results of one section go to "
+                             "<device>-perceiver_ar-<section>.json/.md")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
@@ -188,11 +225,15 @@ def main(argv=None) -> dict:
     args.generation_contexts = [1024, 4096, 16384]
     if args.quick:
         args.contexts, args.generation_contexts = [16, 32], [16, 32]
-        args.new_tokens, args.repeats = 4, min(args.repeats, 2)
+        args.new_tokens, args.repeats, args.strides = 4, min(args.repeats, 2), [1, 4]
     meta = {**common.machine_info(args.device), "quick": args.quick, "batch": args.batch,
             "command": shlex.join(["python", "benchmarks/perceiver_ar.py", *(argv or [])])}
-    tables = [run_training(args), run_generation(args)]
-    stem = f"{args.device.split(':')[0]}-perceiver_ar" + ("-quick" if args.quick else "")
+    sections = {"train": run_training, "generate": run_generation}
+    tables = [sections[name](args) for name in sections if name in args.sections]
+    stem = f"{args.device.split(':')[0]}-perceiver_ar"
+    if len(args.sections) == 1:
+        stem += f"-{args.sections[0]}"
+    stem += "-quick" if args.quick else ""
     json_path, md_path = common.write_results(tables, meta, args.out, stem)
     print("\n".join(t.markdown() for t in tables))
     return {"json": json_path, "markdown": md_path}

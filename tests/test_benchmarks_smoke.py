@@ -81,4 +81,7 @@ def test_quick_perceiver_ar_benchmark(tmp_path):
     tables = _check_tables(results, markdown)
     assert [row[0] for row in tables["train"]["rows"]] == [16, 32]
     assert all(row[1] > 0 and row[2] > 0 and row[4] is not None for row in tables["train"]["rows"])
-    assert all(row[1] > 0 and row[2] > 0 for row in tables["generate"]["rows"])
+    rows = tables["generate"]["rows"]
+    assert [(row[0], row[2]) for row in rows] == [(16, "recomputed"), (16, 1), (16, 4),
+                                                  (32, "recomputed"), (32, 1), (32, 4)]
+    assert all(row[3] > 0 and row[4] > 0 and row[5] > 0 for row in rows)

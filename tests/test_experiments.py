@@ -18,6 +18,7 @@ from experiments import (  # noqa: E402
     ablations,
     common,
     curve,
+    generation_stride,
     modalities,
     perceiver_ar,
     permutation,
@@ -149,3 +150,28 @@ def test_perceiver_ar_quick(tmp_path):
     for run in data["runs"]:
         assert run["steps"] == 2 and run["test_bits_per_byte"] > 0
         assert isinstance(run["sample"], str)
+
+
+def test_generation_stride_quick(tmp_path):
+    paths = generation_stride.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    data = json.loads(Path(paths["json"]).read_text())
+    assert META_KEYS <= set(data["meta"])
+    assert [r["stride"] for r in data["runs"]] == [1, 4, 32]
+    assert all(r["bytes"] == 256 and r["bits_per_byte"] > 0 for r in data["runs"])
+
+
+@pytest.mark.parametrize("stride", [1, 3, 8])
+def test_stride_scoring_gives_the_logits_generate_draws_from(stride):
+    """The experiment scores S bytes with one forward of M + S - 1 latents; generate with
+    stride S draws each of them from exactly those logits."""
+    model = generation_stride.tiny_model().double()
+    n = model.max_context
+    # a prompt of N - S + 1 bytes: a window that has just moved; the first S tokens grow it to N
+    prompt = torch.randint(6, 262, (1, n - stride + 1))
+    ids, seen = model.generate(prompt, 3 * stride, temperature=0, stride=stride,
+                               return_logits=True)
+    windows, targets = generation_stride.stride_windows(ids[0], n, stride, 3 * stride)
+    assert windows.shape[0] >= 2
+    want = generation_stride.stride_logits(model, windows, stride, batch_size=4).flatten(0, 1)
+    torch.testing.assert_close(seen[0, :want.shape[0]], want, rtol=0, atol=1e-10)
+    assert torch.equal(targets.flatten(), ids[0, prompt.shape[1]:][:want.shape[0]])

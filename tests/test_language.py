@@ -145,7 +145,23 @@ def test_generate_streams_the_sampled_bytes(trained, capsys):
                  "--max-new-tokens", "3", "--temperature", "0"]) == 0
 
 
+def test_generate_with_a_stride_streams_what_the_model_generates(trained, capsys):
+    text = "def main():\n    return parse(sys.argv)\n"  # longer than the context of 32
+    args = ["generate", str(trained / "model"), "--prompt", text, "--max-new-tokens", "20",
+            "--temperature", "0", "--stride", "8"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    model = omniperceiver.from_pretrained(trained / "model")
+    ids, _ = ByteTokenizer().encode(text, add_special_tokens=False)
+    out = model.generate(ids, 20, 0, stride=8)
+    expected = bytes(t - ByteTokenizer.NUM_SPECIAL for t in out[0, len(text):].tolist()
+                     if t >= ByteTokenizer.NUM_SPECIAL).decode("utf-8", errors="replace")
+    assert printed == expected + "\n"
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--prompt", "x", "--stride", "0"], "--stride: expected an integer >= 1, got '0'"),
+    (["--prompt", "x", "--stride", "33"], "--stride: expected at most the model's context (32)"),
     (["--prompt", ""], "the prompt is empty"),
     (["--prompt", "x", "--max-new-tokens", "-1"], "--max-new-tokens: expected an integer"),
     (["--prompt", "x", "--temperature", "hot"], "--temperature: expected a number"),

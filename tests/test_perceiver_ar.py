@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import omniperceiver
 from omniperceiver import PerceiverAR, create_model
 from omniperceiver.kernels import attend, attend_chunks
+from omniperceiver.perceiver_ar import WindowSchedule
 from omniperceiver.position import RotaryPositions
 
 SRC = str(Path(omniperceiver.__file__).resolve().parents[1])
@@ -191,17 +192,50 @@ def test_prefix_dropout_keeps_the_model_causal():
 
 # -- generation --------------------------------------------------------------------------------
 
-def recomputed(model, prompt, mask, steps, num_latents=M):
-    """Greedy decoding that runs the whole model on the last N tokens at every step."""
+def recomputed(model, prompt, mask, steps, num_latents=M, stride=1):
+    """Greedy decoding that runs the whole model at every step: on the last N tokens with
+    ``num_latents`` latents, or (``stride`` > 1) on the window and with the latents that
+    WindowSchedule gives each step."""
+    schedule = WindowSchedule(N, num_latents, stride)
+    window, latents = schedule.start(prompt.shape[1])
     ids, logits_seen = prompt, []
     for _ in range(steps):
-        window, window_mask = ids[:, -N:], mask[:, -N:]
-        step = logits(model, window, mask=window_mask,
-                      num_latents=min(num_latents, window.shape[1]))[:, -1]
+        step = logits(model, ids[:, -window:], mask=mask[:, -window:],
+                      num_latents=latents)[:, -1]
         logits_seen.append(step)
         ids = torch.cat([ids, step.argmax(-1, keepdim=True)], dim=1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        window, latents = schedule.next(window, latents)
     return ids, torch.stack(logits_seen, dim=1)
+
+
+def test_stride_1_is_the_last_n_tokens_with_m_latents():
+    schedule = WindowSchedule(N, M, 1)
+    window, latents = schedule.start(1)
+    for length in range(1, 3 * N):
+        assert (window, latents) == (min(length, N), min(M, length))
+        window, latents = schedule.next(window, latents)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 40), data=st.data())
+def test_a_stride_moves_the_window_and_the_latents_s_positions_at_once(n, data):
+    """Every step the window and the latents grow by one, or the window falls from N to
+    N - S + 1 (the S oldest tokens leave at once), or the latents fall from M + S - 1 to M;
+    the window holds every token while there are at most N, and never fewer than N - S + 1."""
+    m, stride = data.draw(st.integers(1, n)), data.draw(st.integers(1, n))
+    prompt = data.draw(st.integers(1, 3 * n))
+    schedule = WindowSchedule(n, m, stride)
+    window, latents = schedule.start(prompt)
+    for length in range(prompt, prompt + 3 * n):
+        assert min(length, n - stride + 1) <= window <= min(length, n)
+        assert min(m, window) <= latents <= min(m + stride - 1, window)
+        after = schedule.next(window, latents)
+        grew = after == (window + 1, latents + 1)
+        moved = window == n and after == (n - stride + 1, min(m, n - stride + 1))
+        fell = latents == m + stride - 1 and after == (window + 1, min(m, window + 1))
+        assert grew or moved or fell, (window, latents, after)
+        window, latents = after
 
 
 @pytest.mark.parametrize("length", [1, 3, 4, 7, 12, 13, 30])  # < M, M .. N, > N
@@ -214,6 +248,22 @@ def test_cached_greedy_generation_equals_recomputing_at_every_step(length, padde
     steps = 2 * N + 3  # the window slides well past N
     ids, seen = MODEL64.generate(prompt, steps, temperature=0, mask=mask, return_logits=True)
     want_ids, want_seen = recomputed(MODEL64, prompt, mask, steps)
+    assert torch.equal(ids, want_ids)
+    torch.testing.assert_close(seen, want_seen, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("length", [1, 3, 7, 13, 30])  # < M, M .. N, > N
+@pytest.mark.parametrize("stride", [2, 5, N])
+@pytest.mark.parametrize("padded", [False, True])
+def test_cached_generation_with_a_stride_equals_recomputing_its_windows(length, stride, padded):
+    prompt = torch.randint(0, VOCAB, (2, length))
+    mask = torch.ones_like(prompt, dtype=torch.bool)
+    if padded:
+        mask[1, :length // 2] = False
+    steps = 3 * N + 1
+    ids, seen = MODEL64.generate(prompt, steps, temperature=0, mask=mask, stride=stride,
+                                 return_logits=True)
+    want_ids, want_seen = recomputed(MODEL64, prompt, mask, steps, stride=stride)
     assert torch.equal(ids, want_ids)
     torch.testing.assert_close(seen, want_seen, rtol=0, atol=1e-10)
 
@@ -243,6 +293,11 @@ def test_generation_without_a_cache_equals_recomputing_at_every_step(options, le
         mask[1, :length // 2] = False
     ids, seen = model.generate(prompt, N + 3, temperature=0, mask=mask, return_logits=True)
     want_ids, want_seen = recomputed(model, prompt, mask, N + 3)
+    assert torch.equal(ids, want_ids)
+    torch.testing.assert_close(seen, want_seen, rtol=0, atol=1e-10)
+    ids, seen = model.generate(prompt, N + 3, temperature=0, mask=mask, stride=3,
+                               return_logits=True)
+    want_ids, want_seen = recomputed(model, prompt, mask, N + 3, stride=3)
     assert torch.equal(ids, want_ids)
     torch.testing.assert_close(seen, want_seen, rtol=0, atol=1e-10)
 
@@ -299,6 +354,10 @@ def test_top_k_and_top_p_draw_only_the_tokens_they_keep():
                             mask=torch.zeros(1, 3, dtype=bool)), ValueError, "row of padding"),
     (lambda: MODEL.generate(torch.zeros(1, 3, dtype=torch.long), 2, num_latents=N + 1),
      ValueError, f"got M={N + 1}"),
+    (lambda: MODEL.generate(torch.zeros(1, 3, dtype=torch.long), 2, stride=0),
+     ValueError, rf"stride must be an int in \[1, max_context={N}\], got 0"),
+    (lambda: MODEL.generate(torch.zeros(1, 3, dtype=torch.long), 2, stride=N + 1),
+     ValueError, rf"got {N + 1}"),
     (lambda: tiny(num_latents=N + 1), ValueError, rf"\[1, max_context={N}\], got {N + 1}"),
 ])
 def test_bad_inputs_name_what_was_expected_and_what_came(call, error, message):

@@ -376,6 +376,11 @@ def generate_command(argv: list[str]) -> int:
     parser.add_argument("--top-p", type=_number(float, 0, "a number in (0, 1]"), default=None,
                         help="draw from the most likely bytes whose probabilities add up to p")
     parser.add_argument("--seed", type=int, default=None, help="makes the draws reproducible")
+    parser.add_argument("--stride", type=_number(int, 1, "an integer >= 1"), default=1,
+                        help="when the context is full, move it this many bytes at once and "
+                             "let every byte between moves add a latent: about this many "
+                             "times fewer latents to compute per byte (default 1: every byte "
+                             "from the full context, as in training; see docs/perceiver-ar.md)")
     args = parser.parse_args(argv)
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise CommandError(f"argument --top-p: expected a number in (0, 1], got {args.top_p}")
@@ -414,11 +419,14 @@ def generate_command(argv: list[str]) -> int:
     if not isinstance(model, PerceiverAR):
         raise ModelFileError(f"{folder}: a {type(model).__name__} ({name}), not a Perceiver AR "
                              "model; generate continues text with Perceiver AR models only")
+    if args.stride > model.max_context:
+        raise CommandError(f"argument --stride: expected at most the model's context "
+                           f"({model.max_context}), got {args.stride}")
     ids = torch.tensor([[b + ByteTokenizer.NUM_SPECIAL for b in prompt]])
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = sys.stdout
     for token, _ in model.stream(ids, args.max_new_tokens, args.temperature, args.top_k,
-                                 args.top_p, args.seed):
+                                 args.top_p, args.seed, stride=args.stride):
         value = int(token[0]) - ByteTokenizer.NUM_SPECIAL
         if value >= 0:  # special tokens are not text
             out.write(decoder.decode(bytes([value])))

@@ -17,16 +17,24 @@ projections around :func:`~omniperceiver.kernels.attend`, with rotary position e
 and a per-query causal mask built from those positions.
 
 :meth:`PerceiverAR.generate` samples with a cache (see docs/perceiver-ar.md): the
-cross-attend's keys and values of the last N inputs, the cross-attend's outputs of the last M
-positions, and each self-attend's keys and values of its M input latents. Whatever a new
+cross-attend's keys and values of the window's inputs, the cross-attend's outputs of its
+latent positions, and each self-attend's keys and values of its input latents. Whatever a new
 token leaves valid is reused; whatever it changes is computed again:
 
-* the window of N inputs slides (the oldest input leaves): every latent saw that input, so the
-  latents are computed again from their cross-attend on, from the cached keys and values;
-* the M latent positions slide (the oldest latent becomes a prefix input): the cross-attend
-  outputs stay valid, and the self-attends run again over the M latents;
-* neither (prompt and output still shorter than M): only the new latent is computed, against
+* the window of inputs moves (its oldest inputs leave): every latent saw them, so the latents
+  are computed again from their cross-attend on, from the cached keys and values;
+* the latent positions move (the oldest latent becomes a prefix input): the cross-attend
+  outputs stay valid, and the self-attends run again over the latents;
+* neither: the new token's position becomes one more latent, and only it is computed, against
   every cached key and value.
+
+With ``stride=1`` every token is drawn as :meth:`forward` draws it from the last N tokens
+with M latents, so the window and the latents move at every token once the window is full:
+each token costs a cross-attend of M latents and the self-attends over them. With
+``stride=S`` the window and the latents move S positions at once, and between moves each new
+token is one more latent: a token is drawn from the last N - S + 1 to N tokens with M to
+M + S - 1 latents (again exactly as :meth:`forward` draws it from that window with that many
+latents), and only one token in S pays for the move.
 """
 
 from __future__ import annotations
@@ -100,16 +108,51 @@ class RotaryAttentionLayer(nn.Module):
         return x + self.ff(self.norm_ff(x))
 
 
+class KeyValueWindow:
+    """The cross-attend's keys and values (batch, heads, W, head_dim) of a window of W
+    positions, stored with room to append: appending k positions writes k positions, and
+    the kept ones move to the front of new storage only when the room runs out (once in at
+    least 64 positions), instead of a copy of the whole window for every token. Made from
+    the first keys and values without a copy; they are never written to."""
+
+    def __init__(self, keys: Tensor, values: Tensor):
+        self.keys, self.values = keys, values  # storage: positions start .. stop are the window
+        self.start, self.stop = 0, keys.shape[2]
+
+    def append(self, keys: Tensor, values: Tensor, *, keep: int) -> None:
+        """Appends ``keys`` and ``values`` (batch, heads, k, head_dim), then keeps the last
+        ``keep`` positions."""
+        k = keys.shape[2]
+        first = max(self.start, self.stop + k - keep)  # the first old position kept
+        if self.stop + k > self.keys.shape[2]:  # no room: new storage, the kept ones first
+            kept = self.stop - first
+            size = kept + k + max(64, (kept + k) // 4)
+            batch, heads, _, head_dim = keys.shape
+            old = self.keys, self.values
+            self.keys, self.values = (keys.new_empty(batch, heads, size, head_dim)
+                                      for _ in range(2))
+            self.keys[:, :, :kept] = old[0][:, :, first:self.stop]
+            self.values[:, :, :kept] = old[1][:, :, first:self.stop]
+            first, self.stop = 0, kept
+        self.keys[:, :, self.stop:self.stop + k] = keys
+        self.values[:, :, self.stop:self.stop + k] = values
+        self.start, self.stop = first, self.stop + k
+
+    def keys_values(self) -> tuple[Tensor, Tensor]:
+        """The window's keys and values (batch, heads, W, head_dim)."""
+        return (self.keys[:, :, self.start:self.stop], self.values[:, :, self.start:self.stop])
+
+
 @dataclass
 class GenerationCache:
     """What :meth:`PerceiverAR.generate` keeps between tokens, for a window of the last
-    ``W <= N`` positions of which the last ``L <= M`` are latents."""
+    ``W <= N`` positions of which the last ``L <= M`` are latents. Extending a cache
+    updates its :class:`KeyValueWindow` in place: only the newest cache is valid."""
 
     ids: Tensor  # (batch, W) the window's tokens
     positions: Tensor  # (batch, W) their absolute positions
     mask: Tensor  # (batch, W) bool, False = padding
-    keys: Tensor  # (batch, heads, W, head_dim) the cross-attend's, rotated
-    values: Tensor  # (batch, heads, W, head_dim)
+    inputs: KeyValueWindow  # the cross-attend's keys and values of the window, rotated
     latents: Tensor  # (batch, L, dim) the cross-attend's outputs of the last L positions
     self_attends: list[tuple[Tensor, Tensor]]  # per self-attend, keys and values of its input
 
@@ -267,12 +310,15 @@ class PerceiverAR(nn.Module):
         ids, positions, mask = ids[:, -new:], positions[:, -new:], mask[:, -new:]
         keys, values = self.cross_attend.keys_values(
             self._embed(ids, positions), self.rotary.angles(positions), self.rotary)
-        if cache is not None:  # the old window, then the new tokens; the oldest leave
+        if cache is None:
+            inputs = KeyValueWindow(keys, values)
+        else:  # the old window, then the new tokens; the oldest leave
             ids = torch.cat([cache.ids, ids], dim=1)[:, -size:]
             positions = torch.cat([cache.positions, positions], dim=1)[:, -size:]
             mask = torch.cat([cache.mask, mask], dim=1)[:, -size:]
-            keys = torch.cat([cache.keys, keys], dim=2)[:, :, -size:]
-            values = torch.cat([cache.values, values], dim=2)[:, :, -size:]
+            inputs = cache.inputs
+            inputs.append(keys, values, keep=size)
+            keys, values = inputs.keys_values()
         count = min(size, num_latents)  # latents: the last `count` positions of the window
         stay = max(count - new, 0)  # old latents that stay latents
         inputs_left = min(old_window, total - size) > 0  # every old latent had seen them
@@ -306,13 +352,14 @@ class PerceiverAR(nn.Module):
                 v = torch.cat([cache.self_attends[i][1], v], dim=2)
             self_attends.append((k, v))
             x = layer(x, angles, self.rotary, k, v, attend_mask)
-        return x, GenerationCache(ids, positions, mask, keys, values, crossed, self_attends)
+        return x, GenerationCache(ids, positions, mask, inputs, crossed, self_attends)
 
     @torch.no_grad()
     def generate(self, prompt_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                  *, mask: Tensor | None = None, num_latents: int | None = None,
-                 return_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                 stride: int = 1, return_logits: bool = False
+                 ) -> Tensor | tuple[Tensor, Tensor]:
         """Continues ``prompt_ids`` (batch, T) by ``max_new_tokens`` sampled tokens ->
         (batch, T + max_new_tokens); with ``return_logits`` also the logits each token was
         drawn from (batch, max_new_tokens, vocab_size).
@@ -320,8 +367,12 @@ class PerceiverAR(nn.Module):
         Each token is drawn from the logits of the last position given the last
         ``max_context`` tokens (a prompt may be longer) with ``num_latents`` latents (default
         the model's), as :meth:`forward` would compute them, but with a cache (see the module
-        docstring). ``temperature`` divides the logits (0: greedy, the most likely token);
-        ``top_k`` keeps the k most likely tokens, ``top_p`` the most likely tokens whose
+        docstring). ``stride`` > 1 trades that for speed: the window of the last
+        ``max_context`` tokens moves ``stride`` tokens at once when it is full, and between
+        moves every new token adds a latent (up to ``num_latents + stride - 1``), so that a
+        token costs one latent instead of ``num_latents`` (what this does to the model's
+        predictions: docs/perceiver-ar.md). ``temperature`` divides the logits (0: greedy,
+        the most likely token); ``top_k`` keeps the k most likely tokens, ``top_p`` the most likely tokens whose
         probabilities add up to ``top_p``; ``seed`` makes the draws reproducible. ``mask``
         (batch, T) bool, False = padding, for left-padded prompts (each row needs a real
         token); a row's padding stays in its window until it slides out. Dropout follows the
@@ -331,7 +382,7 @@ class PerceiverAR(nn.Module):
         ids = check_token_ids(prompt_ids, vocab_size=self.vocab_size, max_length=sys.maxsize,
                               name="prompt_ids")
         steps = list(self.stream(ids, max_new_tokens, temperature, top_k, top_p, seed,
-                                 mask=mask, num_latents=num_latents))
+                                 mask=mask, num_latents=num_latents, stride=stride))
         out = torch.cat([ids, *(token[:, None] for token, _ in steps)], dim=1)
         if return_logits:
             empty = self.to_logits.weight.new_zeros(ids.shape[0], 0, self.vocab_size)
@@ -341,8 +392,8 @@ class PerceiverAR(nn.Module):
     @torch.no_grad()
     def stream(self, prompt_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-               *, mask: Tensor | None = None, num_latents: int | None = None
-               ) -> Iterator[tuple[Tensor, Tensor]]:
+               *, mask: Tensor | None = None, num_latents: int | None = None,
+               stride: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
         """:meth:`generate`, one token at a time: yields ``(tokens, logits)``, the new token
         of every row (batch,) and the logits it was drawn from (batch, vocab_size), as soon
         as it is drawn. The arguments are checked when the first token is asked for."""
@@ -358,43 +409,78 @@ class PerceiverAR(nn.Module):
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
                 or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        if isinstance(stride, bool) or not isinstance(stride, int) \
+                or not 1 <= stride <= self.max_context:
+            raise ValueError(f"stride must be an int in [1, max_context={self.max_context}], "
+                             f"got {stride!r}")
         check_sampling(temperature, top_k, top_p)
+        schedule = WindowSchedule(self.max_context, num_latents, stride)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=ids.device).manual_seed(seed)
 
         if self.position_embedding is not None or self.separate_latent_norm:
-            yield from self._stream_without_cache(ids, mask, max_new_tokens, num_latents,
+            yield from self._stream_without_cache(ids, mask, max_new_tokens, schedule,
                                                   (temperature, top_k, top_p, generator))
             return
         positions = padded_positions(mask)
         next_position = positions[:, -1:] + 1
         cache, new_ids, new_positions, new_mask = None, ids, positions, mask
+        window, latent_count = schedule.start(length)
         for _ in range(max_new_tokens):
-            latents, cache = self._extend(cache, new_ids, new_positions, new_mask, num_latents,
-                                          self.max_context)
+            latents, cache = self._extend(cache, new_ids, new_positions, new_mask, latent_count,
+                                          window)
             step = self.to_logits(self.norm(latents[:, -1]))  # (batch, vocab_size)
             token = sample_token(step, temperature, top_k, top_p, generator)
             yield token, step
             new_ids = token[:, None]
             new_positions, new_mask = next_position, new_ids.new_ones(batch, 1, dtype=torch.bool)
             next_position = next_position + 1
+            window, latent_count = schedule.next(window, latent_count)
 
     def _stream_without_cache(self, ids: Tensor, mask: Tensor, max_new_tokens: int,
-                              num_latents: int, sampling: tuple
+                              schedule: WindowSchedule, sampling: tuple
                               ) -> Iterator[tuple[Tensor, Tensor]]:
         """:meth:`stream` for models whose keys change as the window slides: each token
-        recomputes the latents of the last ``max_context`` positions, as :meth:`forward`."""
+        recomputes the latents of its window, as :meth:`forward`."""
+        window, latent_count = schedule.start(ids.shape[1])
         for _ in range(max_new_tokens):
-            window_ids, window_mask = ids[:, -self.max_context:], mask[:, -self.max_context:]
-            size = window_ids.shape[1]
+            window_ids, window_mask = ids[:, -window:], mask[:, -window:]
             latents, _ = self._extend(None, window_ids, self._positions(window_mask),
-                                      window_mask, min(num_latents, size), size)
+                                      window_mask, latent_count, window)
             step = self.to_logits(self.norm(latents[:, -1]))  # (batch, vocab_size)
             token = sample_token(step, *sampling)
             yield token, step
             ids = torch.cat([ids, token[:, None]], dim=1)
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            window, latent_count = schedule.next(window, latent_count)
+
+
+@dataclass(frozen=True)
+class WindowSchedule:
+    """Which window and how many latents each generated token is drawn from: the window
+    grows to ``max_context`` tokens and then moves ``stride`` at once (to ``max_context -
+    stride + 1``); the latents grow by one a token to ``num_latents + stride - 1`` and then
+    fall back to ``num_latents``. ``stride=1``: the last ``max_context`` tokens and
+    ``num_latents`` latents, always (as :meth:`PerceiverAR.forward`)."""
+
+    max_context: int
+    num_latents: int
+    stride: int
+
+    def start(self, prompt_length: int) -> tuple[int, int]:
+        """(window, latents) of the first token after a prompt of ``prompt_length``."""
+        window = min(prompt_length, self.max_context)
+        return window, min(self.num_latents, window)
+
+    def next(self, window: int, latents: int) -> tuple[int, int]:
+        """(window, latents) of the token after one drawn from ``window`` and ``latents``."""
+        window, latents = window + 1, latents + 1
+        if window > self.max_context:
+            window, latents = self.max_context - self.stride + 1, self.num_latents
+        if latents >= self.num_latents + self.stride:
+            latents = self.num_latents
+        return window, min(latents, window)
 
 
 def padded_positions(mask: Tensor) -> Tensor:
@@ -431,5 +517,5 @@ def sample_token(logits: Tensor, temperature: float = 1.0, top_k: int | None = N
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
 
 
-__all__ = ["PerceiverAR", "RotaryAttentionLayer", "GenerationCache", "causal_mask",
-           "padded_positions", "sample_token"]
+__all__ = ["PerceiverAR", "RotaryAttentionLayer", "GenerationCache", "KeyValueWindow",
+           "causal_mask", "padded_positions", "sample_token"]
