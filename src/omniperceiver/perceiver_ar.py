@@ -372,8 +372,9 @@ class PerceiverAR(nn.Module):
         moves every new token adds a latent (up to ``num_latents + stride - 1``), so that a
         token costs one latent instead of ``num_latents`` (what this does to the model's
         predictions: docs/perceiver-ar.md). ``temperature`` divides the logits (0: greedy,
-        the most likely token); ``top_k`` keeps the k most likely tokens, ``top_p`` the most likely tokens whose
-        probabilities add up to ``top_p``; ``seed`` makes the draws reproducible. ``mask``
+        the most likely token); ``top_k`` keeps the k most likely tokens, ``top_p`` the most
+        likely tokens whose probabilities add up to ``top_p``; ``seed`` makes the draws
+        reproducible. ``mask``
         (batch, T) bool, False = padding, for left-padded prompts (each row needs a real
         token); a row's padding stays in its window until it slides out. Dropout follows the
         model's mode: call ``model.eval()`` first. :meth:`stream` yields the tokens one by
