@@ -11,7 +11,8 @@ peak memory against the context, and generation speed with and without the cache
   ``max_memory_allocated``). The Transformer stops at the first context whose memory passes
   ``--memory-limit-gb`` or whose step would take more than ``--max-step-seconds`` (from the
   previous one, times 4: attention is quadratic).
-* Generation: greedy tokens after a prompt filling the context (1k, 4k, 16k), with
+* Generation: greedy tokens after a prompt filling the context (1k, 4k, 16k with 128 latents;
+  4k with 1024 latents), with
   ``PerceiverAR.stream`` (the cache) at each of ``--strides`` and by recomputing the model on
   the window for every token: the time to the first token (the prompt) and the rate of the
   later ones, each the median of ``--repeats`` round-robin runs, and each stride's rate over
@@ -45,13 +46,16 @@ from common import Table  # noqa: E402
 QUICK_ARGS = {"num_latents": 8, "dim": 16, "heads": 2, "num_self_attends": 1}
 
 
-def build(kind: str, context: int, *, quick: bool, device: str):
+def build(kind: str, context: int, *, quick: bool, device: str, num_latents: int | None = None):
     from experiments.baselines import CausalTransformer
     from omniperceiver import create_model
 
     torch.manual_seed(0)
+    options = dict(QUICK_ARGS) if quick else {}
+    if num_latents is not None:
+        options["num_latents"] = num_latents
     model = create_model("perceiver-ar-bytes-small", max_context=context, dropout=0.0,
-                         **(QUICK_ARGS if quick else {}))
+                         **options)
     if kind == "transformer":
         model = CausalTransformer.like(model)
     return model.to(device)
@@ -169,11 +173,13 @@ def run_generation(args) -> Table:
                   "recomputing the model on the window for every token",
                   ["context", "latents", "stride", "first token ms", "later tokens/s",
                    "speed-up over recomputing"])
-    for context in args.generation_contexts:
-        model = build("perceiver-ar", context, quick=args.quick, device=args.device).eval()
+    for context, num_latents in args.generation_settings:
+        model = build("perceiver-ar", context, quick=args.quick, device=args.device,
+                      num_latents=num_latents).eval()
         prompt = torch.randint(6, 262, (1, context), device=args.device)
         runs = {"recomputed": decoding(model, prompt, args.new_tokens, None)}
-        for stride in args.strides:  # at least two moves of the window
+        strides = [stride for stride in args.strides if stride <= model.num_latents]
+        for stride in strides:  # at least two moves of the window
             runs[stride] = decoding(model, prompt, max(args.new_tokens, 2 * stride + 2), stride)
         for _ in range(args.warmup):
             for run in runs.values():
@@ -187,10 +193,10 @@ def run_generation(args) -> Table:
         rate = {k: 1 / common.median([m[1] for m in v]) for k, v in measured.items()}
         table.add(context, model.num_latents, "recomputed", first["recomputed"],
                   rate["recomputed"], 1.0)
-        for stride in args.strides:
+        for stride in strides:
             table.add(context, model.num_latents, stride, first[stride], rate[stride],
                       rate[stride] / rate["recomputed"])
-        print(f"  generate N={context}: tokens/s {rate}", flush=True)
+        print(f"  generate N={context} M={num_latents}: tokens/s {rate}", flush=True)
     return table
 
 
@@ -204,8 +210,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--new-tokens", type=int, default=16,
                         help="tokens generated per timing (with a stride, at least 2 x stride "
                              "+ 2, so that the window moves twice)")
-    parser.add_argument("--strides", type=int, nargs="+", default=[1, 16, 128],
-                        help="generation strides measured (PerceiverAR.generate's stride)")
+    parser.add_argument("--strides", type=int, nargs="+", default=[1, 16, 64, 128, 512],
+                        help="generation strides measured (PerceiverAR.generate's stride, "
+                             "with its default latents; strides above the model's latents "
+                             "are left out)")
     parser.add_argument("--sections", nargs="+", choices=["train", "generate"],
                         default=["train", "generate"],
                         help="what to measure (default both); results of one section go to "
@@ -222,9 +230,11 @@ def main(argv=None) -> dict:
         print(json.dumps(child(json.loads(args.child))))
         return {}
     args.contexts = [2 ** k * 1024 for k in range(7)]  # 1k .. 64k
-    args.generation_contexts = [1024, 4096, 16384]
+    # (context, latents): the small preset's 128 latents, and a quarter of the context as
+    # latents (the paper's proportion: 1024 of 4096)
+    args.generation_settings = [(1024, 128), (4096, 128), (16384, 128), (4096, 1024)]
     if args.quick:
-        args.contexts, args.generation_contexts = [16, 32], [16, 32]
+        args.contexts, args.generation_settings = [16, 32], [(16, 8), (32, 8)]
         args.new_tokens, args.repeats, args.strides = 4, min(args.repeats, 2), [1, 4]
     meta = {**common.machine_info(args.device), "quick": args.quick, "batch": args.batch,
             "command": shlex.join(["python", "benchmarks/perceiver_ar.py", *(argv or [])])}

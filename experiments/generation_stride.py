@@ -5,12 +5,16 @@ byte is predicted as ``PerceiverAR.generate(..., stride=S)`` predicts it.
     python -m experiments.generation_stride --model runs/perceiver_ar_bytes/model
 
 With stride S the window of N bytes moves S bytes at once and every byte between moves is
-one more latent (perceiver_ar.WindowSchedule): the S bytes after a move are predicted from
-the window that ends at the last of them, with M + S - 1 latents. One forward gives all S of
-them (the window starts where it started after the move, and the latents where they started:
-causal masking makes each prediction that of its own shorter window), so the held-out text is
-scored with one forward per S bytes, batched. S = 1 is :meth:`PerceiverAR.forward`'s own
-prediction of the last byte of every window of N bytes with M latents.
+one more latent (perceiver_ar.WindowSchedule): from m latents after a move to m + S - 1. Each
+stride is scored twice: with m = M - S + 1 (``generate``'s default: the latents stay within
+the model's M, as in training) and with m = M (the latents grow past M).
+
+The S bytes after a move are predicted from the window that ends at the last of them, with
+m + S - 1 latents: one forward gives all S of them (the window starts where it started
+after the move, and so do the latents: causal masking makes each prediction that of its own
+shorter window), so the held-out text is scored with one forward per S bytes, batched.
+S = 1 with m = M is :meth:`PerceiverAR.forward`'s own prediction of the last byte of every
+window of N bytes.
 
 Writes ``generation_stride.json`` and ``.md`` to ``--out`` (default experiments/results).
 """
@@ -44,19 +48,20 @@ def stride_windows(tokens: torch.Tensor, context: int, stride: int, num_bytes: i
 
 
 @torch.no_grad()
-def stride_logits(model, windows: torch.Tensor, stride: int, batch_size: int) -> torch.Tensor:
+def stride_logits(model, windows: torch.Tensor, stride: int, num_latents: int,
+                  batch_size: int) -> torch.Tensor:
     """Logits (count, stride, vocab_size) of the last ``stride`` positions of each window,
     computed with ``num_latents + stride - 1`` latents (at most the window)."""
-    latents = min(model.num_latents + stride - 1, windows.shape[1])
+    latents = min(num_latents + stride - 1, windows.shape[1])
     out = [model(chunk, num_latents=latents)[:, -stride:]
            for chunk in windows.split(batch_size)]
     return torch.cat(out)
 
 
-def bits_per_byte(model, tokens: torch.Tensor, stride: int, num_bytes: int,
+def bits_per_byte(model, tokens: torch.Tensor, stride: int, num_latents: int, num_bytes: int,
                   batch_size: int) -> tuple[float, int]:
     windows, targets = stride_windows(tokens, model.max_context, stride, num_bytes)
-    logits = stride_logits(model, windows, stride, batch_size)
+    logits = stride_logits(model, windows, stride, num_latents, batch_size)
     loss = F.cross_entropy(logits.flatten(0, 1).double(), targets.flatten())
     return float(loss) / math.log(2), targets.numel()
 
@@ -71,17 +76,19 @@ def report(log: common.RunLog) -> str:
              f"the first {meta['num_bytes']:,} bytes after the first window of the test "
              f"split ({meta['corpus']}).\n\n")
     base = log.runs[0]["bits_per_byte"] if log.runs else None
-    rows = [(r["stride"], f"{model['num_latents']} .. {r['max_latents']}",
-             f"{model['max_context'] - r['stride'] + 1} .. {model['max_context']}",
+    rows = [(r["stride"], r["latents"], f"{r['fewest_latents']} .. {r['most_latents']}",
+             f"{max(1, model['max_context'] - r['stride'] + 1)} .. {model['max_context']}",
              r["bytes"], f"{r['bits_per_byte']:.4f}",
              f"{100 * (r['bits_per_byte'] / base - 1):+.2f}%")
             for r in log.runs]
     text += common.markdown_table(
-        ["stride S", "latents", "window (bytes)", "bytes scored", "bits per byte",
-         "vs S = 1"], rows)
+        ["stride S", "latents", "latents per byte", "window (bytes)", "bytes scored",
+         "bits per byte", "vs S = 1"], rows)
     text += ("\nS = 1: every byte from the last N bytes with M latents (what `forward` "
-             "computes); S > 1: what `generate(..., stride=S)` draws from. Speed of each: "
-             "benchmarks/results/cpu-perceiver_ar.md.\n")
+             "computes). \"within M\": `generate(..., stride=S)`'s default, M - S + 1 to M "
+             "latents, as many as the model saw in training; \"past M\": "
+             "`generate(..., stride=S, num_latents=M)`, M to M + S - 1. Speed of each: "
+             "benchmarks/results/cpu-perceiver_ar-generate.md.\n")
     return text
 
 
@@ -126,11 +133,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                        "max_context": model.max_context, "num_latents": model.num_latents})
     out = common.output_folder(args)
     log = common.RunLog(out, NAME, meta)
-    for stride in strides:
-        bpb, count = bits_per_byte(model, tokens, stride, args.num_bytes, args.batch_size)
-        log.add({"stride": stride, "bits_per_byte": bpb, "bytes": count,
-                 "max_latents": min(model.num_latents + stride - 1, model.max_context)})
-        print(f"stride {stride}: {bpb:.4f} bits per byte over {count} bytes", flush=True)
+    settings = [(1, "M")] + [(stride, family) for stride in strides if stride > 1
+                             for family in ("within M", "past M")]
+    for stride, family in settings:
+        fewest = model.num_latents if family != "within M" else max(
+            1, model.num_latents - stride + 1)
+        bpb, count = bits_per_byte(model, tokens, stride, fewest, args.num_bytes,
+                                   args.batch_size)
+        log.add({"stride": stride, "latents": family, "bits_per_byte": bpb, "bytes": count,
+                 "fewest_latents": fewest,
+                 "most_latents": min(fewest + stride - 1, model.max_context)})
+        print(f"stride {stride}, latents {family}: {bpb:.4f} bits per byte over {count} "
+              "bytes", flush=True)
     return common.finish(log, out, NAME, started=started, report=report, chart=None)
 
 

@@ -156,22 +156,27 @@ def test_generation_stride_quick(tmp_path):
     paths = generation_stride.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
     data = json.loads(Path(paths["json"]).read_text())
     assert META_KEYS <= set(data["meta"])
-    assert [r["stride"] for r in data["runs"]] == [1, 4, 32]
+    assert [(r["stride"], r["fewest_latents"], r["most_latents"]) for r in data["runs"]] == [
+        (1, 8, 8), (4, 5, 8), (4, 8, 11), (32, 1, 32), (32, 8, 32)]
     assert all(r["bytes"] == 256 and r["bits_per_byte"] > 0 for r in data["runs"])
 
 
 @pytest.mark.parametrize("stride", [1, 3, 8])
-def test_stride_scoring_gives_the_logits_generate_draws_from(stride):
-    """The experiment scores S bytes with one forward of M + S - 1 latents; generate with
-    stride S draws each of them from exactly those logits."""
+@pytest.mark.parametrize("num_latents", [None, 8])
+def test_stride_scoring_gives_the_logits_generate_draws_from(stride, num_latents):
+    """The experiment scores S bytes with one forward of m + S - 1 latents; generate with
+    stride S and m latents (by default M - S + 1) draws each of them from exactly those
+    logits."""
     model = generation_stride.tiny_model().double()
     n = model.max_context
     # a prompt of N - S + 1 bytes: a window that has just moved; the first S tokens grow it to N
     prompt = torch.randint(6, 262, (1, n - stride + 1))
     ids, seen = model.generate(prompt, 3 * stride, temperature=0, stride=stride,
-                               return_logits=True)
+                               num_latents=num_latents, return_logits=True)
     windows, targets = generation_stride.stride_windows(ids[0], n, stride, 3 * stride)
     assert windows.shape[0] >= 2
-    want = generation_stride.stride_logits(model, windows, stride, batch_size=4).flatten(0, 1)
+    fewest = max(1, model.num_latents - stride + 1) if num_latents is None else num_latents
+    want = generation_stride.stride_logits(model, windows, stride, fewest, batch_size=4)
+    want = want.flatten(0, 1)
     torch.testing.assert_close(seen[0, :want.shape[0]], want, rtol=0, atol=1e-10)
     assert torch.equal(targets.flatten(), ids[0, prompt.shape[1]:][:want.shape[0]])

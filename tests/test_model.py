@@ -20,6 +20,7 @@ from omniperceiver import (
     create_model,
     list_models,
 )
+from omniperceiver.errors import ConfigError
 
 
 def count(model):
@@ -125,6 +126,45 @@ def test_encoder_rejects_bad_schedules():
         PerceiverEncoder(4, EncoderConfig(num_blocks=2, num_cross_attends=3))
     with pytest.raises(ValueError, match="block_sharing"):
         PerceiverEncoder(4, EncoderConfig(block_sharing="some"))
+
+
+@pytest.mark.parametrize("fraction, kept", [(0.5, 5), (0.25, 8), (0.95, 1)])
+def test_input_dropout_gives_a_random_subset_of_each_examples_inputs(fraction, kept):
+    from omniperceiver.encoder import drop_inputs
+
+    inputs = torch.arange(3 * 10 * 2, dtype=torch.float64).view(3, 10, 2)
+    mask = torch.rand(3, 10) > 0.3
+    torch.manual_seed(0)
+    subset, subset_mask = drop_inputs(inputs, mask, fraction)
+    assert subset.shape == (3, kept, 2) and subset_mask.shape == (3, kept)
+    for row, rows, row_mask in zip(inputs, subset, subset_mask, strict=True):
+        index = (rows[:, 0] - row[0, 0]).long() // 2  # each kept input is one of the row's
+        assert torch.equal(row[index], rows) and len(set(index.tolist())) == kept
+        assert torch.equal(mask[int(row[0, 0]) // 20][index], row_mask)
+    assert not all(torch.equal(subset[0], drop_inputs(inputs, mask, fraction)[0][0])
+                   for _ in range(5))  # a new draw each time
+
+
+def test_input_dropout_trains_on_the_subset_and_evaluates_on_every_input():
+    from omniperceiver.encoder import drop_inputs
+
+    config = dict(num_latents=3, latent_dim=8, num_blocks=2, num_cross_attends=2,
+                  self_attends_per_block=1)
+    torch.manual_seed(0)
+    dropping = PerceiverEncoder(4, EncoderConfig(**config, input_dropout=0.5)).double()
+    plain = PerceiverEncoder(4, EncoderConfig(**config)).double()
+    plain.load_state_dict(dropping.state_dict())
+    x = torch.randn(2, 12, 4, dtype=torch.float64)
+    torch.manual_seed(1)
+    trained = dropping.train()(x)
+    torch.manual_seed(1)
+    subset, _ = drop_inputs(x, None, 0.5)
+    torch.testing.assert_close(trained, plain.train()(subset), rtol=0, atol=0)
+    assert not torch.allclose(trained, plain(x))
+    torch.testing.assert_close(dropping.eval()(x), plain.eval()(x), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"input_dropout must be a number in \[0, 1\), "
+                                          r"got 1.0"):
+        create_model("mnist-perceiver", encoder={"input_dropout": 1.0})
 
 
 def test_latents_truncated_normal():

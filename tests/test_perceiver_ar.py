@@ -255,15 +255,20 @@ def test_cached_greedy_generation_equals_recomputing_at_every_step(length, padde
 @pytest.mark.parametrize("length", [1, 3, 7, 13, 30])  # < M, M .. N, > N
 @pytest.mark.parametrize("stride", [2, 5, N])
 @pytest.mark.parametrize("padded", [False, True])
-def test_cached_generation_with_a_stride_equals_recomputing_its_windows(length, stride, padded):
+@pytest.mark.parametrize("num_latents", [None, M])
+def test_cached_generation_with_a_stride_equals_recomputing_its_windows(length, stride, padded,
+                                                                       num_latents):
+    """By default the latents of a stride stay within the model's M (M - S + 1 .. M);
+    ``num_latents=M`` grows them beyond (M .. M + S - 1)."""
     prompt = torch.randint(0, VOCAB, (2, length))
     mask = torch.ones_like(prompt, dtype=torch.bool)
     if padded:
         mask[1, :length // 2] = False
     steps = 3 * N + 1
     ids, seen = MODEL64.generate(prompt, steps, temperature=0, mask=mask, stride=stride,
-                                 return_logits=True)
-    want_ids, want_seen = recomputed(MODEL64, prompt, mask, steps, stride=stride)
+                                 num_latents=num_latents, return_logits=True)
+    fewest = max(1, M - stride + 1) if num_latents is None else num_latents
+    want_ids, want_seen = recomputed(MODEL64, prompt, mask, steps, fewest, stride=stride)
     assert torch.equal(ids, want_ids)
     torch.testing.assert_close(seen, want_seen, rtol=0, atol=1e-10)
 
@@ -297,7 +302,7 @@ def test_generation_without_a_cache_equals_recomputing_at_every_step(options, le
     torch.testing.assert_close(seen, want_seen, rtol=0, atol=1e-10)
     ids, seen = model.generate(prompt, N + 3, temperature=0, mask=mask, stride=3,
                                return_logits=True)
-    want_ids, want_seen = recomputed(model, prompt, mask, N + 3, stride=3)
+    want_ids, want_seen = recomputed(model, prompt, mask, N + 3, M - 2, stride=3)
     assert torch.equal(ids, want_ids)
     torch.testing.assert_close(seen, want_seen, rtol=0, atol=1e-10)
 

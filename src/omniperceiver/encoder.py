@@ -20,6 +20,12 @@ its own weights), ``"after_first"`` (the first has its own, all others share one
 rounding, with memory bounded by one chunk instead of growing with the number of inputs.
 The inputs may also be :class:`~omniperceiver.chunks.InputChunks`, built chunk by chunk
 (an input adapter's ``input_chunks``), for inputs too large to exist whole.
+
+``input_dropout`` (0 = off): in training, each example's cross-attends see a random
+``1 - input_dropout`` of its inputs (the same number for every example; a new draw every
+forward), a regulariser that also makes the cross-attends that much cheaper. The inputs are a
+set to the encoder, each carrying its own position features, so a subset is a smaller input
+of the same kind; evaluation reads every input.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class EncoderConfig:
     self_attend: AttentionSpec = field(default_factory=lambda: AttentionSpec(heads=8))
     latent_init_std: float = 0.02
     input_chunk_size: int | None = None
+    input_dropout: float = 0.0
 
 
 def _schedule(count: int, sharing: str) -> list[int]:
@@ -98,6 +105,8 @@ class PerceiverEncoder(nn.Module):
         if isinstance(inputs, Tensor) and self.config.input_chunk_size is not None:
             inputs = InputChunks.from_tensor(inputs, self.config.input_chunk_size)
         batch = inputs.shape[0] if isinstance(inputs, Tensor) else inputs.batch_size
+        if self.training and self.config.input_dropout:
+            inputs, mask = drop_inputs(inputs, mask, self.config.input_dropout)
         standardized = (isinstance(inputs, Tensor)
                         and isinstance(self.cross_attends[0].norm_kv, nn.LayerNorm))
         if standardized:
@@ -114,4 +123,17 @@ class PerceiverEncoder(nn.Module):
         return x
 
 
-__all__ = ["EncoderConfig", "PerceiverEncoder", "WEIGHT_SHARING"]
+def drop_inputs(inputs: Tensor | InputChunks, mask: Tensor | None, fraction: float
+                ) -> tuple[Tensor, Tensor | None]:
+    """A random ``1 - fraction`` of each example's inputs (batch, n, channels) and of its
+    mask, in a random order (the encoder ignores it)."""
+    if not isinstance(inputs, Tensor):
+        raise ValueError("input_dropout needs the inputs as one tensor, not InputChunks")
+    batch, n, channels = inputs.shape
+    keep = max(1, n - round(n * fraction))
+    index = torch.rand(batch, n, device=inputs.device).argsort(dim=1)[:, :keep]
+    inputs = inputs.gather(1, index[:, :, None].expand(-1, -1, channels))
+    return inputs, None if mask is None else mask.gather(1, index)
+
+
+__all__ = ["EncoderConfig", "PerceiverEncoder", "WEIGHT_SHARING", "drop_inputs"]

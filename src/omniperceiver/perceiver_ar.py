@@ -370,8 +370,10 @@ class PerceiverAR(nn.Module):
         docstring). ``stride`` > 1 trades that for speed: the window of the last
         ``max_context`` tokens moves ``stride`` tokens at once when it is full, and between
         moves every new token adds a latent (up to ``num_latents + stride - 1``), so that a
-        token costs one latent instead of ``num_latents`` (what this does to the model's
-        predictions: docs/perceiver-ar.md). ``temperature`` divides the logits (0: greedy,
+        token costs one latent instead of ``num_latents``. With a stride, ``num_latents``
+        defaults to the model's minus ``stride - 1``: every token then sees at most as many
+        latents as in training (more cost the model accuracy it was never trained for:
+        docs/perceiver-ar.md). ``temperature`` divides the logits (0: greedy,
         the most likely token); ``top_k`` keeps the k most likely tokens, ``top_p`` the most
         likely tokens whose probabilities add up to ``top_p``; ``seed`` makes the draws
         reproducible. ``mask``
@@ -405,15 +407,16 @@ class PerceiverAR(nn.Module):
         mask = ids.new_ones(batch, length, dtype=torch.bool) if mask is None else mask
         if not mask.any(dim=1).all():
             raise ValueError("every prompt needs a real token: mask has a row of padding only")
-        num_latents = self._check_num_latents(
-            num_latents, self.max_context) if num_latents is not None else self.num_latents
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
-                or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
         if isinstance(stride, bool) or not isinstance(stride, int) \
                 or not 1 <= stride <= self.max_context:
             raise ValueError(f"stride must be an int in [1, max_context={self.max_context}], "
                              f"got {stride!r}")
+        if num_latents is None:  # at most the model's latents, as in training
+            num_latents = max(1, self.num_latents - stride + 1)
+        num_latents = self._check_num_latents(num_latents, self.max_context)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+                or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
         check_sampling(temperature, top_k, top_p)
         schedule = WindowSchedule(self.max_context, num_latents, stride)
         generator = None

@@ -42,7 +42,7 @@ POSITIVE_INTEGERS = frozenset({
 })
 #: Probabilities of dropping or smoothing: in [0, 1).
 FRACTIONS = frozenset({"dropout", "attn_dropout", "ff_dropout", "seq_dropout_prob",
-                       "prefix_dropout", "label_smoothing"})
+                       "prefix_dropout", "input_dropout", "label_smoothing"})
 #: Frequencies, resolutions, scales and rates: finite numbers > 0.
 POSITIVE_NUMBERS = frozenset({"max_freq", "max_resolution", "latent_init_std",
                               "rescale_factor", "norm_eps", "lr", "step_gamma",
