@@ -32,9 +32,10 @@ With ``stride=1`` every token is drawn as :meth:`forward` draws it from the last
 with M latents, so the window and the latents move at every token once the window is full:
 each token costs a cross-attend of M latents and the self-attends over them. With
 ``stride=S`` the window and the latents move S positions at once, and between moves each new
-token is one more latent: a token is drawn from the last N - S + 1 to N tokens with M to
-M + S - 1 latents (again exactly as :meth:`forward` draws it from that window with that many
-latents), and only one token in S pays for the move.
+token is one more latent: a token is drawn from the last N - S + 1 to N tokens with m to
+m + S - 1 latents (again exactly as :meth:`forward` draws it from that window with that many
+latents; m is by default M - S + 1, so that no token sees more latents than in training), and
+only one token in S pays for the move.
 """
 
 from __future__ import annotations
@@ -373,14 +374,13 @@ class PerceiverAR(nn.Module):
         token costs one latent instead of ``num_latents``. With a stride, ``num_latents``
         defaults to the model's minus ``stride - 1``: every token then sees at most as many
         latents as in training (more cost the model accuracy it was never trained for:
-        docs/perceiver-ar.md). ``temperature`` divides the logits (0: greedy,
-        the most likely token); ``top_k`` keeps the k most likely tokens, ``top_p`` the most
-        likely tokens whose probabilities add up to ``top_p``; ``seed`` makes the draws
-        reproducible. ``mask``
-        (batch, T) bool, False = padding, for left-padded prompts (each row needs a real
-        token); a row's padding stays in its window until it slides out. Dropout follows the
-        model's mode: call ``model.eval()`` first. :meth:`stream` yields the tokens one by
-        one as they are drawn.
+        docs/perceiver-ar.md). ``temperature`` divides the logits (0: greedy, the most
+        likely token); ``top_k`` keeps the k most likely tokens, ``top_p`` the most likely
+        tokens whose probabilities add up to ``top_p``; ``seed`` makes the draws
+        reproducible. ``mask`` (batch, T) bool, False = padding, for left-padded prompts
+        (each row needs a real token); a row's padding stays in its window until it slides
+        out. Dropout follows the model's mode: call ``model.eval()`` first. :meth:`stream`
+        yields the tokens one by one as they are drawn.
         """
         ids = check_token_ids(prompt_ids, vocab_size=self.vocab_size, max_length=sys.maxsize,
                               name="prompt_ids")
