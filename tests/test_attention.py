@@ -201,3 +201,44 @@ def test_explicit_cpu_scores_match_the_fused_kernel(with_mask):
     torch.testing.assert_close(grad, fused_grad)
     if with_mask:
         assert out[1].abs().max() == 0
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_explicit_cpu_scores_under_bf16_autocast_stay_in_bf16_and_close_to_float64(with_mask):
+    """Under bf16 autocast the explicit route's softmax reads and writes bf16 (no float32 copy
+    of the score array, forward or backward); outputs and query gradients stay close to the
+    float64 result."""
+    from omniperceiver import kernels
+
+    torch.manual_seed(0)
+    q64 = torch.randn(1, 1, 64, 16, dtype=torch.float64)
+    k64, v64 = torch.randn(1, 1, 4000, 16, dtype=torch.float64), torch.randn(
+        1, 1, 4000, 16, dtype=torch.float64)
+    mask = torch.rand(1, 4000) > 0.3 if with_mask else None
+
+    def run(dtype, explicit):
+        q = q64.to(dtype).requires_grad_()
+        limit = kernels.CPU_EXPLICIT_SCORES_MAX_BYTES
+        kernels.CPU_EXPLICIT_SCORES_MAX_BYTES = limit if explicit else 0
+        try:
+            with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.float32):
+                assert kernels._explicit_scores_pay_off(q, k64.to(dtype), v64) == explicit
+                out = kernels.attend(q, k64.to(dtype), v64.to(dtype), mask)
+            (grad,) = torch.autograd.grad(out.float().square().sum(), q)
+        finally:
+            kernels.CPU_EXPLICIT_SCORES_MAX_BYTES = limit
+        return out.double(), grad.double()
+
+    want, want_grad = run(torch.float64, explicit=True)
+    with torch.profiler.profile(record_shapes=True) as prof:
+        out, grad = run(torch.float32, explicit=True)
+    fused, fused_grad = run(torch.float32, explicit=False)
+    casts = [e.input_shapes[0] for e in prof.events()
+             if e.name == "aten::_to_copy" and e.input_shapes and e.input_shapes[0]]
+    assert not [shape for shape in casts if shape[-1] == 4000 and shape[-2] != 16]  # scores
+    for got, fused_got, target in ((out, fused, want), (grad, fused_grad, want_grad)):
+        # the weights are rounded to bf16 before the product with v (as they were when the
+        # softmax ran in float32): within 3x the fused kernel's error, which keeps them wider
+        error, fused_error = ((x - target).abs().max() / target.abs().max()
+                             for x in (got, fused_got))
+        assert error <= 3 * fused_error, (float(error), float(fused_error))

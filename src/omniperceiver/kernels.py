@@ -113,8 +113,17 @@ def _attend_explicit(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropo
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = (q * scale) @ k.transpose(-1, -2)  # (batch, heads, queries, keys)
     if keep is not None:
-        scores = scores.masked_fill(~keep, float("-inf"))
-    weights = scores.to(torch.promote_types(scores.dtype, torch.float32)).softmax(-1).to(v.dtype)
+        scores = scores.masked_fill_(~keep, float("-inf"))  # the product's own output
+    if scores.dtype == torch.bfloat16 and scores.device.type == "cpu":
+        # bf16 scores (autocast): PyTorch's CPU softmax reads bf16, computes in float32 and
+        # writes bf16, which the product with v reads anyway. Autocast would cast the whole
+        # score array to float32 and the weights back (and again in the backward): half of
+        # a bf16 training step of a large cross-attend was those copies.
+        with torch.autocast("cpu", enabled=False):
+            weights = scores.softmax(-1)
+    else:
+        weights = scores.to(torch.promote_types(scores.dtype, torch.float32)).softmax(-1)
+        weights = weights.to(v.dtype)
     if dropout:
         weights = F.dropout(weights, dropout)
     return weights @ v
