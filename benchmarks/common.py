@@ -158,11 +158,13 @@ class Table:
 
 
 def machine_info(device: str) -> dict:
-    """The machine (:func:`omniperceiver.machine.machine_info`), the device and the date."""
+    """The machine (:func:`omniperceiver.machine.machine_info`), the device, the date and the
+    source commit."""
     from omniperceiver.machine import machine_info as describe
+    from omniperceiver.machine import source_commit
 
     return {**describe(), "device": device, "threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": source_commit()}
 
 
 def write_results(tables: list[Table], meta: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
@@ -175,7 +177,7 @@ def write_results(tables: list[Table], meta: dict, out_dir: Path, stem: str) -> 
               f"Machine: {meta.get('cpu')} (PyTorch CPU capability "
               f"{meta.get('cpu_capability', '?')}, {meta.get('threads')} threads), "
               f"{meta.get('gpu', meta.get('device'))}; torch {meta.get('torch')}; "
-              f"{meta.get('date')}; load average at start "
-              f"{meta.get('load_average', '?')}.", ""]
+              f"{meta.get('date')}; commit {meta.get('commit') or 'unknown'}; load average at "
+              f"start {meta.get('load_average', '?')}.", ""]
     md_path.write_text("\n".join(header) + "\n".join(t.markdown() for t in tables))
     return json_path, md_path

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import subprocess
 import sys
 import warnings
 from importlib import metadata
@@ -369,12 +368,9 @@ def main(argv: list[str] | None = None) -> None:
                    if SOURCES[k][2]] + [f"skipped {reason}" for reason in skipped]
     print(table.markdown())
     if args.out:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip()
         command = "python benchmarks/parity.py " + " ".join(
             argv if argv is not None else sys.argv[1:])
-        meta = {**machine_info("cpu"), "command": command, "commit": commit}
-        table.notes.append(f"commit {commit[:10]}")
+        meta = {**machine_info("cpu"), "command": command}
         for path in write_results([table], meta, args.out.parent, args.out.name):
             print(f"wrote {path}")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from omniperceiver.machine import cpu_model
+from omniperceiver.machine import cpu_model, source_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = source_commit() or "unknown"
     lines = [f"Measured on {platform.node()} ({os.cpu_count()} CPUs, {cpu_model()}, PyTorch "
              f"CPU capability {torch.backends.cpu.get_cpu_capability()}), "
-             f"{time.strftime('%Y-%m-%d')}, commit {commit[:10]}, command: "
+             f"{time.strftime('%Y-%m-%d')}, commit "
+             f"{commit[:10]}{'-dirty' * commit.endswith('-dirty')}, command: "
              f"python scripts/measure_configs.py {' '.join(argv)}", "",
              "| config | test accuracy | test bits per byte | wall time (s) | fit time (s) "
              "| epochs | parameters | load before / during |",

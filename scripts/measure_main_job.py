@@ -23,7 +23,7 @@ from pathlib import Path
 
 from measure_configs import timed  # scripts/ is on the path when this file runs
 
-from omniperceiver.machine import cpu_model
+from omniperceiver.machine import cpu_model, source_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                         "benchmarks/results/fit-<config>-cpu)")
     args = parser.parse_args(argv)
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"fit-{args.config}-cpu")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    # the fresh clone below is of HEAD: uncommitted changes are not measured
+    commit = (source_commit() or "unknown").removesuffix("-dirty")
     with tempfile.TemporaryDirectory(prefix="omniperceiver-fresh-") as tmp:
         clone = Path(tmp) / "omniperceiver"
         log = Path(tmp) / "log.txt"

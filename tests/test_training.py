@@ -9,6 +9,8 @@ import wave
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("lightning")
 
@@ -86,6 +88,38 @@ def test_random_affine_is_identity_at_zero_and_rotates_rigidly():
     rotated = aug.random_affine(blob, degrees=180.0)  # a centred round blob looks the same
     assert torch.allclose(rotated, blob, atol=0.06)
     assert not torch.allclose(aug.random_affine(x, degrees=30.0), x, atol=0.03)
+
+
+@settings(max_examples=25, deadline=None)
+@given(alpha=st.floats(0.3, 4.0), sigma=st.floats(0.5, 6.0), seed=st.integers(0, 2**16))
+def test_random_elastic_moves_every_pixel_by_at_most_alpha_along_a_smooth_field(alpha, sigma,
+                                                                                 seed):
+    # channels 0 and 1 hold each pixel's own x and y: bilinear resampling of a linear ramp
+    # returns the sampled position, so output - input is the displacement field itself
+    h = w = 28
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64),
+                            torch.arange(w, dtype=torch.float64), indexing="ij")
+    ramp = torch.stack([xs, ys], -1)[None].expand(2, h, w, 2)
+    torch.manual_seed(seed)
+    out = aug.random_elastic(ramp, alpha=alpha, sigma=sigma)
+    assert out.shape == ramp.shape and out.dtype == ramp.dtype
+    inner = slice(6, 22)  # away from the zero fill at the borders
+    shift = (out - ramp)[:, inner, inner]
+    assert shift.abs().max() <= alpha + 1e-4
+    assert shift.abs().max() > 0.05 * alpha  # it does move
+    # smooth: neighbours move alike, far less than the displacements' own spread allows
+    step = (shift[:, 1:] - shift[:, :-1]).abs().max()
+    assert step <= 2 * alpha * (1 / sigma + 0.05) + 1e-6
+
+
+def test_random_elastic_is_the_identity_without_displacement_and_is_validated():
+    x = torch.rand(3, 28, 28, 1)
+    assert torch.allclose(aug.random_elastic(x, alpha=1e-7, sigma=3.0), x, atol=1e-5)
+    assert torch.equal(aug.random_elastic(x, alpha=0.0, sigma=3.0), x)
+    from omniperceiver.training.data import MNISTData
+
+    with pytest.raises(ValueError, match=r"elastic: expected \[alpha, sigma\]"):
+        MNISTData(elastic=(2.0, 0.0))
 
 
 def test_mixup_and_cutmix_give_soft_targets():

@@ -33,6 +33,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def source_commit() -> str | None:
+    """The git commit of the source tree this package runs from, with ``-dirty`` appended when
+    tracked files differ from it; None when it is not a git checkout (an installed wheel)."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                 timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def machine_info() -> dict:
     """CPU model and capability, core and thread counts, load, versions, and the CUDA device
     when there is one."""
@@ -51,4 +70,4 @@ def machine_info() -> dict:
     return info
 
 
-__all__ = ["cpu_model", "machine_info"]
+__all__ = ["cpu_model", "machine_info", "source_commit"]

@@ -76,6 +76,36 @@ def random_affine(x: Tensor, *, degrees: float = 0.0,
     return out.movedim(1, -1).to(x.dtype)
 
 
+def random_elastic(x: Tensor, *, alpha: float, sigma: float) -> Tensor:
+    """Elastic distortion of images (batch, H, W, C) (Simard et al., 2003): every pixel moves by
+    a random displacement field, uniform in [-1, 1] per pixel and axis, smoothed by a Gaussian of
+    ``sigma`` pixels and scaled by ``alpha`` pixels; bilinear resampling with zero fill, one
+    ``grid_sample`` for the whole batch. Strokes bend and thicken locally, as handwriting does.
+    """
+    if alpha <= 0:
+        return x
+    batch, h, w, _ = x.shape
+    radius = max(1, int(math.ceil(3 * sigma)))
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    field = torch.rand(batch * 2, 1, h, w, device=x.device) * 2 - 1  # dx and dy of each image
+    for pad, shape in (((radius, radius, 0, 0), (1, 1, 1, -1)), ((0, 0, radius, radius),
+                                                                  (1, 1, -1, 1))):
+        field = F.conv2d(F.pad(field, pad, mode="replicate"), kernel.view(shape))
+    # Gaussian smoothing of uniform noise shrinks it: rescale to a unit peak so that ``alpha``
+    # is the largest displacement in pixels, whatever ``sigma``.
+    field = field / field.abs().amax(dim=(2, 3), keepdim=True).clamp_min(1e-8)
+    field = alpha * field.view(batch, 2, h, w).movedim(1, -1)  # (batch, H, W, 2) pixels (x, y)
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
+    grid = base + field * torch.tensor([2 / w, 2 / h], device=x.device)
+    images = x.movedim(-1, 1).float()
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.movedim(1, -1).to(x.dtype)
+
+
 def random_resized_crop(x: Tensor, *, scale: tuple[float, float] = (0.08, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Tensor:
     """Inception-style crops resized back to the input size (kornia), (batch, H, W, C)."""

@@ -158,6 +158,8 @@ class ImageData(ClassificationData):
         shift: Random translation of up to this many pixels (zero fill).
         rotate: Random rotation by up to this many degrees.
         scale: Random isotropic scaling range, e.g. [0.9, 1.1].
+        elastic: Elastic distortion as [alpha, sigma] in pixels (largest displacement,
+            smoothing of the displacement field), e.g. [2.0, 3.0]; applied before the shift.
         hflip: Mirror left-right with probability 0.5 (not for digits).
         random_resized_crop: Inception-style crops with this area range, e.g. [0.08, 1.0].
         randaugment: kornia's RandAugment as [num_ops, magnitude] (magnitude out of 30).
@@ -169,7 +171,8 @@ class ImageData(ClassificationData):
     modality = "image"
 
     def __init__(self, *, shift: int = 0, rotate: float = 0.0,
-                 scale: tuple[float, float] | None = None, hflip: bool = False,
+                 scale: tuple[float, float] | None = None,
+                 elastic: tuple[float, float] | None = None, hflip: bool = False,
                  random_resized_crop: tuple[float, float] | None = None,
                  randaugment: tuple[int, int] | None = None, mixup_alpha: float = 0.0,
                  cutmix_alpha: float = 0.0, mix_prob: float = 1.0, **kwargs):
@@ -177,6 +180,9 @@ class ImageData(ClassificationData):
         self.shift = shift
         self.rotate = rotate
         self.scale = scale
+        if elastic is not None and (len(elastic) != 2 or min(elastic) <= 0):
+            raise ValueError(f"elastic: expected [alpha, sigma], both > 0, got {elastic!r}")
+        self.elastic = elastic
         self.hflip = hflip
         self.random_resized_crop = random_resized_crop
         self.randaugment = aug.RandAugment(*randaugment) if randaugment else None
@@ -189,6 +195,8 @@ class ImageData(ClassificationData):
             x = aug.random_resized_crop(x, scale=tuple(self.random_resized_crop))
         if self.rotate or self.scale:
             x = aug.random_affine(x, degrees=self.rotate, scale=self.scale)
+        if self.elastic is not None:
+            x = aug.random_elastic(x, alpha=self.elastic[0], sigma=self.elastic[1])
         if self.shift:
             x = aug.random_shift(x, self.shift)
         if self.hflip:
