@@ -203,6 +203,26 @@ def test_explicit_cpu_scores_match_the_fused_kernel(with_mask):
         assert out[1].abs().max() == 0
 
 
+def test_explicit_cpu_scores_are_chosen_by_the_size_of_the_scores_in_their_dtype():
+    """float32 scores past CPU_EXPLICIT_SCORES_MAX_BYTES go to the fused kernel; the same
+    shapes under bf16 autocast write 2-byte scores and stay explicit up to their own limit."""
+    from omniperceiver import kernels
+
+    limit = kernels.CPU_EXPLICIT_SCORES_MAX_BYTES
+    keys = limit // (64 * 4)  # 64 queries: exactly the float32 limit
+    q = torch.zeros(1, 1, 64, 8, requires_grad=True)
+    fits, too_long = torch.zeros(1, 1, keys, 8), torch.zeros(1, 1, keys + 1, 8)
+    assert kernels._explicit_scores_pay_off(q, fits, fits)
+    assert not kernels._explicit_scores_pay_off(q, too_long, too_long)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert kernels._explicit_scores_pay_off(q, too_long, too_long)
+        half_keys = kernels.CPU_EXPLICIT_HALF_SCORES_MAX_BYTES // (64 * 2)
+        longer = torch.zeros(1, 1, half_keys + 1, 8)
+        assert not kernels._explicit_scores_pay_off(q, longer, longer)
+    with torch.no_grad():  # inference never builds the scores
+        assert not kernels._explicit_scores_pay_off(q, fits, fits)
+
+
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_explicit_cpu_scores_under_bf16_autocast_stay_in_bf16_and_close_to_float64(with_mask):
     """Under bf16 autocast the explicit route's softmax reads and writes bf16 (no float32 copy
@@ -218,15 +238,15 @@ def test_explicit_cpu_scores_under_bf16_autocast_stay_in_bf16_and_close_to_float
 
     def run(dtype, explicit):
         q = q64.to(dtype).requires_grad_()
-        limit = kernels.CPU_EXPLICIT_SCORES_MAX_BYTES
-        kernels.CPU_EXPLICIT_SCORES_MAX_BYTES = limit if explicit else 0
+        limit = kernels.CPU_EXPLICIT_HALF_SCORES_MAX_BYTES
+        kernels.CPU_EXPLICIT_HALF_SCORES_MAX_BYTES = limit if explicit else 0
         try:
             with torch.autocast("cpu", torch.bfloat16, enabled=dtype == torch.float32):
                 assert kernels._explicit_scores_pay_off(q, k64.to(dtype), v64) == explicit
                 out = kernels.attend(q, k64.to(dtype), v64.to(dtype), mask)
             (grad,) = torch.autograd.grad(out.float().square().sum(), q)
         finally:
-            kernels.CPU_EXPLICIT_SCORES_MAX_BYTES = limit
+            kernels.CPU_EXPLICIT_HALF_SCORES_MAX_BYTES = limit
         return out.double(), grad.double()
 
     want, want_grad = run(torch.float64, explicit=True)

@@ -65,9 +65,13 @@ def test_quick_scaling_and_chunked_sections(tmp_path):
 def test_quick_raw_pixels_section(tmp_path):
     _, results, markdown = _run(tmp_path, "raw_pixels")
     tables = _check_tables(results, markdown)
-    assert {"raw_pixels_kernel", "raw_pixels_step"} <= set(tables)
+    assert {"raw_pixels_kernel", "raw_pixels_seed_step", "raw_pixels_step"} <= set(tables)
     labels = [row[0] for row in tables["raw_pixels_step"]["rows"]]
     assert any("perceiver-pytorch" in label for label in labels)
+    # each kernel row says which route attend takes by itself: the tiny scores are explicit
+    assert {row[3] for row in tables["raw_pixels_kernel"]["rows"]} == {"fp32", "bf16"}
+    assert {row[-1] for row in tables["raw_pixels_kernel"]["rows"]} == {"explicit"}
+    assert len(tables["raw_pixels_seed_step"]["rows"]) == 3
 
 
 def test_quick_perceiver_ar_benchmark(tmp_path):

@@ -77,19 +77,27 @@ def _attend_fused(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout:
                                           scale=scale)
 
 
-#: The largest (batch x heads x queries x keys) float32 score array, in bytes, that
-#: :func:`attend` builds itself on a CPU when the keys and values need no gradient.
-CPU_EXPLICIT_SCORES_MAX_BYTES = 64 * 2**20
+#: The largest (batch x heads x queries x keys) score array, in bytes, that :func:`attend`
+#: builds itself on a CPU when the keys and values need no gradient: float32 scores (and
+#: float64, counted at 4 bytes) and bf16 / float16 scores (2 bytes each, e.g. under autocast).
+#: Measured on a 2-core AMD EPYC (docs/performance.md, "Cross-attends on a CPU"): float32
+#: scores are faster built explicitly up to about 16 MiB; past the cache, the fused kernel's
+#: tiles win (the seed model's 49 MiB of scores: 1.2x faster training step fused). PyTorch's
+#: fused CPU backward is 2-3x slower in bf16 than the explicit route at every size measured
+#: (up to the seed model's 24.5 MiB of bf16 scores).
+CPU_EXPLICIT_SCORES_MAX_BYTES = 16 * 2**20
+CPU_EXPLICIT_HALF_SCORES_MAX_BYTES = 64 * 2**20
 
 
 def _explicit_scores_pay_off(q: Tensor, k: Tensor, v: Tensor) -> bool:
     """Whether :func:`attend` should build the score matrix itself instead of calling the
-    fused kernel: on a CPU, in training, when only the queries need a gradient.
+    fused kernel: on a CPU, in training, when only the queries need a gradient, and the scores
+    are small enough (see the limits above).
 
     PyTorch's CPU flash-attention backward always computes the key and value gradients too.
     A cross-attend to raw inputs in context space (the keys and values are the standardised
     inputs themselves) needs neither, and built explicitly, autograd computes only the query
-    gradient (docs/performance.md, "Cross-attends on a CPU"). The scores must stay small.
+    gradient (docs/performance.md, "Cross-attends on a CPU").
     """
     if q.device.type != "cpu" or not (torch.is_grad_enabled() and q.requires_grad):
         return False
@@ -97,7 +105,13 @@ def _explicit_scores_pay_off(q: Tensor, k: Tensor, v: Tensor) -> bool:
         return False
     if k.requires_grad or v.requires_grad:
         return False
-    return q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * 4 <= CPU_EXPLICIT_SCORES_MAX_BYTES
+    dtype = q.dtype
+    if dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")  # the product writes the scores in it
+    count = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
+    if dtype in (torch.bfloat16, torch.float16):
+        return count * 2 <= CPU_EXPLICIT_HALF_SCORES_MAX_BYTES
+    return count * 4 <= CPU_EXPLICIT_SCORES_MAX_BYTES
 
 
 def _tracing() -> bool:
