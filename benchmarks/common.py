@@ -64,6 +64,21 @@ def matmul_rate(dtype: torch.dtype, *, n: int, repeats: int,
     return 2 * n ** 3 / median(times) / 1e9, 2 * n ** 3 / min(times) / 1e9
 
 
+def linear_rate(dtype: torch.dtype, *, rows: int, inner: int, out: int, repeats: int,
+                device: str = "cpu") -> tuple[float, float]:
+    """GFLOP/s of ``F.linear`` (bias included) of a (rows x inner) activation with an
+    (out x inner) weight, as a model's layers call it (2 rows inner out FLOPs): (median,
+    best)."""
+    x = torch.randn(rows, inner, device=device).to(dtype)
+    w = torch.randn(out, inner, device=device).to(dtype)
+    b = torch.randn(out, device=device).to(dtype)
+    with torch.inference_mode():
+        times = alternate({"linear": lambda: torch.nn.functional.linear(x, w, b)},
+                          repeats=max(repeats, 5), warmup=2, device=device)["linear"]
+    flops = 2 * rows * inner * out
+    return flops / median(times) / 1e9, flops / min(times) / 1e9
+
+
 # --- FLOP counting ----------------------------------------------------------------------------
 # torch's FlopCounterMode has no formula for the CPU flash-attention kernels, so we add them:
 # QK^T and PV are 2*b*h*n*m*(d_qk + d_v) FLOPs forward; backward recomputes QK^T and forms dV,

@@ -139,7 +139,36 @@ def section_peak(run: Run) -> list[Table]:
                        "sustains when nothing else competes for it")
     if run.device.startswith("cuda"):
         table.notes.append(f"TF32 matmul allowed: {torch.backends.cuda.matmul.allow_tf32}")
-    return [table]
+    return [table, _model_shapes_table(run)]
+
+
+#: The matrix products of the benchmarked models' latent Transformers, as (rows, inner, out)
+#: of ``F.linear``: what "% of peak" can reach when a model is nothing but these products.
+MODEL_SHAPES = [
+    ("seed latents, batch 1: q, k, v, out", 256, 512, 512),
+    ("seed latents, batch 1: feed-forward in (GEGLU)", 256, 512, 4096),
+    ("seed latents, batch 1: feed-forward out", 256, 2048, 512),
+    ("seed latents, batch 8: q, k, v, out", 2048, 512, 512),
+    ("vision-perceiver-fourier latents: q, out, feed-forward", 512, 1024, 1024),
+    ("vision-perceiver-fourier latents: k and v", 512, 1024, 2048),
+]
+
+
+def _model_shapes_table(run: Run) -> Table:
+    table = Table("model_shapes", "Matrix products at the models' own shapes (F.linear with "
+                  "bias, best of the runs)",
+                  ["product", "rows x inner x out", "precision", "GFLOP/s", "% of peak"])
+    for name, rows, inner, out in MODEL_SHAPES:
+        if run.quick:
+            rows, inner, out = max(rows // 8, 1), max(inner // 8, 1), max(out // 8, 1)
+        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            _, best = common.linear_rate(dtype, rows=rows, inner=inner, out=out,
+                                         repeats=run.repeats, device=run.device)
+            table.add(name, f"{rows} x {inner} x {out}", precision, round(best, 1),
+                      round(100 * best / run.peaks[precision], 1))
+    table.notes.append("a model whose FLOPs are all in products of these shapes runs at most "
+                       "at these rates, before any softmax, norm or activation")
+    return table
 
 
 def _flops(run: Run, name: str, case: models.Case, x, *, train: bool = False) -> float:

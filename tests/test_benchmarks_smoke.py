@@ -42,7 +42,8 @@ def _check_tables(results, markdown):
 def test_quick_suite_writes_well_formed_tables(tmp_path):
     stdout, results, markdown = _run(tmp_path, "peak,forward,train,vpf,memory")
     tables = _check_tables(results, markdown)
-    assert {"summary", "peak", "forward", "train", "vpf", "memory"} <= set(tables)
+    assert {"summary", "peak", "model_shapes", "forward", "train", "vpf", "memory"} <= set(tables)
+    assert {row[2] for row in tables["model_shapes"]["rows"]} == {"fp32", "bf16"}
     summary = tables["summary"]
     speedup = summary["columns"].index("speed-up")
     assert all(isinstance(row[speedup], float) and row[speedup] > 0 for row in summary["rows"])
