@@ -56,10 +56,12 @@ CLASSIFIER_ENCODER: dict[str, Any] = dict(
 #: decodes with one learned query (Perceiver IO) through a cross-attend of these fields.
 CLASSIFIER_DECODER: dict[str, Any] = dict(pooling="mean", heads=1)
 
-#: The main job's encoder: 32 x 128 latents, 2 cross-attends interleaved with 2 blocks of 2
-#: self-attends, feed-forwards 4 wide, latents initialised with perceiver-pytorch's std 1.
+#: The main job's encoder: 32 x 128 latents, 4 cross-attends interleaved with 4 blocks of one
+#: self-attend (the Perceiver's arrangement: the latents go back to the inputs before each
+#: block; all cross-attends after the first share weights, the blocks share one set),
+#: feed-forwards 4 wide, latents initialised with perceiver-pytorch's std 1.
 MNIST_ENCODER: dict[str, Any] = merge(CLASSIFIER_ENCODER, dict(
-    num_latents=32, num_blocks=2, self_attends_per_block=2, num_cross_attends=2,
+    num_latents=32, num_blocks=4, self_attends_per_block=1, num_cross_attends=4,
     latent_init_std=1.0, cross_attend=dict(widening_factor=4),
     self_attend=dict(widening_factor=4)))
 
