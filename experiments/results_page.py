@@ -99,6 +99,41 @@ def permutation_summary(data: dict) -> str:
         "\n".join(lines) + "\n\n"
 
 
+def _leaves(args: dict) -> dict:
+    """Nested model arguments as {leaf name: value}."""
+    out = {}
+    for key, value in args.items():
+        out.update(_leaves(value) if isinstance(value, dict) else {key: value})
+    return out
+
+
+def _recorded_model_args(name: str, data: dict) -> dict | None:
+    meta = data["meta"]
+    if name == "curve":
+        return meta.get("perceiver", {}).get("model_args")
+    if name == "permutation":
+        return meta.get("perceivers", {}).get("mnist", {}).get("model_args")
+    if name == "ablations":
+        return meta.get("model_args")
+    return None
+
+
+def model_change_note(name: str, data: dict) -> str:
+    """Where a study of the main job's model ran with other model arguments than
+    configs/mnist.yaml's today, which ones."""
+    recorded = _recorded_model_args(name, data)
+    if recorded is None:
+        return ""
+    then = _leaves(recorded)
+    now = _leaves(dict(common.load_config("mnist")["model"].get("model_args") or {}))
+    changed = [f"`{key}` {then[key]} (now {now[key]})" for key in sorted(then.keys() & now.keys())
+               if then[key] != now[key]]
+    if not changed:
+        return ""
+    return ("This study ran with an earlier main-job model than `configs/mnist.yaml`'s today: "
+            + ", ".join(changed) + ".\n\n")
+
+
 def ablation_summary(data: dict, permutation: dict | None) -> str:
     """The reference model, the seed noise of the same model and budget (from the permutation
     study, when it has the same epochs), and every change beyond twice that noise."""
@@ -142,6 +177,7 @@ def build() -> str:
                      f"`experiments/results/{name}.md`, then run this script again.\n\n")
             continue
         text += f"## {title}\n\n"
+        text += model_change_note(name, data)
         if name == "permutation":
             text += permutation_summary(data)
         if name == "curve":

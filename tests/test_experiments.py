@@ -136,6 +136,17 @@ def test_results_page_has_every_study():
         assert f"python -m experiments.{name}" in page
 
 
+def test_results_page_says_when_a_study_ran_with_another_main_job_model():
+    current = dict(common.load_config("mnist")["model"]["model_args"])
+    same = {"meta": {"model_args": current}}
+    assert results_page.model_change_note("ablations", same) == ""
+    latents = current["encoder"]["num_latents"]
+    older = {"meta": {"perceiver": {"model_args": {**current, "num_latents": latents + 1}}}}
+    note = results_page.model_change_note("curve", older)
+    assert f"`num_latents` {latents + 1} (now {latents})" in note
+    assert results_page.model_change_note("modalities", older) == ""  # not the main job's
+
+
 def test_perceiver_ar_quick(tmp_path):
     paths = perceiver_ar.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
     for path in paths.values():

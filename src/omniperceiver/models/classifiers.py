@@ -132,8 +132,8 @@ def image_perceiver(*, num_classes: int = 10, image_shape: int | Sequence[int] =
 
 
 @register_model("mnist-perceiver", "28x28 greyscale digits as 784 raw pixels with 2D Fourier "
-                "features (16 bands), 32x128 latents, 2 cross-attends, 2 blocks of 2 "
-                "self-attends (~0.72M parameters): the main job; mode='conv' reads Perceiver "
+                "features (16 bands), 32x128 latents, 4 cross-attends interleaved with 4 "
+                "self-attends (~0.52M parameters): the main job; mode='conv' reads Perceiver "
                 "IO's conv stem instead")
 def mnist_perceiver(*, num_classes: int = 10, image_shape: int | Sequence[int] = (28, 28),
                     input_channels: int = 1, mode: str = "pixels", patch_size: int | None = None,

@@ -71,7 +71,7 @@ from .run_folder import check_run_folder
 TRAINER_DEFAULTS: dict[str, Any] = {
     "default_root_dir": "runs/mnist",
     "max_epochs": 40,
-    "precision": "32-true",
+    "precision": "auto",
     "gradient_clip_val": 1.0,
     "log_every_n_steps": 10,
     "use_distributed_sampler": False,  # the data modules shard their own samplers
