@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "fit_seconds": metrics["fit_seconds"], "epochs": metrics["epochs"],
         "parameters": metrics["num_parameters"], "test_accuracy": metrics["test_accuracy"],
         "test_examples": metrics.get("test_examples"),
+        "precision": metrics.get("precision"),  # what trainer.precision resolved to
         "load_before": round(load_before, 2),
         "load_during": round(sum(loads) / len(loads), 2) if loads else None,
     }
@@ -77,11 +78,12 @@ def main(argv: list[str] | None = None) -> int:
              f"PyTorch {version}, capability {capability}); measured by "
              f"`{result['measured_by'].strip()}`.\n\n"
              "| test accuracy | install (s) | `omniperceiver fit` (s) | training (s) | epochs "
-             "| parameters | load before / during |\n|---|---|---|---|---|---|---|\n"
+             "| precision | parameters | load before / during |\n"
+             "|---|---|---|---|---|---|---|---|\n"
              f"| {result['test_accuracy']:.2%} | {result['install_seconds']:.0f} | "
              f"{result['fit_command_seconds']:.0f} | {result['fit_seconds']:.0f} | "
-             f"{result['epochs']} | {result['parameters']:,} | {result['load_before']} / "
-             f"{result['load_during']} |\n")
+             f"{result['epochs']} | {result['precision']} | {result['parameters']:,} | "
+             f"{result['load_before']} / {result['load_during']} |\n")
     out.with_suffix(".md").write_text(table)
     print(table)
     return 0
