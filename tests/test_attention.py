@@ -205,7 +205,7 @@ def test_explicit_cpu_scores_match_the_fused_kernel(with_mask):
 
 def test_explicit_cpu_scores_are_chosen_by_the_size_of_the_scores_in_their_dtype():
     """float32 scores past CPU_EXPLICIT_SCORES_MAX_BYTES go to the fused kernel; the same
-    shapes under bf16 autocast write 2-byte scores and stay explicit up to their own limit."""
+    shapes under bf16 autocast write 2-byte scores and stay explicit up to their own limits."""
     from omniperceiver import kernels
 
     limit = kernels.CPU_EXPLICIT_SCORES_MAX_BYTES
@@ -219,8 +219,19 @@ def test_explicit_cpu_scores_are_chosen_by_the_size_of_the_scores_in_their_dtype
         half_keys = kernels.CPU_EXPLICIT_HALF_SCORES_MAX_BYTES // (64 * 2)
         longer = torch.zeros(1, 1, half_keys + 1, 8)
         assert not kernels._explicit_scores_pay_off(q, longer, longer)
-    with torch.no_grad():  # inference never builds the scores
+    with torch.no_grad():  # float32 inference never builds the scores
         assert not kernels._explicit_scores_pay_off(q, fits, fits)
+    # bf16: self-attends too (keys and values with gradients) in training; in inference up to
+    # their own, smaller limit
+    q16 = torch.zeros(1, 1, 64, 8, dtype=torch.bfloat16, requires_grad=True)
+    small = torch.zeros(1, 1, 256, 8, dtype=torch.bfloat16, requires_grad=True)
+    assert kernels._explicit_scores_pay_off(q16, small, small)
+    inference_keys = kernels.CPU_EXPLICIT_HALF_INFERENCE_SCORES_MAX_BYTES // (64 * 2)
+    past = torch.zeros(1, 1, inference_keys + 1, 8, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert kernels._explicit_scores_pay_off(q16, small, small)
+        assert not kernels._explicit_scores_pay_off(q16, past, past)
+    assert kernels._explicit_scores_pay_off(q16, past, past)  # training: the larger limit
 
 
 @pytest.mark.parametrize("with_mask", [False, True])
@@ -261,4 +272,34 @@ def test_explicit_cpu_scores_under_bf16_autocast_stay_in_bf16_and_close_to_float
         # softmax ran in float32): within 3x the fused kernel's error, which keeps them wider
         error, fused_error = ((x - target).abs().max() / target.abs().max()
                              for x in (got, fused_got))
+        assert error <= 3 * fused_error, (float(error), float(fused_error))
+
+
+def test_bf16_self_attention_on_the_explicit_route_is_as_close_to_float64_as_the_fused_one():
+    """bf16 training with gradients for queries, keys and values: the explicit route (taken on
+    a CPU) gives outputs and all three gradients within 3x the fused kernel's error against
+    float64."""
+    from omniperceiver import kernels
+
+    torch.manual_seed(0)
+    base = [torch.randn(2, 4, 48, 16, dtype=torch.float64) for _ in range(3)]
+    mask = torch.rand(2, 48) > 0.2
+
+    def run(dtype, route_limit):
+        inputs = [t.to(dtype).requires_grad_() for t in base]
+        saved = kernels.CPU_EXPLICIT_HALF_SCORES_MAX_BYTES
+        kernels.CPU_EXPLICIT_HALF_SCORES_MAX_BYTES = route_limit
+        try:
+            assert kernels._explicit_scores_pay_off(*inputs) == (dtype == torch.bfloat16
+                                                                 and route_limit > 0)
+            out = kernels.attend(*inputs, mask)
+            grads = torch.autograd.grad(out.float().square().sum(), inputs)
+        finally:
+            kernels.CPU_EXPLICIT_HALF_SCORES_MAX_BYTES = saved
+        return [out.double(), *(g.double() for g in grads)]
+
+    want = run(torch.float64, 0)
+    explicit, fused = run(torch.bfloat16, 2**30), run(torch.bfloat16, 0)
+    for got, other, target in zip(explicit, fused, want, strict=True):
+        error, fused_error = ((x - target).abs().max() / target.abs().max() for x in (got, other))
         assert error <= 3 * fused_error, (float(error), float(fused_error))

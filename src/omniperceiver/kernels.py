@@ -9,8 +9,8 @@ measurements are in docs/performance.md):
 * a long key array on a GPU whose fused kernel would leave most multiprocessors idle: keys in
   chunks with an online softmax (:func:`_fused_kernel_underfills_gpu`, :func:`attend_chunks`);
 * CPU training where only the queries need a gradient (a cross-attend to raw inputs): the
-  scores are built explicitly so autograd skips the key and value gradients
-  (:func:`_explicit_scores_pay_off`).
+  scores are built explicitly so autograd skips the key and value gradients; and bf16 on a
+  CPU, where the fused kernel gains nothing from bf16 (:func:`_explicit_scores_pay_off`).
 
 :func:`attend_chunks` also serves inputs that arrive chunk by chunk
 (:class:`~omniperceiver.chunks.InputChunks`). Every route gives the same result up to rounding.
@@ -77,40 +77,42 @@ def _attend_fused(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout:
                                           scale=scale)
 
 
-#: The largest (batch x heads x queries x keys) score array, in bytes, that :func:`attend`
-#: builds itself on a CPU when the keys and values need no gradient: float32 scores (and
-#: float64, counted at 4 bytes) and bf16 / float16 scores (2 bytes each, e.g. under autocast).
-#: Measured on a 2-core AMD EPYC (docs/performance.md, "Cross-attends on a CPU"): float32
-#: scores are faster built explicitly up to about 16 MiB; past the cache, the fused kernel's
-#: tiles win (the seed model's 49 MiB of scores: 1.2x faster training step fused). PyTorch's
-#: fused CPU backward is 2-3x slower in bf16 than the explicit route at every size measured
-#: (up to the seed model's 24.5 MiB of bf16 scores).
+#: The largest (batch x heads x queries x keys) score arrays, in bytes, that :func:`attend`
+#: builds itself on a CPU instead of calling PyTorch's fused kernel. Measured on a 2-core AMD
+#: EPYC with AVX-512 BF16 (``python benchmarks/run.py``: the raw_pixels section per route, and
+#: the seed and vision-perceiver-fourier sections before and after; docs/performance.md):
+#:
+#: * float32 scores (float64 counted at 4 bytes), in training, when only the queries need a
+#:   gradient (a cross-attend to raw inputs): faster built explicitly up to about 16 MiB, since
+#:   autograd then skips the key and value gradients the fused backward always computes; past
+#:   the cache the fused kernel's tiles win (the seed model's 49 MiB of scores).
+#: * bf16 / float16 scores (2 bytes each, e.g. under autocast) in training, any gradients:
+#:   PyTorch's fused CPU backward gains nothing from bf16, while the explicit route's products
+#:   run at the bf16 rate: 1.2-3.8x faster at every size measured (up to the seed model's
+#:   24.5 MiB cross-attend).
+#: * bf16 scores in inference: explicit up to 16 MiB (latent self-attends: 1.2-1.8x faster);
+#:   past that the fused kernel wins on few-channel inputs (the seed model's cross-attend).
 CPU_EXPLICIT_SCORES_MAX_BYTES = 16 * 2**20
 CPU_EXPLICIT_HALF_SCORES_MAX_BYTES = 64 * 2**20
+CPU_EXPLICIT_HALF_INFERENCE_SCORES_MAX_BYTES = 16 * 2**20
 
 
 def _explicit_scores_pay_off(q: Tensor, k: Tensor, v: Tensor) -> bool:
     """Whether :func:`attend` should build the score matrix itself instead of calling the
-    fused kernel: on a CPU, in training, when only the queries need a gradient, and the scores
-    are small enough (see the limits above).
-
-    PyTorch's CPU flash-attention backward always computes the key and value gradients too.
-    A cross-attend to raw inputs in context space (the keys and values are the standardised
-    inputs themselves) needs neither, and built explicitly, autograd computes only the query
-    gradient (docs/performance.md, "Cross-attends on a CPU").
-    """
-    if q.device.type != "cpu" or not (torch.is_grad_enabled() and q.requires_grad):
-        return False
-    if _tracing():  # a compiled or exported graph keeps the fused kernel, for any batch size
-        return False
-    if k.requires_grad or v.requires_grad:
-        return False
+    fused kernel (CPU only; the cases and limits above)."""
+    if q.device.type != "cpu" or _tracing():  # a compiled or exported graph keeps the fused
+        return False                          # kernel, for any shape
     dtype = q.dtype
     if dtype == torch.float32 and torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")  # the product writes the scores in it
     count = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     if dtype in (torch.bfloat16, torch.float16):
-        return count * 2 <= CPU_EXPLICIT_HALF_SCORES_MAX_BYTES
+        limit = (CPU_EXPLICIT_HALF_SCORES_MAX_BYTES if grad
+                 else CPU_EXPLICIT_HALF_INFERENCE_SCORES_MAX_BYTES)
+        return count * 2 <= limit
+    if not (grad and q.requires_grad) or k.requires_grad or v.requires_grad:
+        return False
     return count * 4 <= CPU_EXPLICIT_SCORES_MAX_BYTES
 
 
