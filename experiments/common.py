@@ -15,7 +15,6 @@ import json
 import math
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from omniperceiver.machine import machine_info
+from omniperceiver.machine import machine_info, source_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
@@ -289,23 +288,14 @@ def output_folder(args: argparse.Namespace) -> Path:
 # --- provenance -------------------------------------------------------------------------------
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def provenance(name: str, argv: Sequence[str] | None) -> dict[str, Any]:
     """The command (``python -m experiments.<name> ...``), commit, date and machine."""
     args = list(sys.argv[1:] if argv is None else argv)
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit = source_commit()
     return {
         "command": shlex.join(["python", "-m", f"experiments.{name}", *args]),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
+        "git_commit": commit.removesuffix("-dirty") if commit else None,
+        "git_dirty": commit.endswith("-dirty") if commit else None,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         **machine_info(),
     }
