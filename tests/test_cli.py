@@ -162,7 +162,9 @@ def test_default_fit_is_the_mnist_config():
                 and isinstance(v, (int, float, str, bool, type(None), list, tuple))}
         trainer = {k: v for k, v in cli.config.trainer.items()
                    if k not in ("callbacks", "logger", "plugins")}
-        return h, shapes, type(cli.datamodule), data, trainer, cli.config.checkpoint, \
+        encoder = model.model.encoder  # shared weights hide the schedule from the shapes
+        return h, shapes, encoder.cross_schedule, encoder.block_schedule, \
+            type(cli.datamodule), data, trainer, cli.config.checkpoint, \
             cli.config.seed_everything, cli.config.test_after_fit
 
     assert summary(default) == summary(explicit)

@@ -190,3 +190,19 @@ def test_the_upgrade_leaves_todays_model_args_as_they_are():
         assert upgrade_model_args(preset, old, omniperceiver.__version__) == old
         assert upgrade_model_args(preset, old, None) == old
     assert upgrade_model_args("perceiver-seed", {"max_freq": 10.0}, "0.3.0") == {"max_freq": 10.0}
+
+
+def test_a_preset_whose_defaults_changed_loads_files_of_earlier_releases_as_they_were_built():
+    """mnist-perceiver's default encoder changed in 0.5.0: a 0.4.0 file that left it at its
+    defaults gets the old arrangement back, keywords the file gives still win, and files of
+    0.5.0 and later build today's default."""
+    old = {"num_blocks": 2, "self_attends_per_block": 2, "num_cross_attends": 2}
+    assert upgrade_model_args("mnist-perceiver", {}, "0.4.0") == {"encoder": old}
+    given = {"encoder": {"num_cross_attends": 1, "num_latents": 8}}
+    assert upgrade_model_args("mnist-perceiver", given, "0.4.0") == {
+        "encoder": {**old, "num_cross_attends": 1, "num_latents": 8}}
+    assert upgrade_model_args("mnist-perceiver", {}, "0.5.0") == {}
+    assert upgrade_model_args("image-perceiver", {}, "0.4.0") == {}
+    built = create_model("mnist-perceiver", **upgrade_model_args("mnist-perceiver", {}, "0.4.0"))
+    assert len(built.encoder.cross_schedule) == 2 and len(built.encoder.block_schedule) == 2
+    assert len(create_model("mnist-perceiver").encoder.cross_schedule) == 4

@@ -22,6 +22,15 @@ from .errors import ModelFileError
 #: The release that renamed the keywords.
 RENAMED_IN = "0.4.0"
 
+#: Presets whose default keywords changed, ``{preset: (release, the defaults before it)}``: a
+#: file written before that release that left them at their defaults built the older model.
+#: 0.5.0: the main job's ``mnist-perceiver`` went back to the pixels before every block (4
+#: cross-attends and 4 blocks of one self-attend instead of 2 and 2 blocks of 2).
+_DEFAULTS_CHANGED: dict[str, tuple[str, dict[str, Any]]] = {
+    "mnist-perceiver": ("0.5.0", {"encoder": {"num_blocks": 2, "self_attends_per_block": 2,
+                                              "num_cross_attends": 2}}),
+}
+
 _CLASSIFIERS = ("image-perceiver", "mnist-perceiver", "pointcloud-perceiver", "audio-perceiver",
                 "video-perceiver", "av-perceiver")
 
@@ -71,10 +80,21 @@ def upgrade_model_args(preset: str, model_args: Mapping[str, Any],
                        version: str | None) -> dict[str, Any]:
     """The keywords of ``preset`` that a release ``version`` wrote (None: this release), in
     this release's names: they build the same model with the same weights. Keywords of
-    another preset, or written by 0.4.0 or later, come back as they are; so do keywords that
-    already have today's names (a run config resumed from an old checkpoint may mix both)."""
+    another preset, or written by 0.4.0 or later, keep their names; so do keywords that
+    already have today's names (a run config resumed from an old checkpoint may mix both).
+    Where the preset's defaults changed after ``version``, the old defaults are added."""
     args = copy.deepcopy(dict(model_args))
-    if version is None or release(version) >= release(RENAMED_IN):
+    if version is None:
+        return args
+    args = _renamed(preset, args, version)
+    changed_in, before = _DEFAULTS_CHANGED.get(preset, (None, {}))
+    if changed_in is not None and release(version) < release(changed_in):
+        args = merge(before, args)  # the keywords the file gives win over the old defaults
+    return args
+
+
+def _renamed(preset: str, args: dict[str, Any], version: str) -> dict[str, Any]:
+    if release(version) >= release(RENAMED_IN):
         return args
     for old, new in _RENAMED.get(preset, {}).items():
         if old in args:
