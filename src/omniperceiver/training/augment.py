@@ -97,11 +97,10 @@ def random_elastic(x: Tensor, *, alpha: float, sigma: float) -> Tensor:
     # is the largest displacement in pixels, whatever ``sigma``.
     field = field / field.abs().amax(dim=(2, 3), keepdim=True).clamp_min(1e-8)
     field = alpha * field.view(batch, 2, h, w).movedim(1, -1)  # (batch, H, W, 2) pixels (x, y)
-    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device)
-    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device)
-    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
-    grid = base + field * torch.tensor([2 / w, 2 / h], device=x.device)
     images = x.movedim(-1, 1).float()
+    identity = torch.eye(2, 3, device=x.device).expand(batch, 2, 3)  # each pixel's own centre
+    grid = F.affine_grid(identity, list(images.shape), align_corners=False)
+    grid = grid + field * torch.tensor([2 / w, 2 / h], device=x.device)  # pixels -> [-1, 1]
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.movedim(1, -1).to(x.dtype)
 
