@@ -88,10 +88,11 @@ def _attend_fused(q: Tensor, k: Tensor, v: Tensor, keep: Tensor | None, dropout:
 #:   the cache the fused kernel's tiles win (the seed model's 49 MiB of scores).
 #: * bf16 / float16 scores (2 bytes each, e.g. under autocast) in training, any gradients:
 #:   PyTorch's fused CPU backward gains nothing from bf16, while the explicit route's products
-#:   run at the bf16 rate: 1.2-3.8x faster at every size measured (up to the seed model's
-#:   24.5 MiB cross-attend).
-#: * bf16 scores in inference: explicit up to 16 MiB (latent self-attends: 1.2-1.8x faster);
-#:   past that the fused kernel wins on few-channel inputs (the seed model's cross-attend).
+#:   run at the bf16 rate (the raw_pixels section's cross-attends: 2.1-3.2x faster, up to the
+#:   seed model's 24.5 MiB of scores).
+#: * bf16 scores in inference: explicit up to 16 MiB (vision-perceiver-fourier's latent
+#:   Transformer: 1791 -> 1455 ms); past that the fused kernel wins on few-channel inputs (the
+#:   seed model's cross-attend).
 CPU_EXPLICIT_SCORES_MAX_BYTES = 16 * 2**20
 CPU_EXPLICIT_HALF_SCORES_MAX_BYTES = 64 * 2**20
 CPU_EXPLICIT_HALF_INFERENCE_SCORES_MAX_BYTES = 16 * 2**20
