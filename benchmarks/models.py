@@ -206,7 +206,19 @@ def _omniperceiver_points(quick: bool, size: int | None) -> Case:
     return Case("omniperceiver", model, make_input, lambda m, x: m(x), 0)
 
 
+def _omniperceiver_main_job(quick: bool, size: int | None) -> Case:
+    """The main job's model (``configs/mnist.yaml``: mnist-perceiver on 28x28 raw pixels)."""
+    import omniperceiver
+
+    small = {"encoder": dict(num_latents=8, latent_dim=32)} if quick else {}
+    model = omniperceiver.create_model("mnist-perceiver", **small)
+    return Case("omniperceiver", model,
+                lambda b: torch.rand(b, 28, 28, 1, generator=torch.Generator().manual_seed(0)),
+                lambda m, x: m(x), 10)
+
+
 BUILDERS = {
+    "omniperceiver-main-job": _omniperceiver_main_job,
     "omniperceiver-points": _omniperceiver_points,
     "omniperceiver-seed": _omniperceiver_seed,
     "perceiver-pytorch-seed": _perceiver_pytorch_seed,

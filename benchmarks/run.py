@@ -98,6 +98,15 @@ class Run:
     def peak(self, precision: str) -> float:
         return self.peaks.get(precision) or math.nan
 
+    def bf16_native(self) -> bool:
+        """Whether ``precision: auto`` would train in bf16 here (always on a GPU; on a CPU
+        where bf16 matrix products are measured fast enough)."""
+        if self.device != "cpu":
+            return True
+        from omniperceiver.training.precision import BF16_MIN_SPEEDUP, cpu_matmul_rates
+
+        return cpu_matmul_rates().bf16_speedup >= BF16_MIN_SPEEDUP
+
 
 def _target_cell(key, value: float) -> tuple:
     target = TARGETS.get(key)
@@ -311,38 +320,52 @@ def section_memory(run: Run) -> list[Table]:
     return [table]
 
 
+#: The models torch.compile is measured on: (label, case, batch).
+COMPILE_CASES = (("seed model, batch 1", "omniperceiver-seed", 1),
+                 ("main job's model, batch 64", "omniperceiver-main-job", 64))
+
+
 def section_compile(run: Run) -> list[Table]:
-    table = Table("compile", "torch.compile (inductor) against eager, seed model, batch 1",
-                  ["call", "precision", "eager ms", "compiled ms", "speed-up",
+    table = Table("compile", "torch.compile (inductor) against eager",
+                  ["model", "call", "precision", "eager ms", "compiled ms", "speed-up",
                    "first compiled call s (compile)"])
-    case = models.build("omniperceiver-seed", quick=run.quick).to(run.device)
-    x = case.make_input(1)
-    for label, precision in (("forward", "fp32"), ("forward", "bf16"), ("train step", "fp32")):
-        torch._dynamo.reset()
-        compiled = torch.compile(case.model)
-        if label == "forward":
-            eager = models.forward_fn(case, x, device=run.device, precision=precision)
-            comp = models.forward_fn(models.Case(case.name, compiled, case.make_input,
-                                                 case.forward, case.num_classes), x,
-                                     device=run.device, precision=precision)
-        else:
-            eager = models.train_step_fn(case, x, device=run.device, precision=precision)
-            comp = models.train_step_fn(case, x, device=run.device, precision=precision,
-                                        model=compiled)
-        start = time.perf_counter()
-        comp()
-        common.synchronize(run.device)
-        compile_s = time.perf_counter() - start
-        rounds = run.rounds({"eager": eager, "compiled": comp})
-        t = {name: common.median(v) for name, v in rounds.items()}
-        speedup = common.median([e / c for e, c in zip(rounds["eager"], rounds["compiled"],
-                                                         strict=True)])
-        table.add(label, precision, round(t["eager"] * 1e3, 1), round(t["compiled"] * 1e3, 1),
-                  round(speedup, 2), round(compile_s, 1))
-        print(f"  compile {label} {precision}: eager {t['eager'] * 1e3:.1f} ms, compiled "
-              f"{t['compiled'] * 1e3:.1f} ms, first call {compile_s:.1f} s", flush=True)
+    precisions = ["fp32"] + (["bf16"] if run.bf16_native() else [])
+    for model_label, name, batch in COMPILE_CASES:
+        case = models.build(name, quick=run.quick).to(run.device)
+        x = case.make_input(batch)
+        for label in ("forward", "train step"):
+            for precision in precisions:
+                torch._dynamo.reset()
+                compiled = torch.compile(case.model)
+                if label == "forward":
+                    eager = models.forward_fn(case, x, device=run.device, precision=precision)
+                    comp = models.forward_fn(models.Case(case.name, compiled, case.make_input,
+                                                         case.forward, case.num_classes), x,
+                                             device=run.device, precision=precision)
+                else:
+                    eager = models.train_step_fn(case, x, device=run.device,
+                                                 precision=precision)
+                    comp = models.train_step_fn(case, x, device=run.device,
+                                                precision=precision, model=compiled)
+                start = time.perf_counter()
+                comp()
+                common.synchronize(run.device)
+                compile_s = time.perf_counter() - start
+                rounds = run.rounds({"eager": eager, "compiled": comp})
+                t = {key: common.median(v) for key, v in rounds.items()}
+                speedup = common.median([e / c for e, c in zip(
+                    rounds["eager"], rounds["compiled"], strict=True)])
+                table.add(model_label, label, precision, round(t["eager"] * 1e3, 1),
+                          round(t["compiled"] * 1e3, 1), round(speedup, 2),
+                          round(compile_s, 1))
+                print(f"  compile {model_label} {label} {precision}: eager "
+                      f"{t['eager'] * 1e3:.1f} ms, compiled {t['compiled'] * 1e3:.1f} ms, "
+                      f"first call {compile_s:.1f} s", flush=True)
     table.notes.append("compile time = wall time of the first compiled call (tracing, "
                        "inductor code generation and C++/Triton compilation), not in the medians")
+    if "bf16" not in precisions:
+        table.notes.append("bf16 left out: this CPU multiplies bf16 matrices slower than "
+                           "float32 (omniperceiver.training.precision.cpu_matmul_rates)")
     return [table]
 
 
