@@ -137,9 +137,15 @@ def test_results_page_has_every_study():
 
 
 def test_results_page_says_when_a_study_ran_with_another_main_job_model():
-    current = dict(common.load_config("mnist")["model"]["model_args"])
-    same = {"meta": {"model_args": current}}
-    assert results_page.model_change_note("ablations", same) == ""
+    config = common.load_config("mnist")
+    current = dict(config["model"]["model_args"])
+    assert results_page.model_change_note("curve", {"meta": {"perceiver": {
+        "model_args": current}}}) == ""
+    same = {"meta": {"model_args": common.study_model_args(config)}}
+    note = results_page.model_change_note("ablations", same)  # only the arrangement it uses
+    assert "SHORT_BUDGET_ENCODER" in note and "other model arguments" not in note
+    assert "other model arguments" in results_page.model_change_note(
+        "ablations", {"meta": {"model_args": current}})  # the main job's own arrangement
     latents = current["encoder"]["num_latents"]
     older = {"meta": {"perceiver": {"model_args": {**current, "num_latents": latents + 1}}}}
     note = results_page.model_change_note("curve", older)
