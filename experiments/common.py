@@ -81,7 +81,11 @@ def study_model_args(config: dict[str, Any]) -> dict[str, Any]:
 
 def recipe_from_config(config: dict[str, Any], *, epochs: int, **overrides) -> Recipe:
     """The optimiser, schedule, batch size and precision of a training config, with
-    ``epochs`` (and any ``overrides``) replacing the config's."""
+    ``epochs`` (and any ``overrides``) replacing the config's. ``precision: auto`` is resolved
+    as the trainer resolves it on this CPU (``bf16-mixed`` where bf16 matrix products are
+    fast, else ``32-true``), so the recipe recorded is the one that ran."""
+    from omniperceiver.training.precision import resolve_precision
+
     model, trainer = config.get("model", {}), config.get("trainer", {})
     data = config.get("data", {}).get("init_args", {})
     if model.get("optimizer", "adamw") != "adamw" or model.get("schedule", "cosine") != "cosine":
@@ -93,7 +97,8 @@ def recipe_from_config(config: dict[str, Any], *, epochs: int, **overrides) -> R
                     warmup=float(model.get("warmup", 0.05)),
                     label_smoothing=float(model.get("label_smoothing", 0.0)),
                     grad_clip=trainer.get("gradient_clip_val"),
-                    precision=str(trainer.get("precision", "32-true")))
+                    precision=str(resolve_precision(trainer.get("precision", "32-true"),
+                                                    accelerator="cpu")))
     return replace(recipe, **overrides)
 
 

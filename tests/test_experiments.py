@@ -197,3 +197,17 @@ def test_stride_scoring_gives_the_logits_generate_draws_from(stride, num_latents
     want = want.flatten(0, 1)
     torch.testing.assert_close(seen[0, :want.shape[0]], want, rtol=0, atol=1e-10)
     assert torch.equal(targets.flatten(), ids[0, prompt.shape[1]:][:want.shape[0]])
+
+
+def test_recipe_resolves_auto_precision_as_the_trainer_does():
+    """A config's ``precision: auto`` becomes what the trainer would run on this CPU, so a
+    study records the precision it trained in."""
+    from omniperceiver.training.precision import resolve_precision
+
+    config = common.load_config("mnist")
+    assert config["trainer"]["precision"] == "auto"
+    recipe = common.recipe_from_config(config, epochs=1)
+    assert recipe.precision == resolve_precision("auto", accelerator="cpu")
+    assert recipe.precision in ("bf16-mixed", "32-true")
+    fixed = {**config, "trainer": {**config["trainer"], "precision": "32-true"}}
+    assert common.recipe_from_config(fixed, epochs=1).precision == "32-true"
