@@ -5,7 +5,8 @@
 The reference model is the main job's (``configs/mnist.yaml``: ``create_model(model.model,
 **model.model_args)``) with ``common.SHORT_BUDGET_ENCODER``'s arrangement (2 cross-attends
 before 2 blocks of 2 self-attends, for the 15 epochs), trained with its recipe and augmentation
-on the 4,000 MNIST training digits and tested on the 1,000 held-out ones. Each axis changes one thing:
+on the 4,000 MNIST training digits and tested on the 1,000 held-out ones. Each axis changes one
+thing:
 
 ======================  =======================================================================
 axis (the keyword)      values
