@@ -103,18 +103,27 @@ def pixel_perceiver_args(config: dict[str, Any], *, drop: Sequence[str] = (),
     return args
 
 
-def image_tasks(*, epochs: int, digits_epochs: int, quick: bool,
-                permutation_seed: int) -> list[ImageTask]:
+def mnist_perceiver_args(*, main_job_model: bool = False) -> dict[str, Any]:
+    """The MNIST Perceiver's arguments: the main job's in the short-budget arrangement
+    (``common.study_model_args``), or with ``main_job_model`` exactly the main job's."""
+    config = common.load_config("mnist")
+    if not main_job_model:
+        config = merge(config, {"model": {"model_args": common.study_model_args(config)}})
+    return pixel_perceiver_args(config)
+
+
+def image_tasks(*, epochs: int, digits_epochs: int, quick: bool, permutation_seed: int,
+                main_job_model: bool = False) -> list[ImageTask]:
     """MNIST (main job: ``configs/mnist.yaml``) and scikit-learn's digits
-    (``configs/digits.yaml``), their recipes and the Perceiver each config builds."""
+    (``configs/digits.yaml``), their recipes and the Perceiver each config builds (on MNIST:
+    :func:`mnist_perceiver_args`)."""
     limit_train, limit_test = (256, 200) if quick else (None, None)
 
     def task(name: str, config_name: str, dataset, task_epochs: int, drop: tuple[str, ...],
              **layout) -> ImageTask:
         config = common.load_config(config_name)
-        if name == "mnist":
-            config = merge(config, {"model": {"model_args": common.study_model_args(config)}})
-        args = pixel_perceiver_args(config, drop=drop, note=name == "mnist")
+        args = (mnist_perceiver_args(main_job_model=main_job_model) if name == "mnist"
+                else pixel_perceiver_args(config, drop=drop, note=False))
         if quick:
             args = merge(args, TINY_PERCEIVER)
         train, test = dataset("train"), dataset("test")

@@ -211,3 +211,16 @@ def test_recipe_resolves_auto_precision_as_the_trainer_does():
     assert recipe.precision in ("bf16-mixed", "32-true")
     fixed = {**config, "trainer": {**config["trainer"], "precision": "32-true"}}
     assert common.recipe_from_config(fixed, epochs=1).precision == "32-true"
+
+
+def test_each_study_trains_the_model_it_says():
+    """The curve trains exactly the main job's model; the 15-epoch permutation study and
+    the ablations train it in the short-budget arrangement."""
+    from experiments.permutation import mnist_perceiver_args
+
+    config = common.load_config("mnist")
+    main_job = {**config["model"]["model_args"], "mode": "pixels"}
+    assert mnist_perceiver_args(main_job_model=True) == main_job
+    study = mnist_perceiver_args()
+    assert study == {**common.study_model_args(config), "mode": "pixels"} != main_job
+    assert study["encoder"]["num_cross_attends"] == 2
