@@ -6,8 +6,9 @@
 Builds the model and a batch of real training data exactly as ``omniperceiver fit --config
 configs/<name>.yaml`` would, then times forward + backward + AdamW step (the fastest of
 ``--steps`` after two warm-up steps) with ``precision`` 32-true and bf16-mixed (CPU autocast).
-This is how the configs' ``trainer.precision`` was chosen: on a CPU, bf16 autocast pays off for
-wide matrix products, while the small task models spend more on casts than they save.
+This is how the configs' ``trainer.precision`` was chosen: on a CPU with native bf16, autocast
+pays off for wide matrix products and for the main job's model (``auto``), while most small task
+models spend more on casts than they save (``32-true``).
 """
 
 from __future__ import annotations
