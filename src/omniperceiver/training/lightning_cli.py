@@ -171,8 +171,7 @@ class OmniperceiverCLI(LightningCLI):
             parser.link_arguments("trainer.default_root_dir", f"{key}.dirpath",
                                   compute_fn=_checkpoint_dir)
         parser.add_lightning_class_args(RunReport, "report")
-        # without --config, fit trains the main job (configs/mnist.yaml), its lr included
-        parser.set_defaults({"model": lazy_instance(ClassificationModule, lr=1e-3),
+        parser.set_defaults({"model": lazy_instance(ClassificationModule),
                              "data": lazy_instance(MNISTData)})
         for source, target in (("data.num_classes", "model.init_args.num_classes"),
                                ("data.classes", "model.init_args.class_names"),
