@@ -62,12 +62,13 @@ def load_config(name: str) -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
-#: The Perceiver of the permutation study and the ablations (15 epochs each) is the main job's
-#: with this arrangement, the one those studies were published with: 2 cross-attends before 2
-#: blocks of 2 self-attends. The main job itself (40 epochs) has 4 cross-attends before 4
-#: blocks of 1.
+#: The permutation study and the ablations (15 epochs each) train the main job's Perceiver and
+#: recipe as they were published: the encoder with 2 cross-attends before 2 blocks of 2
+#: self-attends, in float32. The main job itself (40 epochs) has 4 cross-attends before 4
+#: blocks of 1 and precision auto.
 SHORT_BUDGET_ENCODER: dict[str, int] = dict(num_blocks=2, self_attends_per_block=2,
                                             num_cross_attends=2)
+SHORT_BUDGET_PRECISION = "32-true"
 
 
 def study_model_args(config: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +78,15 @@ def study_model_args(config: dict[str, Any]) -> dict[str, Any]:
 
     return merge(dict(config["model"].get("model_args") or {}),
                  {"encoder": SHORT_BUDGET_ENCODER})
+
+
+def study_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The main job's config as the short-budget studies train it: :func:`study_model_args`
+    and :data:`SHORT_BUDGET_PRECISION`."""
+    from omniperceiver.config import merge
+
+    return merge(config, {"model": {"model_args": study_model_args(config)},
+                          "trainer": {"precision": SHORT_BUDGET_PRECISION}})
 
 
 def recipe_from_config(config: dict[str, Any], *, epochs: int, **overrides) -> Recipe:

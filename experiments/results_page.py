@@ -118,6 +118,26 @@ def _recorded_model_args(name: str, data: dict) -> dict | None:
     return None
 
 
+#: The recipe fields a study's result is compared on (not the precision: ``auto`` resolves
+#: differently from one CPU to the next, and the recipe line shows what ran).
+RECIPE_FIELDS = ("batch_size", "lr", "weight_decay", "warmup", "label_smoothing", "grad_clip")
+
+
+def _recorded_recipe(name: str, data: dict) -> dict | None:
+    meta = data["meta"]
+    if name == "permutation":
+        return meta.get("recipes", {}).get("mnist")
+    return meta.get("recipe") if name in ("curve", "ablations") else None
+
+
+def _recipe_now(name: str) -> dict:
+    config = common.load_config("mnist")
+    if name != "curve":
+        config = common.study_config(config)
+    recipe = common.recipe_from_config(config, epochs=1)
+    return {key: getattr(recipe, key) for key in RECIPE_FIELDS}
+
+
 def _model_args_now(name: str) -> dict:
     """The model arguments the study ``name`` builds today: the main job's (the curve), or
     the main job's in the short-budget arrangement (the permutation study, the ablations)."""
@@ -136,16 +156,21 @@ def model_change_note(name: str, data: dict) -> str:
         return ""
     text = ""
     if name != "curve":
-        text = ("This study's Perceiver is the main job's with 2 cross-attends before 2 blocks "
-                "of 2 self-attends (`SHORT_BUDGET_ENCODER` in `experiments/common.py`, for "
-                "its 15 epochs); the main job has 4 cross-attends before 4 blocks of 1.\n\n")
+        text = ("This study trains the main job's Perceiver with 2 cross-attends before 2 "
+                "blocks of 2 self-attends, in float32, for its 15 epochs (`study_config` in "
+                "`experiments/common.py`); the main job has 4 cross-attends before 4 blocks of "
+                "1 and trains in bf16 where it is fast, for 40.\n\n")
     then = _leaves(recorded)
     now = _leaves(_model_args_now(name))
     changed = [f"`{key}` {then[key]} (now {now[key]})" for key in sorted(then.keys() & now.keys())
                if then[key] != now[key]]
+    recipe_then = _recorded_recipe(name, data) or {}
+    recipe_now = _recipe_now(name)
+    changed += [f"`{key}` {recipe_then[key]} (now {recipe_now[key]})" for key in RECIPE_FIELDS
+                if key in recipe_then and recipe_then[key] != recipe_now[key]]
     if not changed:
         return text
-    return text + ("This study ran with other model arguments than it builds today: "
+    return text + ("This study ran with other model arguments or recipe than it uses today: "
                    + ", ".join(changed) + ".\n\n")
 
 

@@ -143,14 +143,17 @@ def test_results_page_says_when_a_study_ran_with_another_main_job_model():
         "model_args": current}}}) == ""
     same = {"meta": {"model_args": common.study_model_args(config)}}
     note = results_page.model_change_note("ablations", same)  # only the arrangement it uses
-    assert "SHORT_BUDGET_ENCODER" in note and "other model arguments" not in note
-    assert "other model arguments" in results_page.model_change_note(
+    assert "study_config" in note and "other model arguments or recipe" not in note
+    assert "other model arguments or recipe" in results_page.model_change_note(
         "ablations", {"meta": {"model_args": current}})  # the main job's own arrangement
     latents = current["encoder"]["num_latents"]
     older = {"meta": {"perceiver": {"model_args": {**current, "num_latents": latents + 1}}}}
     note = results_page.model_change_note("curve", older)
     assert f"`num_latents` {latents + 1} (now {latents})" in note
     assert results_page.model_change_note("modalities", older) == ""  # not the main job's
+    lr = common.recipe_from_config(config, epochs=1).lr
+    other_lr = {"meta": {"perceiver": {"model_args": current}, "recipe": {"lr": 2 * lr}}}
+    assert f"`lr` {2 * lr} (now {lr})" in results_page.model_change_note("curve", other_lr)
 
 
 def test_perceiver_ar_quick(tmp_path):
@@ -224,3 +227,6 @@ def test_each_study_trains_the_model_it_says():
     study = mnist_perceiver_args()
     assert study == {**common.study_model_args(config), "mode": "pixels"} != main_job
     assert study["encoder"]["num_cross_attends"] == 2
+    # and the recipe they were published with
+    assert common.recipe_from_config(common.study_config(config), epochs=1).precision \
+        == "32-true"
