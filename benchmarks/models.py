@@ -206,11 +206,15 @@ def _omniperceiver_points(quick: bool, size: int | None) -> Case:
     return Case("omniperceiver", model, make_input, lambda m, x: m(x), 0)
 
 
+#: The main job's encoder made small for ``--quick``.
+MAIN_JOB_QUICK = dict(num_latents=8, latent_dim=32)
+
+
 def _omniperceiver_main_job(quick: bool, size: int | None) -> Case:
     """The main job's model (``configs/mnist.yaml``: mnist-perceiver on 28x28 raw pixels)."""
     import omniperceiver
 
-    small = {"encoder": dict(num_latents=8, latent_dim=32)} if quick else {}
+    small = {"encoder": MAIN_JOB_QUICK} if quick else {}
     model = omniperceiver.create_model("mnist-perceiver", **small)
     return Case("omniperceiver", model,
                 lambda b: torch.rand(b, 28, 28, 1, generator=torch.Generator().manual_seed(0)),

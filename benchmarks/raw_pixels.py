@@ -53,7 +53,7 @@ def _timed_kernel(route: str, autocast: bool = False):
 
 
 def run_raw_pixels(run) -> list[Table]:
-    from omniperceiver import create_model, kernels
+    from omniperceiver import kernels
     from omniperceiver.kernels import attend
 
     quick = run.quick
@@ -90,7 +90,7 @@ def run_raw_pixels(run) -> list[Table]:
     seed_table = Table("raw_pixels_seed_step", "Seed model training step on a CPU with each "
                        "cross-attend route (batch 1, fp32, forward + backward + AdamW)",
                        ["route", "step ms", "speed-up over explicit"])
-    from models import build
+    from models import MAIN_JOB_QUICK, build
 
     seed_case = build("omniperceiver-seed", quick=quick)
     seed = seed_case.model.train()
@@ -116,10 +116,11 @@ def run_raw_pixels(run) -> list[Table]:
                        ["model", "parameters", "step ms", "epoch s (62 steps)",
                         "vs perceiver-pytorch"])
     image_batch = 8 if quick else 64
-    x = torch.rand(image_batch, 28, 28, 1)
+    main_job = build("omniperceiver-main-job", quick=quick)
+    x = main_job.make_input(image_batch)
     y = torch.randint(0, 10, (image_batch,))
-    small = dict(num_latents=8, latent_dim=32) if quick else {}
-    ours = create_model("mnist-perceiver", encoder=small).train()
+    small = MAIN_JOB_QUICK if quick else {}  # the peer's latents match ours
+    ours = main_job.model.train()
     import perceiver_pytorch
 
     peer = perceiver_pytorch.Perceiver(

@@ -364,8 +364,9 @@ def section_compile(run: Run) -> list[Table]:
     table.notes.append("compile time = wall time of the first compiled call (tracing, "
                        "inductor code generation and C++/Triton compilation), not in the medians")
     if "bf16" not in precisions:
-        table.notes.append("bf16 left out: this CPU multiplies bf16 matrices slower than "
-                           "float32 (omniperceiver.training.precision.cpu_matmul_rates)")
+        table.notes.append("bf16 left out: precision auto trains in float32 on this CPU (its "
+                           "bf16 matrix products are not fast enough: "
+                           "omniperceiver.training.precision.cpu_matmul_rates)")
     return [table]
 
 

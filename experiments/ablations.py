@@ -3,10 +3,10 @@
     python -m experiments.ablations [--quick] [--axes num_latents num_bands ...] [--epochs N]
 
 The reference model is the main job's (``configs/mnist.yaml``: ``create_model(model.model,
-**model.model_args)``) in the short-budget form of ``common.study_config`` (2 cross-attends
-before 2 blocks of 2 self-attends, float32, 15 epochs), trained with the main job's
-augmentation on the 4,000 MNIST training digits and tested on the 1,000 held-out ones. Each axis
-changes one thing:
+**model.model_args)``) in its short-budget form, ``common.main_job_config(short_budget=True)``
+(2 cross-attends before 2 blocks of 2 self-attends, float32, 15 epochs), trained with the main
+job's augmentation on the 4,000 MNIST training digits and tested on the 1,000 held-out ones.
+Each axis changes one thing:
 
 ======================  =======================================================================
 axis (the keyword)      values
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="the values of the num_latents axis (default: %(default)s; 256 "
                              "latents train about 8x longer than the main job's 32)")
     args = common.parse(parser, argv)
-    config = common.study_config(common.load_config("mnist"))
+    config = common.main_job_config(short_budget=True)
     preset, model_args = config["model"]["model"], dict(config["model"]["model_args"])
     if args.quick:
         model_args = merge(model_args, TINY_PERCEIVER)

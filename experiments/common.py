@@ -71,21 +71,15 @@ SHORT_BUDGET_ENCODER: dict[str, int] = dict(num_blocks=2, self_attends_per_block
 SHORT_BUDGET_PRECISION = "32-true"
 
 
-def study_model_args(config: dict[str, Any]) -> dict[str, Any]:
-    """The model arguments of the main job's config (``configs/mnist.yaml``) with
-    :data:`SHORT_BUDGET_ENCODER` merged into its encoder."""
+def main_job_config(*, short_budget: bool = False) -> dict[str, Any]:
+    """``configs/mnist.yaml`` as a dict; with ``short_budget``, as the 15-epoch studies train
+    it: :data:`SHORT_BUDGET_ENCODER` merged into its encoder, :data:`SHORT_BUDGET_PRECISION`."""
+    config = load_config("mnist")
+    if not short_budget:
+        return config
     from omniperceiver.config import merge
 
-    return merge(dict(config["model"].get("model_args") or {}),
-                 {"encoder": SHORT_BUDGET_ENCODER})
-
-
-def study_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The main job's config as the short-budget studies train it: :func:`study_model_args`
-    and :data:`SHORT_BUDGET_PRECISION`."""
-    from omniperceiver.config import merge
-
-    return merge(config, {"model": {"model_args": study_model_args(config)},
+    return merge(config, {"model": {"model_args": {"encoder": SHORT_BUDGET_ENCODER}},
                           "trainer": {"precision": SHORT_BUDGET_PRECISION}})
 
 

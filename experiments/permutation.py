@@ -5,8 +5,8 @@
 Three models of similar size (parameter counts within 2x, printed and recorded):
 
 * the raw-pixel Perceiver, the main job's (``configs/mnist.yaml``: ``create_model(model.model,
-  **model.model_args)``) as ``common.study_config`` trains it for the 15 epochs (2
-  cross-attends before 2 blocks of 2 self-attends, float32); on permuted data it gets
+  **model.model_args)``) as ``common.main_job_config(short_budget=True)`` gives it for the 15
+  epochs (2 cross-attends before 2 blocks of 2 self-attends, float32); on permuted data it gets
   ``permutation_seed``, so every pixel carries the Fourier features of its original position
   (the paper's permuted-ImageNet setting);
 * a ResNet-style CNN (stride-2 stem on MNIST, so an epoch takes seconds) and a ViT on 4x4
@@ -103,25 +103,18 @@ def pixel_perceiver_args(config: dict[str, Any], *, drop: Sequence[str] = (),
     return args
 
 
-def mnist_perceiver_args(*, main_job_model: bool = False) -> dict[str, Any]:
-    """The MNIST Perceiver's arguments: the main job's in the short-budget arrangement
-    (``common.study_config``), or with ``main_job_model`` exactly the main job's."""
-    config = common.load_config("mnist")
-    return pixel_perceiver_args(config if main_job_model else common.study_config(config))
-
-
 def image_tasks(*, epochs: int, digits_epochs: int, quick: bool, permutation_seed: int,
                 main_job_model: bool = False) -> list[ImageTask]:
     """MNIST (main job: ``configs/mnist.yaml``) and scikit-learn's digits
     (``configs/digits.yaml``), their recipes and the Perceiver each config builds; on MNIST
-    the short-budget studies' (``common.study_config``) unless ``main_job_model``."""
+    as the short-budget studies train it (``common.main_job_config(short_budget=True)``)
+    unless ``main_job_model``."""
     limit_train, limit_test = (256, 200) if quick else (None, None)
 
     def task(name: str, config_name: str, dataset, task_epochs: int, drop: tuple[str, ...],
              **layout) -> ImageTask:
-        config = common.load_config(config_name)
-        if name == "mnist" and not main_job_model:
-            config = common.study_config(config)
+        config = (common.main_job_config(short_budget=not main_job_model) if name == "mnist"
+                  else common.load_config(config_name))
         args = pixel_perceiver_args(config, drop=drop, note=name == "mnist")
         if quick:
             args = merge(args, TINY_PERCEIVER)

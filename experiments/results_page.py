@@ -130,44 +130,43 @@ def _recorded_recipe(name: str, data: dict) -> dict | None:
     return meta.get("recipe") if name in ("curve", "ablations") else None
 
 
-def _recipe_now(name: str) -> dict:
-    config = common.load_config("mnist")
-    if name != "curve":
-        config = common.study_config(config)
-    recipe = common.recipe_from_config(config, epochs=1)
-    return {key: getattr(recipe, key) for key in RECIPE_FIELDS}
+def _config_now(name: str) -> dict:
+    """The config the study ``name`` trains the main job's model from today: the main job's
+    own (the curve), or its short-budget form (the permutation study, the ablations)."""
+    return common.main_job_config(short_budget=name != "curve")
 
 
-def _model_args_now(name: str) -> dict:
-    """The model arguments the study ``name`` builds today: the main job's (the curve), or
-    the main job's in the short-budget arrangement (the permutation study, the ablations)."""
-    config = common.load_config("mnist")
-    if name == "curve":
-        return dict(config["model"].get("model_args") or {})
-    return common.study_model_args(config)
+def _arrangement(config: dict) -> str:
+    encoder = config["model"]["model_args"]["encoder"]
+    return (f"{encoder['num_cross_attends']} cross-attends before {encoder['num_blocks']} "
+            f"blocks of {encoder['self_attends_per_block']} self-attends, precision "
+            f"{config['trainer']['precision']}")
 
 
 def model_change_note(name: str, data: dict) -> str:
-    """Where a study of the main job's model ran with other model arguments than it would
-    build today, which ones; for the short-budget studies, how their model differs from the
-    main job's."""
+    """Where a study of the main job's model ran with other model arguments or recipe than
+    it would use today, which ones; for the short-budget studies, how their model differs
+    from the main job's."""
     recorded = _recorded_model_args(name, data)
     if recorded is None:
         return ""
+    config = _config_now(name)
     text = ""
     if name != "curve":
-        text = ("This study trains the main job's Perceiver with 2 cross-attends before 2 "
-                "blocks of 2 self-attends, in float32, for its 15 epochs (`study_config` in "
-                "`experiments/common.py`); the main job has 4 cross-attends before 4 blocks of "
-                "1 and trains in bf16 where it is fast, for 40.\n\n")
+        main_job = common.main_job_config()
+        text = (f"This study trains the main job's Perceiver with {_arrangement(config)} "
+                f"(`main_job_config(short_budget=True)` in `experiments/common.py`); the main "
+                f"job has {_arrangement(main_job)} and trains "
+                f"{main_job['trainer']['max_epochs']} epochs.\n\n")
     then = _leaves(recorded)
-    now = _leaves(_model_args_now(name))
+    now = _leaves(dict(config["model"].get("model_args") or {}))
     changed = [f"`{key}` {then[key]} (now {now[key]})" for key in sorted(then.keys() & now.keys())
                if then[key] != now[key]]
     recipe_then = _recorded_recipe(name, data) or {}
-    recipe_now = _recipe_now(name)
-    changed += [f"`{key}` {recipe_then[key]} (now {recipe_now[key]})" for key in RECIPE_FIELDS
-                if key in recipe_then and recipe_then[key] != recipe_now[key]]
+    recipe_now = common.recipe_from_config(config, epochs=1)
+    changed += [f"`{key}` {recipe_then[key]} (now {getattr(recipe_now, key)})"
+                for key in RECIPE_FIELDS
+                if key in recipe_then and recipe_then[key] != getattr(recipe_now, key)]
     if not changed:
         return text
     return text + ("This study ran with other model arguments or recipe than it uses today: "

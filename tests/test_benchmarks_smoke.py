@@ -90,3 +90,26 @@ def test_quick_perceiver_ar_benchmark(tmp_path):
     assert [(row[0], row[2]) for row in rows] == [(16, "recomputed"), (16, 1), (16, 4),
                                                   (32, "recomputed"), (32, 1), (32, 4)]
     assert all(row[3] > 0 and row[4] > 0 and row[5] > 0 for row in rows)
+
+
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16-native", "no-fast-bf16"])
+def test_compile_section_covers_each_model_call_and_precision(tmp_path, monkeypatch, bf16):
+    """The compile section's machinery, with torch.compile stubbed out (a real compile takes
+    minutes): one row per model, call and precision; bf16 rows only where precision auto
+    would train in bf16, and a note saying why they are missing."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import run as bench
+
+    monkeypatch.setattr(torch, "compile", lambda model: model)
+    monkeypatch.setattr(bench.Run, "bf16_native", lambda self: bf16)
+    run = bench.Run(device="cpu", quick=True, repeats=1, warmup=0, out=tmp_path,
+                    plot=tmp_path / "scaling.png")
+    (table,) = bench.section_compile(run)
+    precisions = ["fp32", "bf16"] if bf16 else ["fp32"]
+    assert [tuple(row[:3]) for row in table.rows] == [
+        (label, call, precision) for label, _, _ in bench.COMPILE_CASES
+        for call in ("forward", "train step") for precision in precisions]
+    assert all(row[3] > 0 and row[4] > 0 for row in table.rows)
+    assert any("bf16 left out" in note for note in table.notes) is not bf16

@@ -3,6 +3,7 @@ steps. The tests check that each experiment writes its files with every row, and
 that cannot be noise: a trained Perceiver gives the same logits on permuted inputs (with
 permuted positions) as on the unpermuted ones. They never assert on accuracy or time."""
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -57,6 +58,8 @@ def test_permutation_quick(tmp_path):
     # the property: same weights, permuted inputs with permuted positions -> same logits
     check = data["extra"]["logit_check"]
     assert check["max_abs_diff"] <= 1e-5
+    # MNIST trains from the short-budget config, digits from its own
+    assert data["meta"]["recipes"]["mnist"]["precision"] == common.SHORT_BUDGET_PRECISION
     assert check["same_predictions"] == 1.0
     # --resume keeps the finished runs, trains nothing again and says where they came from
     resumed = permutation.main([*argv, "--resume"])
@@ -113,6 +116,7 @@ def test_ablations_quick(tmp_path):
     assert {"Fourier (reference)", "learned", "none"} <= {
         label for label, _ in data["meta"]["axes"]["position"]}
     assert [label for label, _ in data["meta"]["axes"]["num_latents"]] == ["4", "8 (reference)"]
+    assert data["meta"]["recipe"]["precision"] == common.SHORT_BUDGET_PRECISION
 
 
 def test_curve_quick(tmp_path):
@@ -121,6 +125,10 @@ def test_curve_quick(tmp_path):
     data = _check_files(paths)
     assert [r["model"] for r in data["runs"]] == ["omniperceiver (main job)",
                                                   "perceiver-pytorch 0.11"]
+    # the main job's own config: its precision auto, resolved as the trainer resolves it
+    from omniperceiver.training.precision import resolve_precision
+
+    assert data["meta"]["recipe"]["precision"] == resolve_precision("auto", accelerator="cpu")
     for run in data["runs"]:
         epochs = [point[0] for point in run["curve"]]
         assert epochs == list(range(1, run["epochs"] + 1))
@@ -137,13 +145,16 @@ def test_results_page_has_every_study():
 
 
 def test_results_page_says_when_a_study_ran_with_another_main_job_model():
-    config = common.load_config("mnist")
+    config = common.main_job_config()
     current = dict(config["model"]["model_args"])
     assert results_page.model_change_note("curve", {"meta": {"perceiver": {
         "model_args": current}}}) == ""
-    same = {"meta": {"model_args": common.study_model_args(config)}}
-    note = results_page.model_change_note("ablations", same)  # only the arrangement it uses
-    assert "study_config" in note and "other model arguments or recipe" not in note
+    short = common.main_job_config(short_budget=True)["model"]["model_args"]
+    note = results_page.model_change_note("ablations", {"meta": {"model_args": short}})
+    # only what the short-budget model is, next to the main job's
+    assert "2 cross-attends before 2 blocks of 2 self-attends, precision 32-true" in note
+    assert "4 cross-attends before 4 blocks of 1 self-attends" in note
+    assert "other model arguments or recipe" not in note
     assert "other model arguments or recipe" in results_page.model_change_note(
         "ablations", {"meta": {"model_args": current}})  # the main job's own arrangement
     latents = current["encoder"]["num_latents"]
@@ -216,17 +227,21 @@ def test_recipe_resolves_auto_precision_as_the_trainer_does():
     assert common.recipe_from_config(fixed, epochs=1).precision == "32-true"
 
 
-def test_each_study_trains_the_model_it_says():
-    """The curve trains exactly the main job's model; the 15-epoch permutation study and
-    the ablations train it in the short-budget arrangement."""
-    from experiments.permutation import mnist_perceiver_args
+def test_short_budget_config_is_the_main_job_in_the_published_arrangement():
+    """The 15-epoch studies' config is the main job's with only the encoder arrangement and
+    the precision changed."""
+    main_job = common.main_job_config()
+    short = common.main_job_config(short_budget=True)
+    encoder = short["model"]["model_args"]["encoder"]
+    assert (encoder["num_cross_attends"], encoder["num_blocks"],
+            encoder["self_attends_per_block"]) == (2, 2, 2)
+    assert short["trainer"]["precision"] == "32-true" != main_job["trainer"]["precision"]
 
-    config = common.load_config("mnist")
-    main_job = {**config["model"]["model_args"], "mode": "pixels"}
-    assert mnist_perceiver_args(main_job_model=True) == main_job
-    study = mnist_perceiver_args()
-    assert study == {**common.study_model_args(config), "mode": "pixels"} != main_job
-    assert study["encoder"]["num_cross_attends"] == 2
-    # and the recipe they were published with
-    assert common.recipe_from_config(common.study_config(config), epochs=1).precision \
-        == "32-true"
+    def rest(config):  # everything else: model, recipe, data, trainer
+        config = copy.deepcopy(config)
+        for key in ("num_cross_attends", "num_blocks", "self_attends_per_block"):
+            del config["model"]["model_args"]["encoder"][key]
+        del config["trainer"]["precision"]
+        return config
+
+    assert rest(short) == rest(main_job)
