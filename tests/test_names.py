@@ -193,16 +193,24 @@ def test_the_upgrade_leaves_todays_model_args_as_they_are():
 
 
 def test_a_preset_whose_defaults_changed_loads_files_of_earlier_releases_as_they_were_built():
-    """mnist-perceiver's default encoder changed in 0.5.0: a 0.4.0 file that left it at its
-    defaults gets the old arrangement back, keywords the file gives still win, and files of
-    0.5.0 and later build today's default."""
-    old = {"num_blocks": 2, "self_attends_per_block": 2, "num_cross_attends": 2}
-    assert upgrade_model_args("mnist-perceiver", {}, "0.4.0") == {"encoder": old}
+    """mnist-perceiver's default encoder changed in 0.5.0 (the arrangement) and in 0.6.0 (the
+    number of latents): a file that left them at their defaults gets the defaults of the
+    release that wrote it back, keywords the file gives still win, and files of 0.6.0 and
+    later build today's default."""
+    arrangement = {"num_blocks": 2, "self_attends_per_block": 2, "num_cross_attends": 2}
+    assert upgrade_model_args("mnist-perceiver", {}, "0.4.0") == {
+        "encoder": {**arrangement, "num_latents": 32}}
+    assert upgrade_model_args("mnist-perceiver", {}, "0.5.0") == {"encoder": {"num_latents": 32}}
     given = {"encoder": {"num_cross_attends": 1, "num_latents": 8}}
     assert upgrade_model_args("mnist-perceiver", given, "0.4.0") == {
-        "encoder": {**old, "num_cross_attends": 1, "num_latents": 8}}
-    assert upgrade_model_args("mnist-perceiver", {}, "0.5.0") == {}
+        "encoder": {**arrangement, "num_cross_attends": 1, "num_latents": 8}}
+    assert upgrade_model_args("mnist-perceiver", given, "0.5.0") == given
+    assert upgrade_model_args("mnist-perceiver", {}, "0.6.0") == {}
     assert upgrade_model_args("image-perceiver", {}, "0.4.0") == {}
     built = create_model("mnist-perceiver", **upgrade_model_args("mnist-perceiver", {}, "0.4.0"))
     assert len(built.encoder.cross_schedule) == 2 and len(built.encoder.block_schedule) == 2
-    assert len(create_model("mnist-perceiver").encoder.cross_schedule) == 4
+    assert built.encoder.latents.shape[0] == 32
+    built = create_model("mnist-perceiver", **upgrade_model_args("mnist-perceiver", {}, "0.5.0"))
+    assert len(built.encoder.cross_schedule) == 4 and built.encoder.latents.shape[0] == 32
+    today = create_model("mnist-perceiver")
+    assert len(today.encoder.cross_schedule) == 4 and today.encoder.latents.shape[0] == 16

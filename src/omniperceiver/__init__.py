@@ -36,7 +36,7 @@ from .position import (
 from .registry import create_model, describe_model, list_models, register_model
 from .resampler import PerceiverResampler
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "AdapterOutput", "GridAdapter", "InputAdapter", "AttentionLayer", "AttentionSpec", "attend",

@@ -56,12 +56,12 @@ CLASSIFIER_ENCODER: dict[str, Any] = dict(
 #: decodes with one learned query (Perceiver IO) through a cross-attend of these fields.
 CLASSIFIER_DECODER: dict[str, Any] = dict(pooling="mean", heads=1)
 
-#: The main job's encoder: 32 x 128 latents, 4 cross-attends interleaved with 4 blocks of one
+#: The main job's encoder: 16 x 128 latents, 4 cross-attends interleaved with 4 blocks of one
 #: self-attend (the Perceiver's arrangement: the latents go back to the inputs before each
 #: block; all cross-attends after the first share weights, the blocks share one set),
 #: feed-forwards 4 wide, latents initialised with perceiver-pytorch's std 1.
 MNIST_ENCODER: dict[str, Any] = merge(CLASSIFIER_ENCODER, dict(
-    num_latents=32, num_blocks=4, self_attends_per_block=1, num_cross_attends=4,
+    num_latents=16, num_blocks=4, self_attends_per_block=1, num_cross_attends=4,
     latent_init_std=1.0, cross_attend=dict(widening_factor=4),
     self_attend=dict(widening_factor=4)))
 
@@ -132,7 +132,7 @@ def image_perceiver(*, num_classes: int = 10, image_shape: int | Sequence[int] =
 
 
 @register_model("mnist-perceiver", "28x28 greyscale digits as 784 raw pixels with 2D Fourier "
-                "features (16 bands), 32x128 latents, 4 cross-attends interleaved with 4 "
+                "features (16 bands), 16x128 latents, 4 cross-attends interleaved with 4 "
                 "self-attends (~0.52M parameters): the main job; mode='conv' reads Perceiver "
                 "IO's conv stem instead")
 def mnist_perceiver(*, num_classes: int = 10, image_shape: int | Sequence[int] = (28, 28),

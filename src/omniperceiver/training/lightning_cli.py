@@ -70,7 +70,7 @@ from .run_folder import check_run_folder
 #: Trainer settings of the default (MNIST) recipe; configs/mnist.yaml spells them out.
 TRAINER_DEFAULTS: dict[str, Any] = {
     "default_root_dir": "runs/mnist",
-    "max_epochs": 40,
+    "max_epochs": 70,
     "precision": "auto",
     "gradient_clip_val": 1.0,
     "log_every_n_steps": 10,
