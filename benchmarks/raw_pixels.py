@@ -1,7 +1,7 @@
 """Training on raw pixels on a CPU: the cross-attend kernel and the main job's step.
 
 * Cross-attend kernel: latents attend to raw inputs whose keys and values need no gradient
-  (the main job's first layer: batch 64, 32 latents, 784 pixels of 67 channels; the seed
+  (the main job's first layer: batch 64, 16 latents, 784 pixels of 67 channels; the seed
   model's: one 224x224 image, 256 latents, 50,176 pixels of 29 channels; one in between).
   PyTorch's fused CPU kernel computes key and value gradients in its backward anyway;
   ``omniperceiver.kernels.attend`` builds the scores explicitly while they are small
@@ -61,8 +61,11 @@ def run_raw_pixels(run) -> list[Table]:
                    "(forward + backward; keys and values need no gradient)",
                    ["case", "batch x latents", "inputs x channels", "precision", "scores MiB",
                     "fused ms", "explicit scores ms", "explicit speed-up", "attend's route"])
+    from omniperceiver.models.classifiers import MNIST_ENCODER
+
     cases = ([("tiny", 8, 8, 64, 67)] if quick else
-             [("main job", 64, 32, 784, 67), ("a 112x112 image", 1, 256, 12544, 29),
+             [("main job", 64, MNIST_ENCODER["num_latents"], 784, 67),
+              ("a 112x112 image", 1, 256, 12544, 29),
               ("seed model, 224x224", 1, 256, 50176, 29)])
     for name, batch, latents, inputs, channels in cases:
         context = torch.randn(batch, 1, inputs, channels)

@@ -138,7 +138,8 @@ def _config_now(name: str) -> dict:
 
 def _arrangement(config: dict) -> str:
     encoder = config["model"]["model_args"]["encoder"]
-    return (f"{encoder['num_cross_attends']} cross-attends before {encoder['num_blocks']} "
+    return (f"{encoder['num_latents']} latents, {encoder['num_cross_attends']} cross-attends "
+            f"before {encoder['num_blocks']} "
             f"blocks of {encoder['self_attends_per_block']} self-attends, precision "
             f"{config['trainer']['precision']}")
 

@@ -1,12 +1,17 @@
-"""The machine description every benchmark and result file carries."""
+"""The machine description every benchmark and result file carries, and the CPU-load check
+that picks how the CLI's OpenMP threads wait."""
 
 from __future__ import annotations
 
 import subprocess
+import threading
+from pathlib import Path
 
+import pytest
 import torch
 
 from omniperceiver import machine
+from omniperceiver.cli import openmp_waits_passive
 
 
 def test_machine_info_names_the_cpu_and_its_capability():
@@ -44,3 +49,34 @@ def test_source_commit_is_the_checkouts_head_and_says_when_it_is_dirty(monkeypat
 
     monkeypatch.setattr(subprocess, "run", missing)
     assert machine.source_commit() is None
+
+
+def test_busy_cpus_sees_a_busy_core():
+    """A thread of this process spinning for the whole interval shows as about one busy CPU
+    (Linux; elsewhere the load average stands in)."""
+    if not Path("/proc/stat").exists():
+        pytest.skip("reads /proc/stat")
+    idle = machine.busy_cpus(0.2)
+    assert idle is not None and idle[1] >= 1 and 0 <= idle[0] <= idle[1] + 1e-9
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        busy = machine.busy_cpus(0.3)
+    finally:
+        stop.set()
+        thread.join()
+    assert busy is not None and busy[0] >= 0.6
+
+
+def test_openmp_threads_spin_only_where_each_has_a_free_cpu():
+    assert not openmp_waits_passive((0.1, 2), threads=2)
+    assert openmp_waits_passive((1.0, 2), threads=2)  # another job holds a core
+    assert not openmp_waits_passive((1.0, 4), threads=2)
+    assert openmp_waits_passive((0.0, 2), threads=4)  # more threads than CPUs
+    assert openmp_waits_passive(None, threads=1)  # unknown: passive, the safe choice

@@ -102,17 +102,38 @@ def report_user_errors(prog: str, run: Callable[[], int | None], *,
         return 1
 
 
+def openmp_waits_passive(busy: tuple[float, int] | None, threads: int) -> bool:
+    """Whether PyTorch's ``threads`` OpenMP threads should wait passively (sleep) rather than
+    spin, given ``busy`` = (CPUs' worth of time other processes are using, CPUs) or None
+    (unknown): passive unless every thread has a free CPU (half a CPU's use by others is
+    tolerated)."""
+    if busy is None:
+        return True
+    used, cpus = busy
+    return cpus - used < threads - 0.5
+
+
 def _restart_with_passive_openmp_waits() -> None:
-    """Re-run this command with ``OMP_WAIT_POLICY=PASSIVE`` unless the variable is set.
+    """Re-run this command with ``OMP_WAIT_POLICY=PASSIVE`` when other processes are using
+    the CPUs PyTorch's threads would need, unless the variable is set.
 
     PyTorch's CPU kernels run on OpenMP threads that, by default, spin while they wait for each
-    other. When other processes share the cores, a spinning thread holds a core that the
-    thread it waits for needs, and a training step can take many times longer
-    (``scripts/step_time.py`` compares the two policies). OpenMP reads the variable when
-    PyTorch is loaded, which has happened by now, hence the re-run (same process id, same
-    arguments). Set ``OMP_WAIT_POLICY`` yourself to opt out.
+    other. On free cores that is the fastest way to wait (on the 2-core EPYC the main job's
+    step took 1.4-2x longer with passive waits). When other processes share the cores, a
+    spinning thread holds a core that the thread it waits for needs, and a step takes about
+    twice as long as with passive waits (``scripts/step_time.py`` compares the two). So the
+    command looks at the CPUs for 0.2 s (:func:`~omniperceiver.machine.busy_cpus`) and waits
+    passively if they are busy. OpenMP reads the variable when PyTorch is loaded, which has
+    happened by now, hence the re-run (same process id, same arguments). Set
+    ``OMP_WAIT_POLICY`` yourself to choose.
     """
     if "OMP_WAIT_POLICY" in os.environ:
+        return
+    import torch
+
+    from .machine import busy_cpus
+
+    if not openmp_waits_passive(busy_cpus(), torch.get_num_threads()):
         return
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     sys.stdout.flush()

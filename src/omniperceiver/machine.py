@@ -1,4 +1,5 @@
-"""The machine a measurement ran on, for the provenance of every benchmark and result file.
+"""The machine a measurement ran on, for the provenance of every benchmark and result file,
+and how busy its CPUs are right now (:func:`busy_cpus`).
 
 CPUs that look alike differ by orders of magnitude in bf16 speed (see
 :mod:`omniperceiver.training.precision`), so a timing means little without the CPU's model
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -70,4 +72,31 @@ def machine_info() -> dict:
     return info
 
 
-__all__ = ["cpu_model", "machine_info", "source_commit"]
+def _cpu_times() -> tuple[int, int, int]:
+    """(CPUs, total jiffies, idle jiffies) of all CPUs, from Linux's /proc/stat."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    values = [int(v) for v in lines[0].split()[1:9]]  # user .. steal; guest time is in user
+    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    return cpus, sum(values), values[3] + values[4]  # idle + iowait
+
+
+def busy_cpus(interval: float = 0.2) -> tuple[float, int] | None:
+    """(how many CPUs' worth of time was spent running during the next ``interval`` seconds,
+    the number of CPUs): e.g. (1.0, 2) while another process keeps one of two cores busy.
+    Linux reads /proc/stat over the interval; elsewhere the 1-minute load average stands in;
+    None where neither exists."""
+    try:
+        cpus, total, idle = _cpu_times()
+        time.sleep(interval)
+        _, total_after, idle_after = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        if hasattr(os, "getloadavg") and os.cpu_count():
+            return os.getloadavg()[0], os.cpu_count()
+        return None
+    elapsed = total_after - total
+    if elapsed <= 0 or cpus < 1:
+        return None
+    return cpus * (1 - (idle_after - idle) / elapsed), cpus
+
+
+__all__ = ["busy_cpus", "cpu_model", "machine_info", "source_commit"]
