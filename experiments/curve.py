@@ -1,6 +1,6 @@
 """The main job's accuracy against training time, beside perceiver-pytorch on the same pixels.
 
-    python -m experiments.curve [--quick] [--epochs 60] [--peer-epochs 25]
+    python -m experiments.curve [--quick] [--epochs 70] [--peer-epochs 25]
 
 Trains the main job's Perceiver (``configs/mnist.yaml``: its model, recipe and augmentation)
 for ``--epochs`` epochs, testing on the 1,000 held-out digits after every epoch, and
@@ -114,7 +114,8 @@ def chart(log: common.RunLog, path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = common.base_parser(__doc__.split("\n\n")[0], epochs=60, seeds=(0,))
+    parser = common.base_parser(__doc__.split("\n\n")[0], seeds=(0,),
+                                epochs=common.main_job_config()["trainer"]["max_epochs"])
     parser.add_argument("--peer-epochs", type=int, default=25,
                         help="perceiver-pytorch's epochs (default 25; 0 leaves it out)")
     args = common.parse(parser, argv)
