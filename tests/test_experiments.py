@@ -228,18 +228,19 @@ def test_recipe_resolves_auto_precision_as_the_trainer_does():
 
 
 def test_short_budget_config_is_the_main_job_in_the_published_arrangement():
-    """The 15-epoch studies' config is the main job's with only the encoder arrangement and
-    the precision changed."""
+    """The 15-epoch studies' config is the main job's with only the encoder (32 latents, the
+    arrangement) and the precision changed."""
     main_job = common.main_job_config()
     short = common.main_job_config(short_budget=True)
     encoder = short["model"]["model_args"]["encoder"]
-    assert (encoder["num_cross_attends"], encoder["num_blocks"],
-            encoder["self_attends_per_block"]) == (2, 2, 2)
+    assert (encoder["num_latents"], encoder["num_cross_attends"], encoder["num_blocks"],
+            encoder["self_attends_per_block"]) == (32, 2, 2, 2)
+    assert main_job["model"]["model_args"]["encoder"]["num_latents"] == 16
     assert short["trainer"]["precision"] == "32-true" != main_job["trainer"]["precision"]
 
     def rest(config):  # everything else: model, recipe, data, trainer
         config = copy.deepcopy(config)
-        for key in ("num_cross_attends", "num_blocks", "self_attends_per_block"):
+        for key in ("num_latents", "num_cross_attends", "num_blocks", "self_attends_per_block"):
             del config["model"]["model_args"]["encoder"][key]
         del config["trainer"]["precision"]
         return config
