@@ -7,7 +7,7 @@
     omniperceiver predict CHECKPOINT_OR_MODEL_DIR FILE [FILE ...] [--top_k 3]
     omniperceiver predict --config CONFIG --ckpt_path CHECKPOINT
         --data.init_args.predict_files [FILE,...]
-    omniperceiver plot-attention CHECKPOINT_OR_MODEL_DIR FILE [--latents 0 8 16] [--output PNG]
+    omniperceiver plot-attention CHECKPOINT_OR_MODEL_DIR FILE [--latents 0 5 10] [--output PNG]
     omniperceiver generate MODEL_DIR --prompt TEXT [--max-new-tokens 200] [--temperature 0.8]
     omniperceiver list-models
     omniperceiver convert ...   (omniperceiver.convert.cli)
