@@ -118,14 +118,14 @@ def _restart_with_passive_openmp_waits() -> None:
     the CPUs PyTorch's threads would need, unless the variable is set.
 
     PyTorch's CPU kernels run on OpenMP threads that, by default, spin while they wait for each
-    other. On free cores that is the fastest way to wait (on the 2-core EPYC the main job's
-    step took 1.4-2x longer with passive waits). When other processes share the cores, a
-    spinning thread holds a core that the thread it waits for needs, and a step takes about
-    twice as long as with passive waits (``scripts/step_time.py`` compares the two). So the
+    other. On free cores that is the fastest way to wait; when other processes share the cores,
+    a spinning thread holds a core that the thread it waits for needs, and a step takes about
+    twice as long as with passive waits (``benchmarks/openmp_waits.py`` measures both). So the
     command looks at the CPUs for 0.2 s (:func:`~omniperceiver.machine.busy_cpus`) and waits
-    passively if they are busy. OpenMP reads the variable when PyTorch is loaded, which has
-    happened by now, hence the re-run (same process id, same arguments). Set
-    ``OMP_WAIT_POLICY`` yourself to choose.
+    passively if they are busy. The look is taken once: jobs started together each see free
+    cores, and a job started later does not make a running one change. OpenMP reads the
+    variable when PyTorch is loaded, which has happened by now, hence the re-run (same process
+    id, same arguments). Set ``OMP_WAIT_POLICY`` yourself to choose.
     """
     if "OMP_WAIT_POLICY" in os.environ:
         return
