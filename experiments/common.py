@@ -62,25 +62,10 @@ def load_config(name: str) -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
-#: The permutation study and the ablations (15 epochs each) train the main job's Perceiver and
-#: recipe as they were published: the encoder with 2 cross-attends before 2 blocks of 2
-#: self-attends of 32 latents, in float32. The main job itself (70 epochs) has 16 latents, 4
-#: cross-attends before 4 blocks of 1 and precision auto.
-SHORT_BUDGET_ENCODER: dict[str, int] = dict(num_latents=32, num_blocks=2,
-                                            self_attends_per_block=2, num_cross_attends=2)
-SHORT_BUDGET_PRECISION = "32-true"
-
-
-def main_job_config(*, short_budget: bool = False) -> dict[str, Any]:
-    """``configs/mnist.yaml`` as a dict; with ``short_budget``, as the 15-epoch studies train
-    it: :data:`SHORT_BUDGET_ENCODER` merged into its encoder, :data:`SHORT_BUDGET_PRECISION`."""
-    config = load_config("mnist")
-    if not short_budget:
-        return config
-    from omniperceiver.config import merge
-
-    return merge(config, {"model": {"model_args": {"encoder": SHORT_BUDGET_ENCODER}},
-                          "trainer": {"precision": SHORT_BUDGET_PRECISION}})
+def main_job_config() -> dict[str, Any]:
+    """``configs/mnist.yaml`` as a dict: the main job's model and recipe, which the curve
+    trains for its epochs and the permutation study and the ablations for 15."""
+    return load_config("mnist")
 
 
 def recipe_from_config(config: dict[str, Any], *, epochs: int, **overrides) -> Recipe:

@@ -48,7 +48,7 @@ def peer_model(*, quick: bool) -> nn.Module:
 
 def run(args) -> common.RunLog:
     (task,) = [t for t in image_tasks(epochs=args.epochs, digits_epochs=1, quick=args.quick,
-                                      permutation_seed=0, main_job_model=True)
+                                      permutation_seed=0)
                if t.name == "mnist"]
     meta = common.provenance(NAME, args.argv)
     meta.update(quick=args.quick, recipe=asdict(task.recipe),

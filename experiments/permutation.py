@@ -5,8 +5,8 @@
 Three models of similar size (parameter counts within 2x, printed and recorded):
 
 * the raw-pixel Perceiver, the main job's (``configs/mnist.yaml``: ``create_model(model.model,
-  **model.model_args)``) as ``common.main_job_config(short_budget=True)`` gives it for the 15
-  epochs (2 cross-attends before 2 blocks of 2 self-attends, float32); on permuted data it gets
+  **model.model_args)``: 16 latents, 4 cross-attends before 4 blocks of 1 self-attend,
+  precision auto), trained for 15 epochs instead of the main job's 70; on permuted data it gets
   ``permutation_seed``, so every pixel carries the Fourier features of its original position
   (the paper's permuted-ImageNet setting);
 * a ResNet-style CNN (stride-2 stem on MNIST, so an epoch takes seconds) and a ViT on 4x4
@@ -103,18 +103,15 @@ def pixel_perceiver_args(config: dict[str, Any], *, drop: Sequence[str] = (),
     return args
 
 
-def image_tasks(*, epochs: int, digits_epochs: int, quick: bool, permutation_seed: int,
-                main_job_model: bool = False) -> list[ImageTask]:
+def image_tasks(*, epochs: int, digits_epochs: int, quick: bool,
+                permutation_seed: int) -> list[ImageTask]:
     """MNIST (main job: ``configs/mnist.yaml``) and scikit-learn's digits
-    (``configs/digits.yaml``), their recipes and the Perceiver each config builds; on MNIST
-    as the short-budget studies train it (``common.main_job_config(short_budget=True)``)
-    unless ``main_job_model``."""
+    (``configs/digits.yaml``), their recipes and the Perceiver each config builds."""
     limit_train, limit_test = (256, 200) if quick else (None, None)
 
     def task(name: str, config_name: str, dataset, task_epochs: int, drop: tuple[str, ...],
              **layout) -> ImageTask:
-        config = (common.main_job_config(short_budget=not main_job_model) if name == "mnist"
-                  else common.load_config(config_name))
+        config = common.load_config(config_name)
         args = pixel_perceiver_args(config, drop=drop, note=name == "mnist")
         if quick:
             args = merge(args, TINY_PERCEIVER)

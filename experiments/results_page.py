@@ -130,35 +130,13 @@ def _recorded_recipe(name: str, data: dict) -> dict | None:
     return meta.get("recipe") if name in ("curve", "ablations") else None
 
 
-def _config_now(name: str) -> dict:
-    """The config the study ``name`` trains the main job's model from today: the main job's
-    own (the curve), or its short-budget form (the permutation study, the ablations)."""
-    return common.main_job_config(short_budget=name != "curve")
-
-
-def _arrangement(config: dict) -> str:
-    encoder = config["model"]["model_args"]["encoder"]
-    return (f"{encoder['num_latents']} latents, {encoder['num_cross_attends']} cross-attends "
-            f"before {encoder['num_blocks']} "
-            f"blocks of {encoder['self_attends_per_block']} self-attends, precision "
-            f"{config['trainer']['precision']}")
-
-
 def model_change_note(name: str, data: dict) -> str:
     """Where a study of the main job's model ran with other model arguments or recipe than
-    it would use today, which ones; for the short-budget studies, how their model differs
-    from the main job's."""
+    it would use today, which ones."""
     recorded = _recorded_model_args(name, data)
     if recorded is None:
         return ""
-    config = _config_now(name)
-    text = ""
-    if name != "curve":
-        main_job = common.main_job_config()
-        text = (f"This study trains the main job's Perceiver with {_arrangement(config)} "
-                f"(`main_job_config(short_budget=True)` in `experiments/common.py`); the main "
-                f"job has {_arrangement(main_job)} and trains "
-                f"{main_job['trainer']['max_epochs']} epochs.\n\n")
+    config = common.main_job_config()
     then = _leaves(recorded)
     now = _leaves(dict(config["model"].get("model_args") or {}))
     changed = [f"`{key}` {then[key]} (now {now[key]})" for key in sorted(then.keys() & now.keys())
@@ -169,9 +147,9 @@ def model_change_note(name: str, data: dict) -> str:
                 for key in RECIPE_FIELDS
                 if key in recipe_then and recipe_then[key] != getattr(recipe_now, key)]
     if not changed:
-        return text
-    return text + ("This study ran with other model arguments or recipe than it uses today: "
-                   + ", ".join(changed) + ".\n\n")
+        return ""
+    return ("This study ran with other model arguments or recipe than it uses today: "
+            + ", ".join(changed) + ".\n\n")
 
 
 def ablation_summary(data: dict, permutation: dict | None) -> str:

@@ -3,7 +3,6 @@ steps. The tests check that each experiment writes its files with every row, and
 that cannot be noise: a trained Perceiver gives the same logits on permuted inputs (with
 permuted positions) as on the unpermuted ones. They never assert on accuracy or time."""
 
-import copy
 import json
 import sys
 from pathlib import Path
@@ -59,7 +58,8 @@ def test_permutation_quick(tmp_path):
     check = data["extra"]["logit_check"]
     assert check["max_abs_diff"] <= 1e-5
     # MNIST trains from the short-budget config, digits from its own
-    assert data["meta"]["recipes"]["mnist"]["precision"] == common.SHORT_BUDGET_PRECISION
+    assert data["meta"]["recipes"]["mnist"]["precision"] == common.recipe_from_config(
+        common.main_job_config(), epochs=1).precision
     assert check["same_predictions"] == 1.0
     # --resume keeps the finished runs, trains nothing again and says where they came from
     resumed = permutation.main([*argv, "--resume"])
@@ -116,7 +116,8 @@ def test_ablations_quick(tmp_path):
     assert {"Fourier (reference)", "learned", "none"} <= {
         label for label, _ in data["meta"]["axes"]["position"]}
     assert [label for label, _ in data["meta"]["axes"]["num_latents"]] == ["4", "8 (reference)"]
-    assert data["meta"]["recipe"]["precision"] == common.SHORT_BUDGET_PRECISION
+    assert data["meta"]["recipe"]["precision"] == common.recipe_from_config(
+        common.main_job_config(), epochs=1).precision
 
 
 def test_curve_quick(tmp_path):
@@ -149,14 +150,6 @@ def test_results_page_says_when_a_study_ran_with_another_main_job_model():
     current = dict(config["model"]["model_args"])
     assert results_page.model_change_note("curve", {"meta": {"perceiver": {
         "model_args": current}}}) == ""
-    short = common.main_job_config(short_budget=True)["model"]["model_args"]
-    note = results_page.model_change_note("ablations", {"meta": {"model_args": short}})
-    # only what the short-budget model is, next to the main job's
-    assert "2 cross-attends before 2 blocks of 2 self-attends, precision 32-true" in note
-    assert "4 cross-attends before 4 blocks of 1 self-attends" in note
-    assert "other model arguments or recipe" not in note
-    assert "other model arguments or recipe" in results_page.model_change_note(
-        "ablations", {"meta": {"model_args": current}})  # the main job's own arrangement
     latents = current["encoder"]["num_latents"]
     older = {"meta": {"perceiver": {"model_args": {**current, "num_latents": latents + 1}}}}
     note = results_page.model_change_note("curve", older)
@@ -226,23 +219,3 @@ def test_recipe_resolves_auto_precision_as_the_trainer_does():
     fixed = {**config, "trainer": {**config["trainer"], "precision": "32-true"}}
     assert common.recipe_from_config(fixed, epochs=1).precision == "32-true"
 
-
-def test_short_budget_config_is_the_main_job_in_the_published_arrangement():
-    """The 15-epoch studies' config is the main job's with only the encoder (32 latents, the
-    arrangement) and the precision changed."""
-    main_job = common.main_job_config()
-    short = common.main_job_config(short_budget=True)
-    encoder = short["model"]["model_args"]["encoder"]
-    assert (encoder["num_latents"], encoder["num_cross_attends"], encoder["num_blocks"],
-            encoder["self_attends_per_block"]) == (32, 2, 2, 2)
-    assert main_job["model"]["model_args"]["encoder"]["num_latents"] == 16
-    assert short["trainer"]["precision"] == "32-true" != main_job["trainer"]["precision"]
-
-    def rest(config):  # everything else: model, recipe, data, trainer
-        config = copy.deepcopy(config)
-        for key in ("num_latents", "num_cross_attends", "num_blocks", "self_attends_per_block"):
-            del config["model"]["model_args"]["encoder"][key]
-        del config["trainer"]["precision"]
-        return config
-
-    assert rest(short) == rest(main_job)
