@@ -180,6 +180,37 @@ def ablation_summary(data: dict, permutation: dict | None) -> str:
     return text
 
 
+#: The full suite's budget on the 2-core CPU (issue: at most 2 hours).
+SUITE_BUDGET_MINUTES = 120
+
+
+def suite_time_section() -> str:
+    """How long each study's published run took (its ``wall_seconds``, threads and the load
+    recorded with it) and the sum, against the suite's budget."""
+    rows, total = [], 0.0
+    for name, _ in STUDIES:
+        data = _load(name)
+        if data is None or "wall_seconds" not in data.get("meta", {}):
+            return ""
+        meta = data["meta"]
+        minutes = meta["wall_seconds"] / 60
+        total += minutes
+        resumed = " (resumed: the last part only)" if "resumed_from" in meta else ""
+        load = meta.get("load_average")
+        rows.append([f"`{meta['command']}`", f"{minutes:.1f}{resumed}",
+                     meta.get("torch_threads", "?"),
+                     f"{load[0]:.2f}" if load else "not recorded",
+                     f"`{meta['git_commit'][:10]}`, {meta['date'][:10]}"])
+    verdict = "within" if total <= SUITE_BUDGET_MINUTES else "over"
+    return ("## Time of the full suite\n\n"
+            f"Each study's published run, as recorded in its result file (`wall_seconds`; the "
+            f"load average when it started shows whether other work shared the 2 cores): "
+            f"**{total:.0f} minutes in all**, {verdict} the budget of "
+            f"{SUITE_BUDGET_MINUTES} minutes.\n\n"
+            + common.markdown_table(["command", "minutes", "torch threads",
+                                     "load at start (1 min)", "commit, date"], rows) + "\n")
+
+
 def build() -> str:
     text = ("# Results\n\n"
             "Every table below is copied from a result file in the repository, written by the "
@@ -205,7 +236,7 @@ def build() -> str:
         if png.exists():
             text += f"![{name}](../experiments/results/{name}.png)\n\n"
         text += _demote(md.read_text().split("\n", 1)[1]) + "\n"
-    return text
+    return text + suite_time_section()
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -219,3 +219,26 @@ def test_recipe_resolves_auto_precision_as_the_trainer_does():
     fixed = {**config, "trainer": {**config["trainer"], "precision": "32-true"}}
     assert common.recipe_from_config(fixed, epochs=1).precision == "32-true"
 
+
+
+def test_results_page_sums_the_suite_time_against_its_budget(tmp_path, monkeypatch):
+    """The suite's time is the sum of each study's recorded wall time; a study without a
+    result file leaves the section out (no partial sum)."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    assert results_page.suite_time_section() == ""
+    minutes = {"curve": 10, "permutation": 40, "ablations": 50, "modalities": 30}
+    for name, m in minutes.items():
+        meta = {"command": f"python -m experiments.{name}", "wall_seconds": 60 * m,
+                "torch_threads": 2, "git_commit": "0123456789abcdef", "date": "2026-12-02T00:00",
+                **({"load_average": [0.5, 0.4, 0.3]} if name != "modalities" else {})}
+        (tmp_path / f"{name}.json").write_text(json.dumps({"meta": meta, "runs": []}))
+    section = results_page.suite_time_section()
+    assert "**130 minutes in all**, over the budget of 120 minutes" in section
+    assert "| `python -m experiments.ablations` | 50.0 | 2 | 0.50 |" in section
+    assert "| `python -m experiments.modalities` | 30.0 | 2 | not recorded |" in section
+    (tmp_path / "ablations.json").write_text(json.dumps({"meta": {
+        "command": "python -m experiments.ablations", "wall_seconds": 60 * 30,
+        "git_commit": "0123456789", "date": "2026-12-02", "resumed_from": {}}, "runs": []}))
+    section = results_page.suite_time_section()
+    assert "**110 minutes in all**, within the budget" in section
+    assert "30.0 (resumed: the last part only)" in section
