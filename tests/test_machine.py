@@ -32,17 +32,30 @@ def test_cpu_model_without_lscpu(monkeypatch):
     assert isinstance(name, str) and name
 
 
-def test_source_commit_is_the_checkouts_head_and_says_when_it_is_dirty(monkeypatch):
-    root = machine.Path(machine.__file__).resolve().parents[2]
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                          text=True)
-    commit = machine.source_commit()
-    if head.returncode != 0:  # not a git checkout: nothing to name
-        assert commit is None
-        return
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True).stdout.strip()
-    assert commit == head.stdout.strip() + ("-dirty" if dirty else "")
+def test_source_commit_is_head_and_dirty_only_when_source_changed(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    (tmp_path / "model.py").write_text("x = 1\n")
+    (tmp_path / "experiments" / "results" / "study.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
+                          text=True).stdout.strip()
+    assert machine.source_commit(tmp_path) == head
+    # a study rewriting its result file leaves the source clean; an untracked file too
+    (tmp_path / "experiments" / "results" / "study.json").write_text('{"runs": []}\n')
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert machine.source_commit(tmp_path) == head
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert machine.source_commit(tmp_path) == head + "-dirty"
+    # from a folder of the checkout: the whole checkout, results still left out
+    assert machine.source_commit(tmp_path / "experiments") == head + "-dirty"
+    (tmp_path / "model.py").write_text("x = 1\n")
+    assert machine.source_commit(tmp_path / "experiments") == head
+    assert machine.source_commit(tmp_path.parent / "elsewhere-not-a-repo") is None
 
     def missing(*args, **kwargs):
         raise FileNotFoundError("git")

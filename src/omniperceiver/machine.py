@@ -35,10 +35,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def source_commit() -> str | None:
-    """The git commit of the source tree this package runs from, with ``-dirty`` appended when
-    tracked files differ from it; None when it is not a git checkout (an installed wheel)."""
-    root = Path(__file__).resolve().parents[2]
+#: Folders whose files are a run's outputs, not its source: a study that rewrites its result
+#: file, or the one before it in a suite, leaves the source it ran from clean.
+RESULT_FOLDERS = ("benchmarks/results", "experiments/results", "docs/results.md")
+
+
+def source_commit(root: Path | None = None) -> str | None:
+    """The git commit of the source tree this package runs from (or ``root``), with
+    ``-dirty`` appended when tracked files other than results (:data:`RESULT_FOLDERS`) differ
+    from it; None when it is not a git checkout (an installed wheel)."""
+    root = Path(__file__).resolve().parents[2] if root is None else root
 
     def git(*args: str) -> str | None:
         try:
@@ -51,7 +57,9 @@ def source_commit() -> str | None:
     commit = git("rev-parse", "HEAD")
     if not commit:
         return None
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/",
+                  *(f":(top,exclude){folder}" for folder in RESULT_FOLDERS))
+    return commit + ("-dirty" if changed else "")
 
 
 def machine_info() -> dict:
