@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from omniperceiver.adapters.audio import LogMelSpectrogram
 from omniperceiver.adapters.patches import space_to_depth
+from omniperceiver.kernels import attend
 
 # --- images: ResNet-style CNN -----------------------------------------------------------------
 
@@ -85,7 +86,10 @@ class ResNet(nn.Module):
 
 class TransformerBlock(nn.Module):
     """Pre-norm Transformer layer: norm -> self-attention -> residual, norm -> MLP ->
-    residual. (batch, tokens, dim) -> same."""
+    residual. (batch, tokens, dim) -> same. The attention is the package's
+    (:func:`omniperceiver.kernels.attend`), so the ViT gets the same CPU kernel choices as
+    the Perceiver it is compared with (under bf16 autocast PyTorch's fused backward takes
+    over half of a ViT step)."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: int = 2):
         super().__init__()
@@ -101,7 +105,7 @@ class TransformerBlock(nn.Module):
         batch, tokens, dim = x.shape
         qkv = self.qkv(self.norm1(x)).view(batch, tokens, 3, self.heads, dim // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, tokens, dim / heads)
-        h = F.scaled_dot_product_attention(q, k, v)
+        h = attend(q, k, v)
         x = x + self.proj(h.transpose(1, 2).reshape(batch, tokens, dim))
         return x + self.mlp(self.norm2(x))
 

@@ -242,3 +242,29 @@ def test_results_page_sums_the_suite_time_against_its_budget(tmp_path, monkeypat
     section = results_page.suite_time_section()
     assert "**110 minutes in all**, within the budget" in section
     assert "30.0 (resumed: the last part only)" in section
+
+
+def test_suite_quick_runs_every_study_and_the_page_reports_its_time(tmp_path, monkeypatch):
+    """``python -m experiments.suite --quick``: every study's files, each study's exit status
+    and time in suite.json; the results page then takes the suite's wall time."""
+    from experiments import suite
+
+    result = suite.main(["--quick", "--out", str(tmp_path)])
+    names = [name for name, _ in results_page.STUDIES]
+    assert sorted(result["studies"]) == sorted(names)
+    for name in names:
+        assert result["studies"][name]["returncode"] == 0, (tmp_path / f"{name}.log").read_text()
+        assert (tmp_path / f"{name}.json").is_file() and (tmp_path / f"{name}.log").is_file()
+    saved = json.loads((tmp_path / "suite.json").read_text())
+    assert saved["meta"]["wall_seconds"] >= saved["meta"]["lanes_wall_seconds"] > 0
+    assert saved["meta"]["wall_seconds"] >= max(r["wall_seconds"]
+                                                for r in saved["studies"].values())
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    # quick: the studies ran, but the suite record is not a full run: the sum of theirs
+    assert "minutes in all" in results_page.suite_time_section()
+    saved["meta"]["quick"] = False
+    saved["meta"]["wall_seconds"] = 100 * 60
+    (tmp_path / "suite.json").write_text(json.dumps(saved))
+    section = results_page.suite_time_section()
+    assert "**100 minutes in all**, within the budget of 120 minutes" in section
+    assert "| lane 1 |" in section and "| alone |" in section
