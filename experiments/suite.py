@@ -58,7 +58,8 @@ def study_command(name: str, *, threads: int, quick: bool, resume: bool,
 def run_study(name: str, command: list[str], log_path: Path, record: dict[str, Any]) -> None:
     """Run one study, its output to ``log_path``; ``record[name]`` gets its command, exit
     status and wall time."""
-    env = dict(os.environ, OMP_NUM_THREADS=command[command.index("--threads") + 1])
+    env = dict(os.environ, OMP_NUM_THREADS=command[command.index("--threads") + 1],
+               PYTHONUNBUFFERED="1")  # the log follows the study as it goes
     start = time.perf_counter()
     with open(log_path, "w") as log:
         status = subprocess.run(command, cwd=common.ROOT, stdout=log, stderr=subprocess.STDOUT,
