@@ -177,7 +177,30 @@ def ablation_summary(data: dict, permutation: dict | None) -> str:
                 changes.append(f"{axis} {label}: {100 * (accuracy - reference):+.1f}")
     text += ("Changes beyond that: " + "; ".join(changes) + ".\n\n" if changes
              else "No change goes beyond that.\n\n")
+    dips = isolated_dips(data, runs)
+    if dips:
+        text += ("Some of these are isolated dips, far below both neighbouring values of their "
+                 "axis (" + "; ".join(dips) + "): more likely one run that started badly than "
+                 "an effect of the value, which only more seeds would tell.\n\n")
     return text
+
+
+#: How far (points) both neighbours on an axis must lie above a value to call it a dip.
+DIP_POINTS = 5.0
+
+
+def isolated_dips(data: dict, runs: dict) -> list[str]:
+    """Values of an axis whose accuracy lies more than :data:`DIP_POINTS` below both of its
+    neighbours on that axis (the axes' values are listed in order)."""
+    dips = []
+    for axis, variants in data["meta"]["axes"].items():
+        accuracy = [100 * statistics.fmean(a for (v, _), a in runs.items() if v == variant)
+                    for _, variant in variants]
+        for i in range(1, len(variants) - 1):
+            if min(accuracy[i - 1], accuracy[i + 1]) - accuracy[i] > DIP_POINTS:
+                dips.append(f"{axis} {variants[i][0]}: {accuracy[i]:.1f}% between "
+                            f"{accuracy[i - 1]:.1f}% and {accuracy[i + 1]:.1f}%")
+    return dips
 
 
 #: The full suite's budget on the 2-core CPU (issue: at most 2 hours).

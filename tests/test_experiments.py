@@ -268,3 +268,14 @@ def test_suite_quick_runs_every_study_and_the_page_reports_its_time(tmp_path, mo
     section = results_page.suite_time_section()
     assert "**100 minutes in all**, within the budget of 120 minutes" in section
     assert "| lane 1 |" in section and "| alone |" in section
+
+
+def test_ablation_summary_names_isolated_dips_only():
+    """A value far below both its neighbours is called a dip; a value at the end of an axis,
+    or one on a slope (one neighbour as low), is not."""
+    axes = {"num_latents": [["8", "a"], ["16 (reference)", "{}"], ["32", "b"], ["64", "c"]],
+            "num_bands": [["4", "d"], ["8", "e"], ["16 (reference)", "{}"]]}
+    accuracy = {"a": 0.80, "{}": 0.94, "b": 0.77, "c": 0.94, "d": 0.70, "e": 0.80}
+    runs = {(v, 0): a for v, a in accuracy.items()}
+    dips = results_page.isolated_dips({"meta": {"axes": axes}}, runs)
+    assert dips == ["num_latents 32: 77.0% between 94.0% and 94.0%"]
