@@ -209,10 +209,13 @@ SUITE_BUDGET_MINUTES = 120
 
 def suite_time_section() -> str:
     """How long the full suite took: ``python -m experiments.suite``'s record when it ran
-    every study (its wall time, lanes side by side), else the sum of each study's recorded
-    ``wall_seconds`` (run one after another); against the suite's budget."""
+    every study from the start (its wall time, lanes side by side; not ``--resume``), else
+    the sum of each study's recorded ``wall_seconds`` (run one after another); against the
+    suite's budget."""
     suite = _load("suite")
-    if suite is not None and not suite["meta"].get("quick") and all(
+    full_run = suite is not None and not (suite["meta"].get("quick")
+                                         or suite["meta"].get("resume"))
+    if full_run and all(
             suite["studies"].get(name, {}).get("returncode") == 0 for name, _ in STUDIES):
         meta = suite["meta"]
         total = meta["wall_seconds"] / 60

@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = common.output_folder(args)
     out.mkdir(parents=True, exist_ok=True)
     meta = common.provenance(NAME, argv)
-    meta.update(quick=args.quick, lanes=[list(lane) for lane in LANES], alone=list(ALONE))
+    meta.update(quick=args.quick, resume=args.resume, lanes=[list(lane) for lane in LANES],
+                alone=list(ALONE))
     options = dict(quick=args.quick, resume=args.resume, out=args.out)
     record: dict[str, Any] = {}
     start = time.perf_counter()

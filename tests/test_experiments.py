@@ -268,6 +268,9 @@ def test_suite_quick_runs_every_study_and_the_page_reports_its_time(tmp_path, mo
     section = results_page.suite_time_section()
     assert "**100 minutes in all**, within the budget of 120 minutes" in section
     assert "| lane 1 |" in section and "| alone |" in section
+    saved["meta"]["resume"] = True  # a resumed suite did only part of the work
+    (tmp_path / "suite.json").write_text(json.dumps(saved))
+    assert "100 minutes in all" not in results_page.suite_time_section()
 
 
 def test_ablation_summary_names_isolated_dips_only():
