@@ -208,49 +208,26 @@ SUITE_BUDGET_MINUTES = 120
 
 
 def suite_time_section() -> str:
-    """How long the full suite took: ``python -m experiments.suite``'s record when it ran
-    every study from the start (its wall time, lanes side by side; not ``--resume``), else
-    the sum of each study's recorded ``wall_seconds`` (run one after another); against the
-    suite's budget."""
+    """How long the full suite took: the record of ``python -m experiments.suite`` when it
+    ran every study from the start (not ``--quick`` or ``--resume``) and all succeeded: its
+    wall time (lanes side by side, then the curve alone), against the suite's budget."""
     suite = _load("suite")
-    full_run = suite is not None and not (suite["meta"].get("quick")
-                                         or suite["meta"].get("resume"))
-    if full_run and all(
-            suite["studies"].get(name, {}).get("returncode") == 0 for name, _ in STUDIES):
-        meta = suite["meta"]
-        total = meta["wall_seconds"] / 60
-        lane_of = {n: f"lane {i + 1}" for i, lane in enumerate(meta["lanes"]) for n in lane}
-        rows = [[f"`{suite['studies'][name]['command']}`", lane_of.get(name, "alone"),
-                 f"{suite['studies'][name]['wall_seconds'] / 60:.1f}"] for name, _ in STUDIES]
-        how = (f"`{meta['command']}` (commit `{meta['git_commit'][:10]}`, {meta['date'][:10]}, "
-               f"{meta['cpu']}, {meta['cpu_count']} CPUs): the lanes side by side, one torch "
-               f"thread per study, took {meta['lanes_wall_seconds'] / 60:.0f} minutes; then "
-               "the curve alone")
-        table = common.markdown_table(["command", "lane", "minutes"], rows)
-    else:
-        rows, total = [], 0.0
-        for name, _ in STUDIES:
-            data = _load(name)
-            if data is None or "wall_seconds" not in data.get("meta", {}):
-                return ""
-            meta = data["meta"]
-            minutes = meta["wall_seconds"] / 60
-            total += minutes
-            resumed = " (resumed: the last part only)" if "resumed_from" in meta else ""
-            load = meta.get("load_average")
-            rows.append([f"`{meta['command']}`", f"{minutes:.1f}{resumed}",
-                         meta.get("torch_threads", "?"),
-                         f"{load[0]:.2f}" if load else "not recorded",
-                         f"`{meta['git_commit'][:10]}`, {meta['date'][:10]}"])
-        how = ("Each study's published run one after another, as recorded in its result file "
-               "(`wall_seconds`; the load average when it started shows whether other work "
-               "shared the 2 cores)")
-        table = common.markdown_table(["command", "minutes", "torch threads",
-                                       "load at start (1 min)", "commit, date"], rows)
+    title = "## Time of the full suite\n\n"
+    if suite is None or suite["meta"].get("quick") or suite["meta"].get("resume") or any(
+            suite["studies"].get(name, {}).get("returncode") != 0 for name, _ in STUDIES):
+        return title + "Not measured yet: `python -m experiments.suite` runs every study.\n\n"
+    meta = suite["meta"]
+    total = meta["wall_seconds"] / 60
+    lane_of = {n: f"lane {i + 1}" for i, lane in enumerate(meta["lanes"]) for n in lane}
+    rows = [[f"`{suite['studies'][name]['command']}`", lane_of.get(name, "alone"),
+             f"{suite['studies'][name]['wall_seconds'] / 60:.1f}"] for name, _ in STUDIES]
     verdict = "within" if total <= SUITE_BUDGET_MINUTES else "over"
-    return ("## Time of the full suite\n\n"
-            f"{how}: **{total:.0f} minutes in all**, {verdict} the budget of "
-            f"{SUITE_BUDGET_MINUTES} minutes.\n\n" + table + "\n")
+    return (title + f"`{meta['command']}` (commit `{meta['git_commit'][:10]}`, "
+            f"{meta['date'][:10]}, {meta['cpu']}, {meta['cpu_count']} CPUs): the lanes side by "
+            f"side, one torch thread per study, took {meta['lanes_wall_seconds'] / 60:.0f} "
+            f"minutes; then the curve alone: **{total:.0f} minutes in all**, {verdict} the "
+            f"budget of {SUITE_BUDGET_MINUTES} minutes.\n\n"
+            + common.markdown_table(["command", "lane", "minutes"], rows) + "\n")
 
 
 def build() -> str:

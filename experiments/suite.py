@@ -2,8 +2,9 @@
 
     python -m experiments.suite [--quick] [--resume] [--out DIR]
 
-On a 2-core CPU these small models use two threads poorly (a training step on two threads
-takes about 0.6x its one-thread time, not 0.5x), so the suite runs two lanes side by side, each
+On a 2-core CPU these small models use two threads poorly (the main job's model trains an
+epoch in 6.4 s on two threads alone, `curve.json`, and in 10.7 s on one thread beside another
+study, `permutation.json`: 0.6x, not 0.5x), so the suite runs two lanes side by side, each
 study a separate process with one torch thread:
 
 * lane 1: the ablations (the longest study);
@@ -71,13 +72,10 @@ def run_study(name: str, command: list[str], log_path: Path, record: dict[str, A
           f"{record[name]['wall_seconds'] / 60:.1f} min; output in {log_path}", flush=True)
 
 
-def run_lane(names: Sequence[str], *, stop_on_failure: bool, record: dict[str, Any],
-             **options) -> None:
-    out = common.output_folder(argparse.Namespace(out=options["out"], quick=options["quick"]))
+def run_lane(names: Sequence[str], logs: Path, record: dict[str, Any], **options) -> None:
+    """Run the studies ``names`` one after another, each logging to ``logs / <name>.log``."""
     for name in names:
-        run_study(name, study_command(name, **options), out / f"{name}.log", record)
-        if stop_on_failure and record[name]["returncode"] != 0:
-            return
+        run_study(name, study_command(name, **options), logs / f"{name}.log", record)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -100,16 +98,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     print(f"{len(LANES)} lanes side by side ({'; '.join(', '.join(lane) for lane in LANES)}), "
           f"then {', '.join(ALONE)} alone", flush=True)
-    lanes = [threading.Thread(target=run_lane, args=(lane,),
-                              kwargs=dict(stop_on_failure=False, record=record, threads=1,
-                                          **options)) for lane in LANES]
+    lanes = [threading.Thread(target=run_lane, args=(lane, out, record),
+                              kwargs=dict(threads=1, **options)) for lane in LANES]
     for lane in lanes:
         lane.start()
     for lane in lanes:
         lane.join()
     lanes_seconds = round(time.perf_counter() - start, 1)
-    run_lane(ALONE, stop_on_failure=False, record=record, threads=os.cpu_count() or 1,
-             **options)
+    run_lane(ALONE, out, record, threads=os.cpu_count() or 1, **options)
     meta["lanes_wall_seconds"] = lanes_seconds
     meta["wall_seconds"] = round(time.perf_counter() - start, 1)
     result = {"meta": meta, "studies": record}
