@@ -1,6 +1,7 @@
 """Ablations of the main job's Perceiver, one axis at a time (the paper's, at MNIST scale).
 
     python -m experiments.ablations [--quick] [--axes num_latents num_bands ...] [--epochs N]
+                                    [--no-reference] [--shared]
 
 The reference model is the main job's (``configs/mnist.yaml``: ``create_model(model.model,
 **model.model_args)``: 16 latents, 4 cross-attends before 4 blocks of 1 self-attend, precision
@@ -28,6 +29,11 @@ self_attends_per_block  latent self-attends per block (depth): 1, 2, 4, 6
 
 The reference value of every axis is the same run (trained once). Writes ``ablations.json``,
 ``ablations.md`` (accuracy and parameters per axis value) and ``ablations.png``.
+
+Two processes can share the work: ``--shared`` merges each one's runs into the one record (see
+:class:`experiments.common.RunLog`), ``--no-reference`` leaves the reference model to the other.
+``python -m experiments.suite`` runs the number of latents (``--axes num_latents
+--no-reference --shared``) beside the other axes (``--axes num_cross_attends ... --shared``).
 """
 
 from __future__ import annotations
@@ -57,6 +63,9 @@ TINY_PERCEIVER = {"encoder": dict(num_latents=8, latent_dim=32, num_blocks=2,
 
 
 LATENTS = (8, 16, 32, 64, 128, 256)
+#: The axes, in the order of the tables.
+AXES = ("num_latents", "num_cross_attends", "sharing", "num_bands", "max_resolution", "position",
+        "self_attends_per_block")
 
 
 def axes(base: nn.Module, latents: Sequence[int] = LATENTS,
@@ -126,6 +135,17 @@ def build(preset: str, args: dict[str, Any], change: dict[str, Any]) -> nn.Modul
     return PerceiverIO(model.config, input_adapter=adapter)
 
 
+def measured_axes(meta_axes: dict[str, list], runs: Sequence[dict[str, Any]],
+                  ) -> dict[str, list]:
+    """The record's axes (``meta["axes"]``: every axis and value) cut to the values that have
+    runs, without the axes where only the reference ran (a process that ran some axes, or
+    two that share the record, list every axis)."""
+    done = {run["variant"] for run in runs}
+    kept = {axis: [v for v in variants if v[1] in done] for axis, variants in meta_axes.items()}
+    return {axis: variants for axis, variants in kept.items()
+            if any(variant != "{}" for _, variant in variants)}
+
+
 def report(log: common.RunLog) -> str:
     meta = log.meta
     text = common.markdown_header("Ablations of the main job's Perceiver", meta)
@@ -136,11 +156,9 @@ def report(log: common.RunLog) -> str:
              "reference model is one run shared by every axis.\n\n")
     groups = {g["variant"]: g for g in common.group_runs(log.runs, ["variant"])}
     rows = []
-    for axis, variants in meta["axes"].items():
+    for axis, variants in measured_axes(meta["axes"], log.runs).items():
         for label, variant in variants:
-            g = groups.get(variant)
-            if g is None:
-                continue
+            g = groups[variant]
             rows.append([axis, label, f"{g['params']:,}",
                          common.percent(g["mean"], g["std"], g["n"]), g["n"],
                          f"{g['train_seconds']:.0f}"])
@@ -151,12 +169,11 @@ def report(log: common.RunLog) -> str:
 def chart(log: common.RunLog, path) -> None:
     groups = {g["variant"]: g for g in common.group_runs(log.runs, ["variant"])}
     labels, values, kinds = [], [], []
-    for axis, variants in log.meta["axes"].items():
+    for axis, variants in measured_axes(log.meta["axes"], log.runs).items():
         for label, variant in variants:
-            if variant in groups:
-                labels.append(f"{axis}\n" + textwrap.fill(label, 12))
-                values.append((groups[variant]["mean"], groups[variant]["std"]))
-                kinds.append("reference" if variant == "{}" else "ablation")
+            labels.append(f"{axis}\n" + textwrap.fill(label, 12))
+            values.append((groups[variant]["mean"], groups[variant]["std"]))
+            kinds.append("reference" if variant == "{}" else "ablation")
     series = {kind: [v if k == kind else (float("nan"), 0.0) for v, k in
                      zip(values, kinds, strict=True)] for kind in ("reference", "ablation")}
     common.bar_chart(path, labels, series, overlay=True,
@@ -165,9 +182,14 @@ def chart(log: common.RunLog, path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = common.base_parser(__doc__.split("\n\n")[0], epochs=15, seeds=(0,))
-    parser.add_argument("--axes", nargs="+", default=None,
-                        help="axes to run (default all: num_latents num_cross_attends sharing "
-                             "num_bands max_resolution position self_attends_per_block)")
+    parser.add_argument("--axes", nargs="+", default=None, choices=AXES, metavar="AXIS",
+                        help=f"axes to run (default all: {' '.join(AXES)})")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="do not train the reference model (another process sharing the "
+                             "record trains it)")
+    parser.add_argument("--shared", action="store_true",
+                        help="another process writes the same record at the same time: each "
+                             "save merges the runs in the file (remove an old record first)")
     parser.add_argument("--num_latents", nargs="+", type=int, default=list(LATENTS),
                         help="the values of the num_latents axis (default: %(default)s; 256 "
                              "latents train several times longer than the main job's 16)")
@@ -191,13 +213,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return aug.random_shift(x, shift)
 
     all_axes = axes(create_model(preset, **model_args), args.num_latents)
+    selected = all_axes
     if args.quick and args.axes is None:  # the machinery, cheaply: a few values per axis
-        all_axes = {a: v[:2] if a != "position" else v for a, v in all_axes.items()}
+        selected = {a: v[:2] if a != "position" else v for a, v in all_axes.items()}
     if args.axes is not None:
-        unknown = set(args.axes) - set(all_axes)
-        if unknown:
-            parser.error(f"unknown axes {sorted(unknown)}; choose from {list(all_axes)}")
-        all_axes = {a: all_axes[a] for a in args.axes}
+        selected = {a: all_axes[a] for a in AXES if a in args.axes}
     out = common.output_folder(args)
     meta = common.provenance(NAME, argv)
     meta.update(quick=args.quick, seeds=args.seeds, preset=preset, model_args=model_args,
@@ -206,10 +226,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 train_examples=len(train_set[1]), test_examples=len(test_set[1]),
                 axes={a: [[label, json.dumps(change, sort_keys=True)] for label, change in v]
                       for a, v in all_axes.items()})
-    log = common.RunLog(out, NAME, meta, resume=args.resume)
+    log = common.RunLog(out, NAME, meta, resume=args.resume, shared=args.shared)
     start = time.perf_counter()
     variants = dict.fromkeys(json.dumps(change, sort_keys=True)
-                             for v in all_axes.values() for _, change in v)
+                             for v in selected.values() for _, change in v)
+    if args.no_reference:
+        variants.pop("{}", None)
     print(f"{len(variants)} models x {len(args.seeds)} seeds, {recipe.epochs} epochs each")
     for seed in args.seeds:
         for variant in variants:

@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import shlex
 import statistics
 import sys
@@ -317,11 +318,19 @@ def provenance(name: str, argv: Sequence[str] | None) -> dict[str, Any]:
 
 class RunLog:
     """Every run of an experiment, written to ``<out>/<name>.json`` after each one (a long
-    study interrupted keeps what it finished; ``resume=True`` skips runs already there)."""
+    study interrupted keeps what it finished; ``resume=True`` skips runs already there).
 
-    def __init__(self, out: Path, name: str, meta: dict[str, Any], *, resume: bool = False):
+    ``shared=True``: other processes write the same record at the same time (the suite runs
+    the ablations' axes in two lanes). Each save then locks the output folder, merges the runs
+    the file holds into this log's and writes the union; ``meta["commands"]`` lists every
+    command that wrote to it. The file is not cleared at the start: remove it first for a
+    fresh record."""
+
+    def __init__(self, out: Path, name: str, meta: dict[str, Any], *, resume: bool = False,
+                 shared: bool = False):
         self.path = out / f"{name}.json"
         self.meta = meta
+        self.shared = shared
         self.runs: list[dict[str, Any]] = []
         self.extra: dict[str, Any] = {}
         if resume and self.path.exists():
@@ -344,6 +353,28 @@ class RunLog:
         self.save()
 
     def save(self) -> None:
+        if not self.shared:
+            self._write()
+            return
+        import fcntl
+
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)  # one writer at a time: read, merge, write
+            if self.path.exists():
+                saved = json.loads(self.path.read_text())
+                mine = {json.dumps(run, sort_keys=True) for run in self.runs}
+                self.runs += [run for run in saved.get("runs", [])
+                              if json.dumps(run, sort_keys=True) not in mine]
+                commands = saved.get("meta", {}).get("commands", [])
+            else:
+                commands = []
+            self.meta["commands"] = sorted({*commands, self.meta["command"]})
+            self._write()
+        finally:
+            os.close(folder)  # closing releases the lock
+
+    def _write(self) -> None:
         write_text(self.path, json.dumps({"meta": self.meta, "runs": self.runs,
                                           "extra": self.extra}, indent=1) + "\n")
 
@@ -405,8 +436,12 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 
 def markdown_header(title: str, meta: dict[str, Any]) -> str:
     dirty = " (with uncommitted changes)" if meta.get("git_dirty") else ""
+    commands = meta.get("commands", [])
+    command = (f"Commands (side by side, writing one record): "
+               f"{'; '.join(f'`{c}`' for c in commands)}" if len(commands) > 1
+               else f"Command: `{meta['command']}`")
     return (f"## {title}\n\n"
-            f"Command: `{meta['command']}`  \n"
+            f"{command}  \n"
             f"Commit: `{meta['git_commit']}`{dirty}; {meta['date']}  \n"
             + (f"Resumed a run started by `{first['command']}` at commit "
                f"`{first['git_commit']}`, {first['date']}  \n"

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from . import common
+from .ablations import measured_axes
 
 ROOT = common.ROOT
 DOCS = ROOT / "docs" / "results.md"
@@ -170,7 +171,7 @@ def ablation_summary(data: dict, permutation: dict | None) -> str:
                  f"resolves only differences of more than {100 * threshold:.1f} points "
                  "(twice that). ")
     changes = []
-    for axis, variants in data["meta"]["axes"].items():
+    for axis, variants in measured_axes(data["meta"]["axes"], data["runs"]).items():
         for label, variant in variants:
             accuracy = statistics.fmean(a for (v, _), a in runs.items() if v == variant)
             if variant != "{}" and abs(accuracy - reference) > threshold:
@@ -193,7 +194,7 @@ def isolated_dips(data: dict, runs: dict) -> list[str]:
     """Values of an axis whose accuracy lies more than :data:`DIP_POINTS` below both of its
     neighbours on that axis (the axes' values are listed in order)."""
     dips = []
-    for axis, variants in data["meta"]["axes"].items():
+    for axis, variants in measured_axes(data["meta"]["axes"], data["runs"]).items():
         accuracy = [100 * statistics.fmean(a for (v, _), a in runs.items() if v == variant)
                     for _, variant in variants]
         for i in range(1, len(variants) - 1):
@@ -209,22 +210,25 @@ SUITE_BUDGET_MINUTES = 120
 
 def suite_time_section() -> str:
     """How long the full suite took: the record of ``python -m experiments.suite`` when it
-    ran every study from the start (not ``--quick`` or ``--resume``) and all succeeded: its
+    ran every job from the start (not ``--quick`` or ``--resume``) and all succeeded: its
     wall time (lanes side by side, then the curve alone), against the suite's budget."""
+    from .suite import JOBS
+
     suite = _load("suite")
     title = "## Time of the full suite\n\n"
-    if suite is None or suite["meta"].get("quick") or suite["meta"].get("resume") or any(
-            suite["studies"].get(name, {}).get("returncode") != 0 for name, _ in STUDIES):
+    jobs = (suite or {}).get("jobs", {})
+    if (suite is None or suite["meta"].get("quick") or suite["meta"].get("resume")
+            or set(jobs) != set(JOBS) or any(job["returncode"] != 0 for job in jobs.values())):
         return title + "Not measured yet: `python -m experiments.suite` runs every study.\n\n"
     meta = suite["meta"]
     total = meta["wall_seconds"] / 60
     lane_of = {n: f"lane {i + 1}" for i, lane in enumerate(meta["lanes"]) for n in lane}
-    rows = [[f"`{suite['studies'][name]['command']}`", lane_of.get(name, "alone"),
-             f"{suite['studies'][name]['wall_seconds'] / 60:.1f}"] for name, _ in STUDIES]
+    rows = [[f"`{job['command']}`", lane_of.get(name, "alone"),
+             f"{job['wall_seconds'] / 60:.1f}"] for name, job in jobs.items()]
     verdict = "within" if total <= SUITE_BUDGET_MINUTES else "over"
     return (title + f"`{meta['command']}` (commit `{meta['git_commit'][:10]}`, "
             f"{meta['date'][:10]}, {meta['cpu']}, {meta['cpu_count']} CPUs): the lanes side by "
-            f"side, one torch thread per study, took {meta['lanes_wall_seconds'] / 60:.0f} "
+            f"side, one torch thread per job, took {meta['lanes_wall_seconds'] / 60:.0f} "
             f"minutes; then the curve alone: **{total:.0f} minutes in all**, {verdict} the "
             f"budget of {SUITE_BUDGET_MINUTES} minutes.\n\n"
             + common.markdown_table(["command", "lane", "minutes"], rows) + "\n")

@@ -4,19 +4,21 @@
 
 On a 2-core CPU these small models use two threads poorly (the main job's model trains an
 epoch in 6.4 s on two threads alone, `curve.json`, and in 10.7 s on one thread beside another
-study, `permutation.json`: 0.6x, not 0.5x), so the suite runs two lanes side by side, each
-study a separate process with one torch thread:
+study, `permutation.json`: 0.6x, not 0.5x), so the suite runs two lanes side by side, each job
+a separate process with one torch thread. The ablations are half of the work, so they are split
+in two jobs that write one record (``--shared``):
 
-* lane 1: the ablations (the longest study);
-* lane 2: the permutation study, then the modality study;
+* lane 1: the number of latents (the ablations' longest axis: 256 latents train 12 times
+  longer than the main job's 16), then the modality study;
+* lane 2: the ablations' other axes (and the reference model), then the permutation study;
 
 and after both, the curve alone with every thread (its time axis is the main job's, so it must
 not share the cores). Each study writes its files as when run by itself
-(``<out>/<name>.json``, ``.md``, ``.png``) and its output to ``<out>/<name>.log``; the suite
-writes ``<out>/suite.json`` (each study's command, exit status and wall time, the lanes' and the
-whole suite's wall time, commit and machine) and, for the default output folder, regenerates
-``docs/results.md``. A study that fails does not stop the other lane; the suite then exits with
-status 1 and names the log to read.
+(``<out>/<name>.json``, ``.md``, ``.png``) and each job its output to ``<out>/<job>.log``; the
+suite writes ``<out>/suite.json`` (each job's command, exit status and wall time, the lanes' and
+the whole suite's wall time, commit and machine) and, for the default output folder,
+regenerates ``docs/results.md``. A job that fails does not stop the other lane; the suite then
+exits with status 1 and names the log to read.
 """
 
 from __future__ import annotations
@@ -32,21 +34,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import common
+from . import ablations, common
 
 NAME = "suite"
-#: Studies that run side by side, one torch thread each; then the ones that run alone.
-LANES: tuple[tuple[str, ...], ...] = (("ablations",), ("permutation", "modalities"))
+#: The suite's jobs: name (its log and its entry in suite.json) -> (study, extra options).
+JOBS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ablations-latents": ("ablations", ("--axes", "num_latents", "--no-reference", "--shared")),
+    "ablations-other-axes": ("ablations", ("--axes", *ablations.AXES[1:], "--shared")),
+    "permutation": ("permutation", ()),
+    "modalities": ("modalities", ()),
+    # the main job's 70 epochs, without the peer model
+    "curve": ("curve", ("--peer-epochs", "0")),
+}
+#: Jobs that run side by side, one torch thread each; then the ones that run alone.
+LANES: tuple[tuple[str, ...], ...] = (("ablations-latents", "modalities"),
+                                      ("ablations-other-axes", "permutation"))
 ALONE: tuple[str, ...] = ("curve",)
-#: The curve's command line in the suite: the main job's 70 epochs, without the peer model.
-EXTRA_ARGS = {"curve": ("--peer-epochs", "0")}
+#: Records that more than one job writes: a fresh suite removes them before it starts.
+SHARED_RECORDS = ("ablations",)
 
 
-def study_command(name: str, *, threads: int, quick: bool, resume: bool,
-                  out: Path | None) -> list[str]:
-    """The command line that runs study ``name`` as the suite runs it."""
-    command = [sys.executable, "-m", f"experiments.{name}", "--threads", str(threads),
-               *EXTRA_ARGS.get(name, ())]
+def job_command(name: str, *, threads: int, quick: bool, resume: bool,
+                out: Path | None) -> list[str]:
+    """The command line that runs job ``name`` as the suite runs it."""
+    study, extra = JOBS[name]
+    command = [sys.executable, "-m", f"experiments.{study}", "--threads", str(threads), *extra]
     if quick:
         command.append("--quick")
     if resume:
@@ -56,8 +68,8 @@ def study_command(name: str, *, threads: int, quick: bool, resume: bool,
     return command
 
 
-def run_study(name: str, command: list[str], log_path: Path, record: dict[str, Any]) -> None:
-    """Run one study, its output to ``log_path``; ``record[name]`` gets its command, exit
+def run_job(name: str, command: list[str], log_path: Path, record: dict[str, Any]) -> None:
+    """Run one job, its output to ``log_path``; ``record[name]`` gets its command, exit
     status and wall time."""
     env = dict(os.environ, OMP_NUM_THREADS=command[command.index("--threads") + 1],
                PYTHONUNBUFFERED="1")  # the log follows the study as it goes
@@ -73,9 +85,9 @@ def run_study(name: str, command: list[str], log_path: Path, record: dict[str, A
 
 
 def run_lane(names: Sequence[str], logs: Path, record: dict[str, Any], **options) -> None:
-    """Run the studies ``names`` one after another, each logging to ``logs / <name>.log``."""
+    """Run the jobs ``names`` one after another, each logging to ``logs / <name>.log``."""
     for name in names:
-        run_study(name, study_command(name, **options), logs / f"{name}.log", record)
+        run_job(name, job_command(name, **options), logs / f"{name}.log", record)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -94,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     meta.update(quick=args.quick, resume=args.resume, lanes=[list(lane) for lane in LANES],
                 alone=list(ALONE))
     options = dict(quick=args.quick, resume=args.resume, out=args.out)
+    if not args.resume:  # the jobs sharing a record merge into it: start it empty
+        for study in SHARED_RECORDS:
+            (out / f"{study}.json").unlink(missing_ok=True)
     record: dict[str, Any] = {}
     start = time.perf_counter()
     print(f"{len(LANES)} lanes side by side ({'; '.join(', '.join(lane) for lane in LANES)}), "
@@ -108,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     run_lane(ALONE, out, record, threads=os.cpu_count() or 1, **options)
     meta["lanes_wall_seconds"] = lanes_seconds
     meta["wall_seconds"] = round(time.perf_counter() - start, 1)
-    result = {"meta": meta, "studies": record}
+    result = {"meta": meta, "jobs": {name: record[name] for lane in (*LANES, ALONE)
+                                     for name in lane}}
     path = common.write_text(out / f"{NAME}.json", json.dumps(result, indent=2) + "\n")
     failed = [name for name, r in record.items() if r["returncode"] != 0]
     print(f"suite: {meta['wall_seconds'] / 60:.1f} min (lanes {lanes_seconds / 60:.1f} min); "

@@ -109,15 +109,46 @@ def test_ablations_quick(tmp_path):
                             "--num_latents", "4", "8"])
     data = _check_files(paths)
     markdown = Path(paths["markdown"]).read_text()
-    for axis, variants in data["meta"]["axes"].items():
-        for label, variant in variants:
-            assert any(r["variant"] == variant for r in data["runs"])
+    assert list(data["meta"]["axes"]) == list(ablations.AXES)  # the record lists every axis
+    measured = ablations.measured_axes(data["meta"]["axes"], data["runs"])
+    assert list(measured) == list(ablations.AXES)  # --quick: a few values of each
+    for axis, variants in measured.items():
+        for label, _ in variants:
             assert f"| {axis} | {label} |" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "|---" not in line]
+    assert len(rows) - 1 == sum(map(len, measured.values()))  # nothing else in the table
     assert {"Fourier (reference)", "learned", "none"} <= {
-        label for label, _ in data["meta"]["axes"]["position"]}
-    assert [label for label, _ in data["meta"]["axes"]["num_latents"]] == ["4", "8 (reference)"]
+        label for label, _ in measured["position"]}
+    assert [label for label, _ in measured["num_latents"]] == ["4", "8 (reference)"]
     assert data["meta"]["recipe"]["precision"] == common.recipe_from_config(
         common.main_job_config(), epochs=1).precision
+
+
+def test_ablations_one_axis_lists_only_that_axis(tmp_path):
+    """``--axes``: the table holds that axis (with its reference row), no other."""
+    paths = ablations.main(["--quick", "--threads", "1", "--out", str(tmp_path),
+                            "--axes", "sharing"])
+    data = _check_files(paths)
+    assert list(ablations.measured_axes(data["meta"]["axes"], data["runs"])) == ["sharing"]
+    assert "| num_latents |" not in Path(paths["markdown"]).read_text()
+
+
+def test_shared_run_logs_merge_into_one_record(tmp_path):
+    """Two logs writing one record in turn (as two processes do): each save keeps the other's
+    runs, none twice, and the record names both commands."""
+    first = common.RunLog(tmp_path, "study", {"command": "python -m a"}, shared=True)
+    second = common.RunLog(tmp_path, "study", {"command": "python -m b"}, shared=True)
+    first.add({"variant": "x", "accuracy": 0.5, "shape": (1, 2)})
+    second.add({"variant": "y", "accuracy": 0.25})
+    first.add({"variant": "z", "accuracy": 0.75})
+    second.save()
+    record = json.loads((tmp_path / "study.json").read_text())
+    assert sorted(run["variant"] for run in record["runs"]) == ["x", "y", "z"]
+    assert record["meta"]["commands"] == ["python -m a", "python -m b"]
+    unshared = common.RunLog(tmp_path, "study", {"command": "python -m c"})
+    unshared.add({"variant": "w"})  # without shared=True a log writes only its own runs
+    assert [r["variant"] for r in json.loads((tmp_path / "study.json").read_text())["runs"]] \
+        == ["w"]
 
 
 def test_curve_quick(tmp_path):
@@ -222,20 +253,31 @@ def test_recipe_resolves_auto_precision_as_the_trainer_does():
 
 
 def test_suite_quick_runs_every_study_and_the_page_reports_its_time(tmp_path, monkeypatch):
-    """``python -m experiments.suite --quick``: every study's files, each study's exit status
-    and time in suite.json; the results page then takes the suite's wall time."""
-    from experiments import suite
+    """``python -m experiments.suite --quick``: every study's files, each job's exit status and
+    time in suite.json, the ablations' two jobs merged into one record; the results page then
+    takes the suite's wall time."""
+    from experiments import ablations, suite
 
     result = suite.main(["--quick", "--out", str(tmp_path)])
-    names = [name for name, _ in results_page.STUDIES]
-    assert sorted(result["studies"]) == sorted(names)
-    for name in names:
-        assert result["studies"][name]["returncode"] == 0, (tmp_path / f"{name}.log").read_text()
-        assert (tmp_path / f"{name}.json").is_file() and (tmp_path / f"{name}.log").is_file()
+    assert list(result["jobs"]) == [name for lane in (*suite.LANES, suite.ALONE)
+                                    for name in lane]
+    assert sorted(result["jobs"]) == sorted(suite.JOBS)
+    for name, job in result["jobs"].items():
+        assert job["returncode"] == 0, (tmp_path / f"{name}.log").read_text()
+        assert (tmp_path / f"{name}.log").is_file()
+    for name, _ in results_page.STUDIES:
+        assert (tmp_path / f"{name}.json").is_file()
+    record = json.loads((tmp_path / "ablations.json").read_text())
+    variants = [run["variant"] for run in record["runs"]]
+    assert len(variants) == len(set(variants))  # the reference trained once, nothing twice
+    latents = {json.loads(v).get("encoder", {}).get("num_latents") for v in variants}
+    assert set(ablations.LATENTS) - latents == {8}  # the latents job's runs (8: the reference)
+    assert "{}" in variants and any('"num_bands"' in v for v in variants)  # the other job's
+    assert len(record["meta"]["commands"]) == 2
+    assert "Commands (side by side, writing one record)" in (tmp_path / "ablations.md").read_text()
     saved = json.loads((tmp_path / "suite.json").read_text())
     assert saved["meta"]["wall_seconds"] >= saved["meta"]["lanes_wall_seconds"] > 0
-    assert saved["meta"]["wall_seconds"] >= max(r["wall_seconds"]
-                                                for r in saved["studies"].values())
+    assert saved["meta"]["wall_seconds"] >= max(r["wall_seconds"] for r in saved["jobs"].values())
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     assert "Not measured yet" in results_page.suite_time_section()  # quick: not a full run
     saved["meta"]["quick"] = False
@@ -243,7 +285,7 @@ def test_suite_quick_runs_every_study_and_the_page_reports_its_time(tmp_path, mo
     (tmp_path / "suite.json").write_text(json.dumps(saved))
     section = results_page.suite_time_section()
     assert "**100 minutes in all**, within the budget of 120 minutes" in section
-    assert "| lane 1 |" in section and "| alone |" in section
+    assert "| lane 1 |" in section and "| lane 2 |" in section and "| alone |" in section
     saved["meta"]["wall_seconds"] = 130 * 60
     (tmp_path / "suite.json").write_text(json.dumps(saved))
     assert "**130 minutes in all**, over the budget" in results_page.suite_time_section()
@@ -251,7 +293,7 @@ def test_suite_quick_runs_every_study_and_the_page_reports_its_time(tmp_path, mo
     (tmp_path / "suite.json").write_text(json.dumps(saved))
     assert "Not measured yet" in results_page.suite_time_section()
     saved["meta"]["resume"] = False
-    saved["studies"]["modalities"]["returncode"] = 1  # nor did a suite with a failed study
+    saved["jobs"]["modalities"]["returncode"] = 1  # nor did a suite with a failed job
     (tmp_path / "suite.json").write_text(json.dumps(saved))
     assert "Not measured yet" in results_page.suite_time_section()
 
@@ -263,5 +305,6 @@ def test_ablation_summary_names_isolated_dips_only():
             "num_bands": [["4", "d"], ["8", "e"], ["16 (reference)", "{}"]]}
     accuracy = {"a": 0.80, "{}": 0.94, "b": 0.77, "c": 0.94, "d": 0.70, "e": 0.80}
     runs = {(v, 0): a for v, a in accuracy.items()}
-    dips = results_page.isolated_dips({"meta": {"axes": axes}}, runs)
+    record = {"meta": {"axes": axes}, "runs": [{"variant": v} for v in accuracy]}
+    dips = results_page.isolated_dips(record, runs)
     assert dips == ["num_latents 32: 77.0% between 94.0% and 94.0%"]
