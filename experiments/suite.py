@@ -3,7 +3,7 @@
     python -m experiments.suite [--quick] [--resume] [--out DIR]
 
 On a 2-core CPU these small models use two threads poorly (the main job's model trains an
-epoch in 6.4 s on two threads alone, `curve.json`, and in 10.7 s on one thread beside another
+epoch in 3.0 s on two threads alone, `curve.json`, and in 4.8 s on one thread beside another
 study, `permutation.json`: 0.6x, not 0.5x), so the suite runs two lanes side by side, each job
 a separate process with one torch thread. The ablations are half of the work, so they are split
 in two jobs that write one record (``--shared``):
