@@ -10,6 +10,7 @@ augmentation, drawn from the same seeded generators.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -18,7 +19,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -353,28 +354,42 @@ class RunLog:
         self.save()
 
     def save(self) -> None:
+        with self.locked():
+            self.merge()
+            self.write()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """For a shared log: hold the output folder's lock (one writer at a time); else
+        nothing."""
         if not self.shared:
-            self._write()
+            yield
             return
         import fcntl
 
         folder = os.open(self.path.parent, os.O_RDONLY)
         try:
-            fcntl.flock(folder, fcntl.LOCK_EX)  # one writer at a time: read, merge, write
-            if self.path.exists():
-                saved = json.loads(self.path.read_text())
-                mine = {json.dumps(run, sort_keys=True) for run in self.runs}
-                self.runs += [run for run in saved.get("runs", [])
-                              if json.dumps(run, sort_keys=True) not in mine]
-                commands = saved.get("meta", {}).get("commands", [])
-            else:
-                commands = []
-            self.meta["commands"] = sorted({*commands, self.meta["command"]})
-            self._write()
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            yield
         finally:
             os.close(folder)  # closing releases the lock
 
-    def _write(self) -> None:
+    def merge(self) -> None:
+        """For a shared log: add the runs the file holds that this log lacks, and list this
+        log's command in ``meta["commands"]`` beside those already there."""
+        if not self.shared:
+            return
+        commands: list[str] = []
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            mine = {json.dumps(run, sort_keys=True) for run in self.runs}
+            self.runs += [run for run in saved.get("runs", [])
+                          if json.dumps(run, sort_keys=True) not in mine]
+            commands = saved.get("meta", {}).get("commands", [])
+        self.meta["commands"] = sorted({*commands, self.meta["command"]})
+
+    def write(self) -> None:
+        """Write the record as this log holds it (:meth:`save` merges first)."""
         write_text(self.path, json.dumps({"meta": self.meta, "runs": self.runs,
                                           "extra": self.extra}, indent=1) + "\n")
 
@@ -385,12 +400,14 @@ def finish(log: RunLog, out: Path, name: str, *, started: float,
     """Record the wall time, write ``<name>.json``, ``<name>.md`` (``report(log)``) and, when
     there are runs, ``<name>.png`` (``chart``); print the report; return the paths."""
     log.meta["wall_seconds"] = round(time.perf_counter() - started, 1)
-    log.save()
-    text = report(log)
-    paths = {"json": log.path, "markdown": write_text(out / f"{name}.md", text)}
-    if chart is not None and log.runs:
-        paths["chart"] = out / f"{name}.png"
-        chart(log, paths["chart"])
+    with log.locked():  # a shared record: the report and chart show every process's runs
+        log.merge()
+        log.write()
+        text = report(log)
+        paths = {"json": log.path, "markdown": write_text(out / f"{name}.md", text)}
+        if chart is not None and log.runs:
+            paths["chart"] = out / f"{name}.png"
+            chart(log, paths["chart"])
     print(text)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return paths
