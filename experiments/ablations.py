@@ -4,9 +4,9 @@
                                     [--no-reference] [--shared]
 
 The reference model is the main job's (``configs/mnist.yaml``: ``create_model(model.model,
-**model.model_args)``: 16 latents, 4 cross-attends before 4 blocks of 1 self-attend, precision
-auto), trained for 15 epochs (the main job: 70) with the main job's augmentation on the 4,000
-MNIST training digits and tested on the 1,000 held-out ones.
+**model.model_args)``: 16 latents, a cross-attend before each of 4 blocks of 1 self-attend,
+precision auto), trained for 15 epochs (the main job: 70) with the main job's augmentation on
+the 4,000 MNIST training digits and tested on the 1,000 held-out ones.
 Each axis changes one thing:
 
 ======================  =======================================================================
@@ -226,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 train_examples=len(train_set[1]), test_examples=len(test_set[1]),
                 axes={a: [[label, json.dumps(change, sort_keys=True)] for label, change in v]
                       for a, v in all_axes.items()})
-    log = common.RunLog(out, NAME, meta, resume=args.resume, shared=args.shared)
+    log = common.RunLog(out, NAME, meta, resume=args.resume, shared=args.shared,
+                        key=("variant", "seed", "epochs"))
     start = time.perf_counter()
     variants = dict.fromkeys(json.dumps(change, sort_keys=True)
                              for v in selected.values() for _, change in v)

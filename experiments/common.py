@@ -323,15 +323,18 @@ class RunLog:
 
     ``shared=True``: other processes write the same record at the same time (the suite runs
     the ablations' axes in two lanes). Each save then locks the output folder, merges the runs
-    the file holds into this log's and writes the union; ``meta["commands"]`` lists every
-    command that wrote to it. The file is not cleared at the start: remove it first for a
-    fresh record."""
+    the file holds into this log's (a run of the file with the same ``key`` fields as one of
+    this log's is replaced by it; without ``key``, runs are the same when all their fields
+    are) and writes the union; ``meta["jobs"]`` holds every command
+    that wrote to it, each with its commit, date and wall time. The file is not cleared at the
+    start: remove it first for a fresh record."""
 
     def __init__(self, out: Path, name: str, meta: dict[str, Any], *, resume: bool = False,
-                 shared: bool = False):
+                 shared: bool = False, key: Sequence[str] | None = None):
         self.path = out / f"{name}.json"
         self.meta = meta
         self.shared = shared
+        self.key = tuple(key) if key is not None else None
         self.runs: list[dict[str, Any]] = []
         self.extra: dict[str, Any] = {}
         if resume and self.path.exists():
@@ -367,6 +370,7 @@ class RunLog:
             return
         import fcntl
 
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         folder = os.open(self.path.parent, os.O_RDONLY)
         try:
             fcntl.flock(folder, fcntl.LOCK_EX)
@@ -375,18 +379,25 @@ class RunLog:
             os.close(folder)  # closing releases the lock
 
     def merge(self) -> None:
-        """For a shared log: add the runs the file holds that this log lacks, and list this
-        log's command in ``meta["commands"]`` beside those already there."""
+        """For a shared log: add the runs of the file that this log lacks (see
+        :meth:`identity`), and this log's command to the file's ``meta["jobs"]``."""
         if not self.shared:
             return
-        commands: list[str] = []
+        jobs: dict[str, Any] = {}
         if self.path.exists():
             saved = json.loads(self.path.read_text())
-            mine = {json.dumps(run, sort_keys=True) for run in self.runs}
+            mine = {self.identity(run) for run in self.runs}
             self.runs += [run for run in saved.get("runs", [])
-                          if json.dumps(run, sort_keys=True) not in mine]
-            commands = saved.get("meta", {}).get("commands", [])
-        self.meta["commands"] = sorted({*commands, self.meta["command"]})
+                          if self.identity(run) not in mine]
+            jobs = saved.get("meta", {}).get("jobs", {})
+        jobs[self.meta["command"]] = {k: self.meta.get(k)
+                                      for k in ("git_commit", "git_dirty", "date", "wall_seconds")}
+        self.meta["jobs"] = dict(sorted(jobs.items()))
+
+    def identity(self, run: dict[str, Any]) -> str:
+        """What makes two runs the same run: their ``key`` fields, or all their fields."""
+        fields = run if self.key is None else {k: run.get(k) for k in self.key}
+        return json.dumps(fields, sort_keys=True)
 
     def write(self) -> None:
         """Write the record as this log holds it (:meth:`save` merges first)."""
@@ -453,7 +464,7 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 
 def markdown_header(title: str, meta: dict[str, Any]) -> str:
     dirty = " (with uncommitted changes)" if meta.get("git_dirty") else ""
-    commands = meta.get("commands", [])
+    commands = list(meta.get("jobs", {}))
     command = (f"Commands (side by side, writing one record): "
                f"{'; '.join(f'`{c}`' for c in commands)}" if len(commands) > 1
                else f"Command: `{meta['command']}`")

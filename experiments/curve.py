@@ -17,6 +17,7 @@ commit and machine), ``curve.md`` (epoch times and accuracies) and ``curve.png``
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from collections.abc import Sequence
@@ -119,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--peer-epochs", type=int, default=25,
                         help="perceiver-pytorch's epochs (default 25; 0 leaves it out)")
     args = common.parse(parser, argv)
+    if args.peer_epochs > 0 and importlib.util.find_spec("perceiver_pytorch") is None:
+        parser.error("--peer-epochs trains perceiver-pytorch's model beside ours, and "
+                     "perceiver-pytorch is not installed: pip install -c constraints.txt -e "
+                     "'.[bench]', or pass --peer-epochs 0")
     args.argv = argv
     start = time.perf_counter()
     log = run(args)

@@ -5,7 +5,7 @@
 Three models of similar size (parameter counts within 2x, printed and recorded):
 
 * the raw-pixel Perceiver, the main job's (``configs/mnist.yaml``: ``create_model(model.model,
-  **model.model_args)``: 16 latents, 4 cross-attends before 4 blocks of 1 self-attend,
+  **model.model_args)``: 16 latents, a cross-attend before each of 4 blocks of 1 self-attend,
   precision auto), trained for 15 epochs instead of the main job's 70; on permuted data it gets
   ``permutation_seed``, so every pixel carries the Fourier features of its original position
   (the paper's permuted-ImageNet setting);

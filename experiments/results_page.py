@@ -263,6 +263,9 @@ def build() -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     text = build()
     common.write_text(DOCS, text)
     print(f"wrote {DOCS}")

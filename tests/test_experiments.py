@@ -136,19 +136,44 @@ def test_ablations_one_axis_lists_only_that_axis(tmp_path):
 def test_shared_run_logs_merge_into_one_record(tmp_path):
     """Two logs writing one record in turn (as two processes do): each save keeps the other's
     runs, none twice, and the record names both commands."""
-    first = common.RunLog(tmp_path, "study", {"command": "python -m a"}, shared=True)
-    second = common.RunLog(tmp_path, "study", {"command": "python -m b"}, shared=True)
+    folder = tmp_path / "new" / "folder"  # made by the first save
+    first = common.RunLog(folder, "study", {"command": "python -m a", "wall_seconds": 3},
+                          shared=True, key=("variant",))
+    second = common.RunLog(folder, "study", {"command": "python -m b", "wall_seconds": 2},
+                           shared=True, key=("variant",))
     first.add({"variant": "x", "accuracy": 0.5, "shape": (1, 2)})
     second.add({"variant": "y", "accuracy": 0.25})
     first.add({"variant": "z", "accuracy": 0.75})
     second.save()
-    record = json.loads((tmp_path / "study.json").read_text())
+    record = json.loads((folder / "study.json").read_text())
     assert sorted(run["variant"] for run in record["runs"]) == ["x", "y", "z"]
-    assert record["meta"]["commands"] == ["python -m a", "python -m b"]
-    unshared = common.RunLog(tmp_path, "study", {"command": "python -m c"})
+    assert {c: j["wall_seconds"] for c, j in record["meta"]["jobs"].items()} == {
+        "python -m a": 3, "python -m b": 2}
+    again = common.RunLog(folder, "study", {"command": "python -m a"}, shared=True,
+                          key=("variant",))
+    again.add({"variant": "x", "accuracy": 0.9})  # the same run again replaces it
+    runs = json.loads((folder / "study.json").read_text())["runs"]
+    assert sorted((r["variant"], r["accuracy"]) for r in runs) == [
+        ("x", 0.9), ("y", 0.25), ("z", 0.75)]
+    unshared = common.RunLog(folder, "study", {"command": "python -m c"})
     unshared.add({"variant": "w"})  # without shared=True a log writes only its own runs
-    assert [r["variant"] for r in json.loads((tmp_path / "study.json").read_text())["runs"]] \
+    assert [r["variant"] for r in json.loads((folder / "study.json").read_text())["runs"]] \
         == ["w"]
+
+
+def test_curve_peer_without_perceiver_pytorch_says_what_to_install(tmp_path, monkeypatch,
+                                                                    capsys):
+    """Without perceiver-pytorch, ``--peer-epochs`` above 0 stops before any training and
+    names the extra to install or the option that leaves the peer out."""
+    real = curve.importlib.util.find_spec
+    monkeypatch.setattr(curve.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "perceiver_pytorch" else real(name, *a))
+    with pytest.raises(SystemExit) as exit_:
+        curve.main(["--quick", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "perceiver-pytorch is not installed" in error and "--peer-epochs 0" in error
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing written
 
 
 def test_curve_quick(tmp_path):
@@ -273,7 +298,8 @@ def test_suite_quick_runs_every_study_and_the_page_reports_its_time(tmp_path, mo
     latents = {json.loads(v).get("encoder", {}).get("num_latents") for v in variants}
     assert set(ablations.LATENTS) - latents == {8}  # the latents job's runs (8: the reference)
     assert "{}" in variants and any('"num_bands"' in v for v in variants)  # the other job's
-    assert len(record["meta"]["commands"]) == 2
+    assert len(record["meta"]["jobs"]) == 2 and all(
+        job["wall_seconds"] > 0 for job in record["meta"]["jobs"].values())
     assert "Commands (side by side, writing one record)" in (tmp_path / "ablations.md").read_text()
     saved = json.loads((tmp_path / "suite.json").read_text())
     assert saved["meta"]["wall_seconds"] >= saved["meta"]["lanes_wall_seconds"] > 0
