@@ -109,6 +109,9 @@ SHARDING = textwrap.dedent("""
         if rank == 0:
             with open(out, "w") as f:
                 json.dump(result, f)
+        # neither rank leaves while the other still talks to it (rank 0 holds the store):
+        # without it a loaded machine can abort the slower rank's gloo thread at exit
+        dist.barrier()
         dist.destroy_process_group()
 
     if __name__ == "__main__":
