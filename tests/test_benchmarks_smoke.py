@@ -113,3 +113,17 @@ def test_compile_section_covers_each_model_call_and_precision(tmp_path, monkeypa
         for call in ("forward", "train step") for precision in precisions]
     assert all(row[3] > 0 and row[4] > 0 for row in table.rows)
     assert any("bf16 left out" in note for note in table.notes) is not bf16
+
+
+def test_optimizer_benchmark_writes_both_models(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "optimizer.py"), "--rounds", "1", "--steps",
+         "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "cpu-optimizer.json").read_text())
+    (table,) = _check_tables({**results, "meta": {**results["meta"], "quick": True}},
+                             (tmp_path / "cpu-optimizer.md").read_text()).values()
+    assert [row[0] for row in table["rows"]] == ["perceiver-seed",
+                                                 "main job (configs/mnist.yaml)"]
+    difference = table["columns"].index("max |difference| after 10 steps")
+    assert all(float(row[difference]) < 1e-5 for row in table["rows"])

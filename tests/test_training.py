@@ -3,6 +3,7 @@ plots, input files for predict, atomic checkpoint writes."""
 
 from __future__ import annotations
 
+import copy
 import math
 import wave
 
@@ -296,3 +297,31 @@ def test_checkpoint_loading_refuses_pickled_code(tmp_path):
     torch.save({"fn": math.sqrt}, path)  # a pickled callable: not weights-only
     with pytest.raises(Exception, match="(?i)weights.only|unsupported global"):
         AtomicCheckpointIO().load_checkpoint(path)
+
+
+def test_trainer_adamw_is_fused_on_cpu_and_steps_like_the_loop():
+    """The trainer's AdamW takes PyTorch's fused kernel for plain CPU parameters, keeps the
+    weight-decay groups, and moves the weights as the per-tensor loop does (to rounding);
+    parameters the fused kernel cannot take get the loop."""
+    from omniperceiver.training.module import adamw, weight_decay_groups
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.LayerNorm(8),
+                                torch.nn.Linear(8, 3))
+    twin = copy.deepcopy(model)
+    options = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+    fused = adamw(weight_decay_groups(model, 0.1), **options)
+    loop = torch.optim.AdamW(weight_decay_groups(twin, 0.1), **options)
+    assert fused.defaults["fused"] is True and not loop.defaults["fused"]
+    assert [g["weight_decay"] for g in fused.param_groups] == [
+        g["weight_decay"] for g in loop.param_groups]
+    for step in range(5):
+        x = torch.randn(16, 6, generator=torch.Generator().manual_seed(step))
+        for m, optimizer in ((model, fused), (twin, loop)):
+            optimizer.zero_grad()
+            m(x).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    elsewhere = torch.nn.Parameter(torch.zeros(3, device="meta"))  # no fused kernel there
+    assert not adamw([{"params": [elsewhere]}], lr=1e-3).defaults["fused"]

@@ -60,6 +60,26 @@ class WarmupSchedule:
         return 1.0
 
 
+def adamw(groups: list[dict], **options) -> torch.optim.AdamW:
+    """AdamW over ``groups``, with PyTorch's fused kernel where it applies: every parameter a
+    plain floating-point tensor on the CPU or a CUDA device (not a sharded DTensor). On a
+    CPU the fused step is 2-3x faster than the per-tensor loop
+    (``benchmarks/results/cpu-optimizer.md``); the results agree to rounding."""
+    params = [p for group in groups for p in group["params"]]
+    sharded = False
+    if torch.distributed.is_available():
+        from torch.distributed.tensor import DTensor
+
+        sharded = any(isinstance(p, DTensor) for p in params)
+    if params and not sharded and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                                      for p in params):
+        try:
+            return torch.optim.AdamW(groups, fused=True, **options)
+        except (RuntimeError, ValueError):  # a PyTorch without the fused kernel for it
+            pass
+    return torch.optim.AdamW(groups, **options)
+
+
 def weight_decay_groups(model: nn.Module, weight_decay: float,
                         lr_ratios: Mapping[str, float] | None = None) -> list[dict]:
     """Optimizer parameter groups with weight decay on weight matrices only: not on biases,
@@ -163,8 +183,7 @@ class TrainingModule(LightningModule, ABC):
 
             optimizer = Lamb(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=h.lr, betas=tuple(h.betas),
-                                          weight_decay=h.weight_decay)
+            optimizer = adamw(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(h.warmup * total) if h.warmup < 1 else int(h.warmup)
         milestones = [int(f * total) for f in (h.step_milestones or [0.7, 0.85, 0.95])]
