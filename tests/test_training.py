@@ -325,3 +325,4 @@ def test_trainer_adamw_is_fused_on_cpu_and_steps_like_the_loop():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     elsewhere = torch.nn.Parameter(torch.zeros(3, device="meta"))  # no fused kernel there
     assert not adamw([{"params": [elsewhere]}], lr=1e-3).defaults["fused"]
+    assert not adamw(weight_decay_groups(model, 0.1), fused=False, lr=1e-3).defaults["fused"]
