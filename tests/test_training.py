@@ -326,3 +326,27 @@ def test_trainer_adamw_is_fused_on_cpu_and_steps_like_the_loop():
     elsewhere = torch.nn.Parameter(torch.zeros(3, device="meta"))  # no fused kernel there
     assert not adamw([{"params": [elsewhere]}], lr=1e-3).defaults["fused"]
     assert not adamw(weight_decay_groups(model, 0.1), fused=False, lr=1e-3).defaults["fused"]
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_gradient_clipping_before_a_fused_step_clips(algorithm):
+    """Lightning refuses to clip before a fused optimizer's step; the module clips itself."""
+    from types import SimpleNamespace
+
+    from omniperceiver.training.module import ClassificationModule, adamw, weight_decay_groups
+
+    module = ClassificationModule(model="image-perceiver", num_classes=3, model_args=dict(
+        image_shape=[4, 4], input_channels=1, encoder=dict(num_latents=4, latent_dim=8,
+                                                            num_blocks=1)))
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(model=module))
+    optimizer = adamw(weight_decay_groups(module.model, 0.0), lr=1e-3)
+    assert optimizer.defaults["fused"] is True
+    for p in module.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    module.configure_gradient_clipping(optimizer, 0.5, algorithm)
+    grads = [p.grad for p in module.parameters()]
+    if algorithm == "norm":
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        assert total.item() == pytest.approx(0.5, rel=1e-4)
+    else:
+        assert max(g.abs().max().item() for g in grads) == pytest.approx(0.5)
