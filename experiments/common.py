@@ -335,6 +335,7 @@ class RunLog:
         self.meta = meta
         self.shared = shared
         self.key = tuple(key) if key is not None else None
+        self._lock: int | None = None  # the locked folder's descriptor while held
         self.runs: list[dict[str, Any]] = []
         self.extra: dict[str, Any] = {}
         if resume and self.path.exists():
@@ -359,24 +360,25 @@ class RunLog:
     def save(self) -> None:
         with self.locked():
             self.merge()
-            self.write()
+            self._write()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """For a shared log: hold the output folder's lock (one writer at a time); else
-        nothing."""
-        if not self.shared:
+        """For a shared log: hold the output folder's lock (one writer at a time; a save
+        inside keeps it); else nothing."""
+        if not self.shared or self._lock is not None:
             yield
             return
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        folder = os.open(self.path.parent, os.O_RDONLY)
+        self._lock = os.open(self.path.parent, os.O_RDONLY)
         try:
-            fcntl.flock(folder, fcntl.LOCK_EX)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(folder)  # closing releases the lock
+            os.close(self._lock)  # closing releases the lock
+            self._lock = None
 
     def merge(self) -> None:
         """For a shared log: add the runs of the file that this log lacks (see
@@ -399,8 +401,7 @@ class RunLog:
         fields = run if self.key is None else {k: run.get(k) for k in self.key}
         return json.dumps(fields, sort_keys=True)
 
-    def write(self) -> None:
-        """Write the record as this log holds it (:meth:`save` merges first)."""
+    def _write(self) -> None:
         write_text(self.path, json.dumps({"meta": self.meta, "runs": self.runs,
                                           "extra": self.extra}, indent=1) + "\n")
 
@@ -412,8 +413,7 @@ def finish(log: RunLog, out: Path, name: str, *, started: float,
     there are runs, ``<name>.png`` (``chart``); print the report; return the paths."""
     log.meta["wall_seconds"] = round(time.perf_counter() - started, 1)
     with log.locked():  # a shared record: the report and chart show every process's runs
-        log.merge()
-        log.write()
+        log.save()
         text = report(log)
         paths = {"json": log.path, "markdown": write_text(out / f"{name}.md", text)}
         if chart is not None and log.runs:

@@ -50,8 +50,6 @@ JOBS: dict[str, tuple[str, tuple[str, ...]]] = {
 LANES: tuple[tuple[str, ...], ...] = (("ablations-latents", "modalities"),
                                       ("ablations-other-axes", "permutation"))
 ALONE: tuple[str, ...] = ("curve",)
-#: Records that more than one job writes: a fresh suite removes them before it starts.
-SHARED_RECORDS = ("ablations",)
 
 
 def job_command(name: str, *, threads: int, quick: bool, resume: bool,
@@ -107,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 alone=list(ALONE))
     options = dict(quick=args.quick, resume=args.resume, out=args.out)
     if not args.resume:  # the jobs sharing a record merge into it: start it empty
-        for study in SHARED_RECORDS:
+        for study in {study for study, extra in JOBS.values() if "--shared" in extra}:
             (out / f"{study}.json").unlink(missing_ok=True)
     record: dict[str, Any] = {}
     start = time.perf_counter()

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def step_times(config: str, steps: int) -> dict:
     from omniperceiver.training.lightning_cli import parse
+    from omniperceiver.training.module import adamw
 
     cli = parse(["--config", str(ROOT / "configs" / f"{config}.yaml"),
                  "--trainer.default_root_dir", str(ROOT / "runs" / "step_time"),
@@ -37,7 +38,7 @@ def step_times(config: str, steps: int) -> dict:
     loader = data.train_dataloader()
     x, y = next(iter(loader))
     model = cli.model.model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = adamw([{"params": list(model.parameters())}], lr=1e-3)  # the trainer's
     result = {"config": config, "batch_size": len(y),
               "parameters": sum(p.numel() for p in model.parameters())}
     for name, autocast in (("32-true", False), ("bf16-mixed", True)):

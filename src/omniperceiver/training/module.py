@@ -61,22 +61,18 @@ class WarmupSchedule:
 
 
 def adamw(groups: list[dict], *, fused: bool = True, **options) -> torch.optim.AdamW:
-    """AdamW over ``groups``, with PyTorch's fused kernel (``fused=True``) where it applies:
-    every parameter a plain floating-point tensor on the CPU or a CUDA device (not a sharded
-    DTensor). On a CPU the fused step is 4-7x faster than the per-tensor loop
-    (``benchmarks/results/cpu-optimizer.md``); the results agree to rounding. A fused step
-    unscales a gradient scaler's gradients itself, so float16 mixed precision (which scales)
-    should ask for ``fused=False``."""
+    """AdamW over ``groups``, with PyTorch's fused kernel when ``fused`` and every parameter
+    is a floating-point tensor on the CPU or a CUDA device (and the installed PyTorch has the
+    kernel for it: CPUs since 2.4), else the per-tensor loop. On a CPU the fused step is 4-7x
+    faster (``benchmarks/results/cpu-optimizer.md``); the results agree to rounding. Ask for
+    ``fused=False`` under a gradient scaler (a fused step unscales the gradients itself) and
+    for FSDP-sharded parameters."""
     params = [p for group in groups for p in group["params"]]
-    if torch.distributed.is_available():
-        from torch.distributed.tensor import DTensor
-
-        fused = fused and not any(isinstance(p, DTensor) for p in params)
     if fused and params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
                                 for p in params):
         try:
             return torch.optim.AdamW(groups, fused=True, **options)
-        except (RuntimeError, ValueError):  # a PyTorch without the fused kernel for it
+        except RuntimeError:  # a PyTorch without the fused kernel for these parameters
             pass
     return torch.optim.AdamW(groups, **options)
 
@@ -185,8 +181,9 @@ class TrainingModule(LightningModule, ABC):
             optimizer = Lamb(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay)
         else:
             scaled = str(self.trainer.precision).startswith("16")  # float16 with a scaler
-            optimizer = adamw(groups, fused=not scaled, lr=h.lr, betas=tuple(h.betas),
-                              weight_decay=h.weight_decay)
+            sharded = isinstance(self.trainer.strategy, ModelParallelStrategy)  # FSDP2
+            optimizer = adamw(groups, fused=not (scaled or sharded), lr=h.lr,
+                              betas=tuple(h.betas), weight_decay=h.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(h.warmup * total) if h.warmup < 1 else int(h.warmup)
         milestones = [int(f * total) for f in (h.step_milestones or [0.7, 0.85, 0.95])]
